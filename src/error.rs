@@ -1,0 +1,89 @@
+//! The core's error type. Each variant says what went wrong and, where a user can act,
+//! how to fix it; `src/py/errors.rs` maps every variant to a Python exception class.
+
+use crate::journal::record::RecordError;
+use crate::store::StoreError;
+use crate::suspend::TransitionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {what} {value:?}: it must be {rule}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error("corrupt data at {key}{}: {reason}. The store was changed outside kitaru or damaged; \
+             the value was not used", describe_context(.exec_id, .checkpoint))]
+    Corrupt {
+        key: String,
+        exec_id: Option<String>,
+        checkpoint: Option<String>,
+        reason: String,
+    },
+
+    #[error("no execution {exec_id} in the store at {store}; `kitaru executions list` shows the executions there")]
+    ExecutionNotFound { exec_id: String, store: String },
+
+    #[error("execution {exec_id}: {source}")]
+    Transition {
+        exec_id: String,
+        #[source]
+        source: TransitionError,
+    },
+
+    #[error("execution {exec_id} is already being run by {holder}; only one process may run an \
+             execution at a time. Wait for it to finish, or stop that process and retry")]
+    LeaseHeld { exec_id: String, holder: String },
+
+    #[error("execution {exec_id} was taken over by another process ({by}) while this one ran it; \
+             this process stopped so that two runners never run one execution")]
+    LeaseLost { exec_id: String, by: String },
+
+    #[error("execution {exec_id} was cancelled while it ran{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
+    Cancelled { exec_id: String, reason: String },
+
+    #[error("execution {exec_id} was changed by another process {attempts} times while this one \
+             tried to update it; try again")]
+    Contention { exec_id: String, attempts: u32 },
+
+    #[error("kitaru's I/O runtime could not start: {0}")]
+    RuntimeStart(#[source] std::io::Error),
+
+    #[error("record for checkpoint {call_id} of execution {exec_id} is too large to encode: {reason}")]
+    Encode {
+        exec_id: String,
+        call_id: String,
+        reason: String,
+    },
+}
+
+fn describe_context(exec_id: &Option<String>, checkpoint: &Option<String>) -> String {
+    match (exec_id, checkpoint) {
+        (Some(e), Some(c)) => format!(" (execution {e}, checkpoint {c})"),
+        (Some(e), None) => format!(" (execution {e})"),
+        (None, Some(c)) => format!(" (checkpoint {c})"),
+        (None, None) => String::new(),
+    }
+}
+
+impl Error {
+    pub(crate) fn corrupt_record(key: &str, exec_id: Option<&str>, err: RecordError) -> Self {
+        let checkpoint = key
+            .rsplit_once("/cp/")
+            .map(|(_, c)| c.to_string())
+            .or_else(|| key.rsplit_once("/cpfail/").map(|(_, c)| c.to_string()));
+        Error::Corrupt {
+            key: key.to_string(),
+            exec_id: exec_id.map(str::to_string),
+            checkpoint,
+            reason: err.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

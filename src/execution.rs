@@ -1,0 +1,566 @@
+//! Running an execution: create or claim it, record checkpoints, finish it. A `Runner`
+//! holds the lease for as long as it lives and renews it in the background.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::ids::{self, now_us};
+use crate::journal::record::{self, ByteBuf, Digest, Record};
+use crate::journal::types::*;
+use crate::journal::{Journal, Scope};
+use crate::lease;
+use crate::store::layout;
+use crate::store::Store;
+use crate::suspend::{self, Facts, State};
+
+/// How many times a writer re-reads and retries after losing a race for a sequence number.
+const MAX_RACES: u32 = 16;
+
+/// Why a process takes over an existing execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// A failed execution, or one whose runner died.
+    Retry,
+    /// A waiting execution whose waits were answered.
+    Resume,
+}
+
+/// What a caller hands over to store a value: the serializer tag and the bytes.
+#[derive(Debug, Clone)]
+pub struct RawValue {
+    pub serializer: String,
+    pub bytes: Bytes,
+}
+
+/// Stores a value inline when small, else as a blob.
+pub async fn store_value(store: &Store, raw: RawValue) -> Result<Value> {
+    let body = if raw.bytes.len() <= layout::INLINE_LIMIT {
+        Body::Inline(ByteBuf(raw.bytes.to_vec()))
+    } else {
+        let size = raw.bytes.len() as u64;
+        Body::Blob {
+            hash: Digest(store.put_blob(raw.bytes).await?),
+            size,
+        }
+    };
+    Ok(Value {
+        serializer: raw.serializer,
+        body,
+    })
+}
+
+/// Reads a stored value back (verifying blobs against their hash).
+pub async fn load_value(store: &Store, value: &Value, exec_id: &str, checkpoint: Option<&str>) -> Result<RawValue> {
+    let bytes = match &value.body {
+        Body::Inline(b) => Bytes::from(b.0.clone()),
+        Body::Blob { hash, .. } => store.get_blob(&hash.0, Some(exec_id), checkpoint).await?,
+    };
+    Ok(RawValue {
+        serializer: value.serializer.clone(),
+        bytes,
+    })
+}
+
+fn encode<R: Record>(exec_id: &str, what: &str, rec: &R) -> Result<Bytes> {
+    record::encode(rec).map(Bytes::from).map_err(|e| Error::Encode {
+        exec_id: exec_id.to_string(),
+        call_id: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The state after `event` given the journal, or the error a user should see.
+fn check(journal: &Journal, event: &Event) -> Result<State> {
+    let state = journal.state()?;
+    let facts = Facts {
+        lease_lapsed: journal.lease_lapsed(now_us()),
+    };
+    suspend::transition(&state, journal.next_seq(), event, facts).map_err(|e| match e {
+        suspend::TransitionError::LeaseLive { .. } => Error::LeaseHeld {
+            exec_id: journal.exec_id.clone(),
+            holder: journal
+                .current_claim()
+                .map(|(_, _, c)| c.holder.to_string())
+                .unwrap_or_else(|| "another process".into()),
+        },
+        other => Error::Transition {
+            exec_id: journal.exec_id.clone(),
+            source: other,
+        },
+    })
+}
+
+/// Appends `make(journal)` as the next state event, re-reading and re-checking after every
+/// lost race, until it is written or refused.
+async fn append_event(store: &Store, exec_id: &str, mut make: impl FnMut(&Journal) -> Event) -> Result<(u64, Journal)> {
+    for _ in 0..MAX_RACES {
+        let journal = Journal::load(store, exec_id, Scope::States).await?;
+        let event = make(&journal);
+        check(&journal, &event)?;
+        let seq = journal.next_seq();
+        let rec = StateRecord {
+            seq,
+            at_us: now_us(),
+            event,
+        };
+        if store.put_create(&layout::state_key(exec_id, seq), encode(exec_id, "state", &rec)?).await? {
+            return Ok((seq, journal));
+        }
+    }
+    Err(Error::Contention {
+        exec_id: exec_id.to_string(),
+        attempts: MAX_RACES,
+    })
+}
+
+/// Cancels an execution: a running one stops at its next checkpoint boundary.
+pub async fn cancel(store: &Store, exec_id: &str, reason: &str) -> Result<()> {
+    append_event(store, exec_id, |_| Event::Cancelled {
+        reason: reason.to_string(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The flow's return value of a completed execution.
+pub async fn result(store: &Store, exec_id: &str) -> Result<Option<RawValue>> {
+    let journal = Journal::load(store, exec_id, Scope::States).await?;
+    let value = journal.states.iter().rev().find_map(|s| match &s.event {
+        Event::Completed { result, .. } => Some(result.clone()),
+        _ => None,
+    });
+    match value {
+        Some(v) => Ok(Some(load_value(store, &v, exec_id, None).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Why a runner may not go on.
+#[derive(Debug, Clone)]
+enum Lost {
+    Cancelled(String),
+    TakenOver(String),
+}
+
+impl Lost {
+    fn from_event(event: &Event) -> Lost {
+        match event {
+            Event::Cancelled { reason } => Lost::Cancelled(reason.clone()),
+            other => Lost::TakenOver(
+                other
+                    .claim()
+                    .map(|c| c.holder.to_string())
+                    .unwrap_or_else(|| "another process".into()),
+            ),
+        }
+    }
+
+    fn error(&self, exec_id: &str) -> Error {
+        match self {
+            Lost::Cancelled(reason) => Error::Cancelled {
+                exec_id: exec_id.to_string(),
+                reason: reason.clone(),
+            },
+            Lost::TakenOver(by) => Error::LeaseLost {
+                exec_id: exec_id.to_string(),
+                by: by.clone(),
+            },
+        }
+    }
+}
+
+struct Shared {
+    store: Arc<Store>,
+    exec_id: String,
+    claim_seq: u64,
+    token: u64,
+    ttl_ms: u64,
+    /// Set when another process appended a state event (cancel, takeover).
+    lost: Mutex<Option<Lost>>,
+    stopped: AtomicBool,
+    stop: Notify,
+}
+
+/// The holder of an execution's lease, for as long as it runs the flow.
+pub struct Runner {
+    shared: Arc<Shared>,
+    journal: Journal,
+    next_seq: Mutex<u64>,
+    meta_n: AtomicU32,
+    /// Failed attempts per call, from the journal and from this run.
+    failures: Mutex<HashMap<String, Vec<Attempt>>>,
+}
+
+impl Runner {
+    /// Creates a new execution and holds its lease.
+    pub async fn start(store: Arc<Store>, start: StartInfo, ttl_ms: u64) -> Result<Runner> {
+        let exec_id = ids::new_exec_id();
+        let lease = lease::new_claim(ttl_ms);
+        let token = lease.token;
+        let rec = StateRecord {
+            seq: 0,
+            at_us: now_us(),
+            event: Event::Started {
+                start: Box::new(start),
+                lease,
+            },
+        };
+        if !store.put_create(&layout::state_key(&exec_id, 0), encode(&exec_id, "state", &rec)?).await? {
+            return Err(Error::Contention { exec_id, attempts: 1 });
+        }
+        let journal = Journal {
+            exec_id: exec_id.clone(),
+            states: vec![rec],
+            ..Default::default()
+        };
+        Ok(Self::new(store, journal, 0, token, ttl_ms))
+    }
+
+    /// Takes over an existing execution to run it again from the top.
+    pub async fn claim(store: Arc<Store>, exec_id: &str, intent: Intent, ttl_ms: u64) -> Result<Runner> {
+        let lease = lease::new_claim(ttl_ms);
+        let token = lease.token;
+        let (seq, _) = append_event(&store, exec_id, |_| match intent {
+            Intent::Retry => Event::Retried { lease: lease.clone() },
+            Intent::Resume => Event::Resumed { lease: lease.clone() },
+        })
+        .await?;
+        let journal = Journal::load(&store, exec_id, Scope::Full).await?;
+        Ok(Self::new(store, journal, seq, token, ttl_ms))
+    }
+
+    fn new(store: Arc<Store>, journal: Journal, claim_seq: u64, token: u64, ttl_ms: u64) -> Runner {
+        let failures = journal
+            .failed_attempts
+            .iter()
+            .map(|(call, recs)| (call.clone(), recs.iter().map(|r| r.attempt.clone()).collect()))
+            .collect();
+        let shared = Arc::new(Shared {
+            store,
+            exec_id: journal.exec_id.clone(),
+            claim_seq,
+            token,
+            ttl_ms,
+            lost: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
+        });
+        Runner {
+            next_seq: Mutex::new(journal.next_seq()),
+            shared,
+            journal,
+            meta_n: AtomicU32::new(0),
+            failures: Mutex::new(failures),
+        }
+    }
+
+    /// Starts renewing the lease in the background; stops when the runner finishes or drops.
+    pub fn spawn_heartbeat(&self, rt: &tokio::runtime::Runtime) {
+        let shared = self.shared.clone();
+        let period = Duration::from_millis((shared.ttl_ms / 3).max(50));
+        let first_unknown_seq = *self.next_seq.lock();
+        rt.spawn(async move {
+            let mut next_seq = first_unknown_seq;
+            loop {
+                tokio::select! {
+                    _ = shared.stop.notified() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+                if shared.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                // Someone else appended a state event: this runner was cancelled or replaced.
+                let key = layout::state_key(&shared.exec_id, next_seq);
+                if let Ok(Some(bytes)) = shared.store.get(&key).await {
+                    match record::decode::<StateRecord>(&bytes) {
+                        Ok(rec) if is_own(&rec.event, shared.token) => {
+                            next_seq += 1;
+                            continue;
+                        }
+                        Ok(rec) => {
+                            *shared.lost.lock() = Some(Lost::from_event(&rec.event));
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let now = now_us();
+                let hb = Heartbeat {
+                    claim_seq: shared.claim_seq,
+                    token: shared.token,
+                    renewed_at_us: now,
+                    expires_at_us: now + shared.ttl_ms * 1000,
+                };
+                if let Ok(bytes) = encode(&shared.exec_id, "lease", &hb) {
+                    if let Err(e) = shared.store.put_overwrite(&layout::lease_key(&shared.exec_id, shared.claim_seq), bytes).await {
+                        tracing::warn!(exec_id = %shared.exec_id, error = %e, "lease renewal failed");
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn exec_id(&self) -> &str {
+        &self.shared.exec_id
+    }
+
+    pub fn claim_seq(&self) -> u64 {
+        self.shared.claim_seq
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// The journal as it was when this runner took the lease.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Fails if another process cancelled or took over the execution (checked at every
+    /// checkpoint boundary; costs no I/O).
+    pub fn check_lease(&self) -> Result<()> {
+        match self.shared.lost.lock().as_ref() {
+            None => Ok(()),
+            Some(lost) => Err(lost.error(&self.shared.exec_id)),
+        }
+    }
+
+    /// How many attempts of `call_id` failed before (in this or earlier runs).
+    pub fn failed_attempts(&self, call_id: &str) -> u32 {
+        self.failures.lock().get(call_id).map(|v| v.len() as u32).unwrap_or(0)
+    }
+
+    /// Records a failed attempt of a checkpoint call; returns its attempt number (1-based).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_failed_attempt(
+        &self,
+        call_id: &str,
+        name: &str,
+        checkpoint_type: Option<String>,
+        input_digest: Option<[u8; 32]>,
+        started_us: u64,
+        ended_us: u64,
+        failure: Failure,
+    ) -> Result<u32> {
+        ids::validate_call_id(call_id)?;
+        self.check_lease()?;
+        let number = self.failed_attempts(call_id) + 1;
+        let attempt = Attempt {
+            number,
+            claim_seq: self.shared.claim_seq,
+            started_us,
+            ended_us,
+            failure: Some(failure),
+        };
+        let rec = FailedAttemptRecord {
+            call_id: call_id.to_string(),
+            name: name.to_string(),
+            checkpoint_type,
+            input_digest: input_digest.map(Digest),
+            attempt: attempt.clone(),
+        };
+        let key = layout::failed_attempt_key(&self.shared.exec_id, call_id, number);
+        let bytes = encode(&self.shared.exec_id, call_id, &rec)?;
+        if !self.shared.store.put_create(&key, bytes).await? {
+            return Err(self.lost_race());
+        }
+        self.failures.lock().entry(call_id.to_string()).or_default().push(attempt);
+        Ok(number)
+    }
+
+    /// Records a finished checkpoint call. One create-only put for outputs up to
+    /// `layout::INLINE_LIMIT` bytes; a blob put first for larger ones.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_checkpoint(
+        &self,
+        call_id: &str,
+        name: &str,
+        explicit_id: bool,
+        checkpoint_type: Option<String>,
+        input_digest: Option<[u8; 32]>,
+        output: RawValue,
+        started_us: u64,
+        ended_us: u64,
+        metadata_json: Option<String>,
+    ) -> Result<()> {
+        ids::validate_call_id(call_id)?;
+        self.check_lease()?;
+        let output = store_value(&self.shared.store, output).await?;
+        let mut attempts = self.failures.lock().get(call_id).cloned().unwrap_or_default();
+        attempts.push(Attempt {
+            number: attempts.len() as u32 + 1,
+            claim_seq: self.shared.claim_seq,
+            started_us,
+            ended_us,
+            failure: None,
+        });
+        let revision = self.journal.checkpoints.get(call_id).map(|(r, _)| r + 1).unwrap_or(0);
+        let rec = CheckpointRecord {
+            call_id: call_id.to_string(),
+            name: name.to_string(),
+            explicit_id,
+            checkpoint_type,
+            input_digest: input_digest.map(Digest),
+            output,
+            attempts,
+            metadata_json,
+        };
+        let key = layout::checkpoint_key(&self.shared.exec_id, call_id, revision);
+        let bytes = encode(&self.shared.exec_id, call_id, &rec)?;
+        if !self.shared.store.put_create(&key, bytes).await? {
+            return Err(self.lost_race());
+        }
+        Ok(())
+    }
+
+    /// Records that a finished call was made again with different inputs.
+    pub async fn record_divergence(
+        &self,
+        call_id: &str,
+        stored: Option<[u8; 32]>,
+        new: Option<[u8; 32]>,
+        policy: &str,
+    ) -> Result<()> {
+        ids::validate_call_id(call_id)?;
+        let rec = DivergenceRecord {
+            call_id: call_id.to_string(),
+            claim_seq: self.shared.claim_seq,
+            at_us: now_us(),
+            stored_digest: stored.map(Digest),
+            new_digest: new.map(Digest),
+            policy: policy.to_string(),
+        };
+        let key = layout::divergence_key(&self.shared.exec_id, self.shared.claim_seq, call_id);
+        // A second divergence of the same call in the same run (a flow retry) is already recorded.
+        self.shared.store.put_create(&key, encode(&self.shared.exec_id, call_id, &rec)?).await?;
+        Ok(())
+    }
+
+    /// `kitaru.log()` on the flow body: one record per call.
+    pub async fn log_metadata(&self, json: String) -> Result<()> {
+        self.check_lease()?;
+        let n = self.meta_n.fetch_add(1, Ordering::Relaxed);
+        let rec = MetaRecord {
+            claim_seq: self.shared.claim_seq,
+            n,
+            at_us: now_us(),
+            json,
+        };
+        let key = layout::meta_key(&self.shared.exec_id, self.shared.claim_seq, n);
+        self.shared.store.put_create(&key, encode(&self.shared.exec_id, "meta", &rec)?).await?;
+        Ok(())
+    }
+
+    fn lost_race(&self) -> Error {
+        match self.shared.lost.lock().as_ref() {
+            Some(lost) => lost.error(&self.shared.exec_id),
+            None => Error::LeaseLost {
+                exec_id: self.shared.exec_id.clone(),
+                by: "another process (a record this run was about to write already exists)".into(),
+            },
+        }
+    }
+
+    /// Appends a holder-only event (completion, failure, suspension).
+    async fn append_own(&self, event: Event) -> Result<()> {
+        let seq = *self.next_seq.lock();
+        let rec = StateRecord {
+            seq,
+            at_us: now_us(),
+            event,
+        };
+        let key = layout::state_key(&self.shared.exec_id, seq);
+        if self.shared.store.put_create(&key, encode(&self.shared.exec_id, "state", &rec)?).await? {
+            *self.next_seq.lock() = seq + 1;
+            return Ok(());
+        }
+        // Someone appended first (a cancel or a takeover): say which.
+        let journal = Journal::load(&self.shared.store, &self.shared.exec_id, Scope::States).await?;
+        let theirs = journal.states.iter().skip(seq as usize).find(|s| !is_own(&s.event, self.shared.token));
+        Err(match theirs {
+            Some(s) => Lost::from_event(&s.event).error(&self.shared.exec_id),
+            None => self.lost_race(),
+        })
+    }
+
+    pub async fn complete(&self, result: RawValue) -> Result<()> {
+        let result = store_value(&self.shared.store, result).await?;
+        let r = self
+            .append_own(Event::Completed {
+                token: self.shared.token,
+                result,
+            })
+            .await;
+        self.stop_heartbeat().await;
+        r
+    }
+
+    pub async fn fail(&self, failure: Failure) -> Result<()> {
+        let r = self
+            .append_own(Event::Failed {
+                token: self.shared.token,
+                failure,
+            })
+            .await;
+        self.stop_heartbeat().await;
+        r
+    }
+
+    pub async fn suspend(&self, reason: String) -> Result<()> {
+        let r = self
+            .append_own(Event::Suspended {
+                token: self.shared.token,
+                reason,
+            })
+            .await;
+        self.stop_heartbeat().await;
+        r
+    }
+
+    pub async fn flow_attempt_failed(&self, attempt: u32, failure: Failure) -> Result<()> {
+        self.append_own(Event::FlowAttemptFailed {
+            token: self.shared.token,
+            attempt,
+            failure,
+        })
+        .await
+    }
+
+    /// Stops renewing the lease and removes the heartbeat key (the state event that ended
+    /// the run is what others read).
+    pub async fn stop_heartbeat(&self) {
+        if !self.shared.stopped.swap(true, Ordering::AcqRel) {
+            self.shared.stop.notify_one();
+            let _ = self
+                .shared
+                .store
+                .delete(&layout::lease_key(&self.shared.exec_id, self.shared.claim_seq))
+                .await;
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.stop.notify_one();
+    }
+}
+
+fn is_own(event: &Event, token: u64) -> bool {
+    match event {
+        Event::Completed { token: t, .. }
+        | Event::Failed { token: t, .. }
+        | Event::Suspended { token: t, .. }
+        | Event::FlowAttemptFailed { token: t, .. } => *t == token,
+        _ => false,
+    }
+}

@@ -1,0 +1,209 @@
+//! The journal of an execution: its state events, checkpoint records and the rest, loaded
+//! with one listing and concurrent reads (the cost of a resume does not grow in round
+//! trips with the number of checkpoints).
+
+pub mod record;
+pub mod types;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::lease;
+use crate::store::layout::{self, ExecKey};
+use crate::store::Store;
+use crate::suspend::{self, State};
+use record::Record;
+use types::*;
+
+/// Which parts of an execution to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// State events and heartbeats: enough for status.
+    States,
+    /// Everything: what a resume or `executions get` needs.
+    Full,
+}
+
+/// Everything stored about one execution.
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    pub exec_id: String,
+    pub states: Vec<StateRecord>,
+    /// call id → (revision, record); the highest revision wins.
+    pub checkpoints: BTreeMap<String, (u32, CheckpointRecord)>,
+    /// call id → failed attempts, in attempt order.
+    pub failed_attempts: BTreeMap<String, Vec<FailedAttemptRecord>>,
+    pub meta: Vec<MetaRecord>,
+    pub divergences: Vec<DivergenceRecord>,
+    /// claim seq → heartbeat.
+    pub heartbeats: BTreeMap<u64, Heartbeat>,
+}
+
+pub(crate) fn decode_at<R: Record>(key: &str, exec_id: &str, bytes: &[u8]) -> Result<R> {
+    record::decode(bytes).map_err(|e| Error::corrupt_record(key, Some(exec_id), e))
+}
+
+impl Journal {
+    /// Reads an execution. An execution with no state events does not exist.
+    pub async fn load(store: &Store, exec_id: &str, scope: Scope) -> Result<Journal> {
+        ids::validate_exec_id(exec_id)?;
+        let prefix = match scope {
+            Scope::States => layout::state_prefix(exec_id),
+            Scope::Full => layout::exec_prefix(exec_id),
+        };
+        let mut keys = store.list(&prefix).await?;
+        if scope == Scope::States {
+            keys.extend(store.list(&format!("{}/lease", layout::exec_prefix(exec_id))).await?);
+        }
+        let wanted: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !matches!(layout::classify(exec_id, k), None | Some(ExecKey::Other)))
+            .collect();
+        let values = store.get_many(&wanted).await?;
+        let mut journal = Journal {
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        for (key, bytes) in wanted.iter().zip(values) {
+            // A key listed but gone by the time it is read was deleted; nothing to add.
+            if let Some(bytes) = bytes {
+                journal.add(key, &bytes)?;
+            }
+        }
+        if journal.states.is_empty() {
+            return Err(Error::ExecutionNotFound {
+                exec_id: exec_id.to_string(),
+                store: store.url().to_string(),
+            });
+        }
+        journal.states.sort_by_key(|s| s.seq);
+        for attempts in journal.failed_attempts.values_mut() {
+            attempts.sort_by_key(|a| a.attempt.number);
+        }
+        journal.meta.sort_by_key(|m| (m.claim_seq, m.n));
+        journal.divergences.sort_by_key(|d| d.at_us);
+        journal.check_sequence()?;
+        Ok(journal)
+    }
+
+    fn add(&mut self, key: &str, bytes: &Bytes) -> Result<()> {
+        let exec_id = self.exec_id.clone();
+        match layout::classify(&exec_id, key) {
+            Some(ExecKey::State(seq)) => {
+                let rec: StateRecord = decode_at(key, &exec_id, bytes)?;
+                if rec.seq != seq {
+                    return Err(Error::Corrupt {
+                        key: key.to_string(),
+                        exec_id: Some(exec_id),
+                        checkpoint: None,
+                        reason: format!("state record says seq {} but is stored as {seq}", rec.seq),
+                    });
+                }
+                self.states.push(rec);
+            }
+            Some(ExecKey::Lease(seq)) => {
+                let hb: Heartbeat = decode_at(key, &exec_id, bytes)?;
+                self.heartbeats.insert(seq, hb);
+            }
+            Some(ExecKey::Checkpoint(call_id, rev)) => {
+                let rec: CheckpointRecord = decode_at(key, &exec_id, bytes)?;
+                if rec.call_id != call_id {
+                    return Err(Error::corrupt_record(
+                        key,
+                        Some(&exec_id),
+                        record::RecordError::Payload(format!("record is for call {}", rec.call_id)),
+                    ));
+                }
+                let keep = self.checkpoints.get(call_id).is_none_or(|(r, _)| *r < rev);
+                if keep {
+                    self.checkpoints.insert(call_id.to_string(), (rev, rec));
+                }
+            }
+            Some(ExecKey::FailedAttempt(call_id, _)) => {
+                let rec: FailedAttemptRecord = decode_at(key, &exec_id, bytes)?;
+                self.failed_attempts.entry(call_id.to_string()).or_default().push(rec);
+            }
+            Some(ExecKey::Meta) => self.meta.push(decode_at(key, &exec_id, bytes)?),
+            Some(ExecKey::Divergence) => self.divergences.push(decode_at(key, &exec_id, bytes)?),
+            Some(ExecKey::Other) | None => {}
+        }
+        Ok(())
+    }
+
+    /// State events must be numbered 0, 1, 2, ... with no gap (create-only puts never skip).
+    fn check_sequence(&self) -> Result<()> {
+        for (i, s) in self.states.iter().enumerate() {
+            if s.seq != i as u64 {
+                return Err(Error::Corrupt {
+                    key: layout::state_key(&self.exec_id, i as u64),
+                    exec_id: Some(self.exec_id.clone()),
+                    checkpoint: None,
+                    reason: "a state event is missing from the sequence".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The state the recorded events lead to.
+    pub fn state(&self) -> Result<State> {
+        suspend::replay(self.states.iter().map(|s| (s.seq, &s.event))).map_err(|(seq, e)| Error::Corrupt {
+            key: layout::state_key(&self.exec_id, seq),
+            exec_id: Some(self.exec_id.clone()),
+            checkpoint: None,
+            reason: format!("recorded events are not a legal sequence: {e}"),
+        })
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.states.len() as u64
+    }
+
+    pub fn start(&self) -> Option<&StartInfo> {
+        self.states.first().and_then(|s| match &s.event {
+            Event::Started { start, .. } => Some(start.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The latest claim: (seq, time, claim).
+    pub fn current_claim(&self) -> Option<(u64, u64, &LeaseClaim)> {
+        self.states
+            .iter()
+            .rev()
+            .find_map(|s| s.event.claim().map(|c| (s.seq, s.at_us, c)))
+    }
+
+    /// When the current claim expires, by its latest heartbeat.
+    pub fn lease_expiry_us(&self) -> Option<u64> {
+        let (seq, at, claim) = self.current_claim()?;
+        Some(
+            self.heartbeats
+                .get(&seq)
+                .filter(|h| h.token == claim.token)
+                .map(|h| h.expires_at_us)
+                .unwrap_or(at + claim.ttl_ms * 1000),
+        )
+    }
+
+    /// Whether the runner of a `Running` execution is gone (dead or silent past expiry).
+    pub fn lease_lapsed(&self, now_us: u64) -> bool {
+        match self.current_claim() {
+            Some((seq, at, claim)) => lease::lapsed(claim, at, self.heartbeats.get(&seq), now_us),
+            None => true,
+        }
+    }
+
+    pub fn ended_at_us(&self) -> Option<u64> {
+        let last = self.states.last()?;
+        match last.event {
+            Event::Completed { .. } | Event::Failed { .. } | Event::Cancelled { .. } | Event::Suspended { .. } => {
+                Some(last.at_us)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The record format: every small object kitaru writes is one framed record.
+//!
+//! ```text
+//! "KTRU" | kind: u8 | format version: u16 LE | payload length: u32 LE | payload | check: 8 bytes
+//! ```
+//! The payload is bincode 2 (standard config) of the record struct; `check` is the first
+//! 8 bytes of the blake3 hash of everything before it, so a torn, truncated or flipped
+//! record is an error, never a wrong value. Decoding arbitrary bytes never panics.
+//! Golden-bytes tests in tests-rust pin the format; change it only with a new version.
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const MAGIC: [u8; 4] = *b"KTRU";
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 11;
+const CHECK_LEN: usize = 8;
+/// Upper bound on a record's payload; big values go to blobs, never into records.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("not a kitaru record (bad magic)")]
+    BadMagic,
+    #[error("record is truncated ({0} bytes)")]
+    Truncated(usize),
+    #[error("record checksum mismatch (torn or modified)")]
+    Checksum,
+    #[error("record kind {found} where {expected} was expected")]
+    WrongKind { expected: &'static str, found: String },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("record format version {0} is newer than this kitaru understands ({FORMAT_VERSION}); upgrade kitaru")]
+    UnknownVersion(u16),
+    #[error("record payload does not decode: {0}")]
+    Payload(String),
+    #[error("record payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    State = 1,
+    Heartbeat = 2,
+    Checkpoint = 3,
+    FailedAttempt = 4,
+    Meta = 5,
+    Divergence = 6,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::State,
+            2 => Kind::Heartbeat,
+            3 => Kind::Checkpoint,
+            4 => Kind::FailedAttempt,
+            5 => Kind::Meta,
+            6 => Kind::Divergence,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::State => "state",
+            Kind::Heartbeat => "heartbeat",
+            Kind::Checkpoint => "checkpoint",
+            Kind::FailedAttempt => "failed_attempt",
+            Kind::Meta => "meta",
+            Kind::Divergence => "divergence",
+        }
+    }
+}
+
+/// A struct stored as one record of a fixed kind.
+pub trait Record: Serialize + DeserializeOwned {
+    const KIND: Kind;
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_PAYLOAD>()
+}
+
+fn check(bytes: &[u8]) -> [u8; CHECK_LEN] {
+    let mut out = [0u8; CHECK_LEN];
+    out.copy_from_slice(&blake3::hash(bytes).as_bytes()[..CHECK_LEN]);
+    out
+}
+
+pub fn encode<R: Record>(record: &R) -> Result<Vec<u8>, RecordError> {
+    let payload = bincode::serde::encode_to_vec(record, config())
+        .map_err(|e| RecordError::Payload(e.to_string()))?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(RecordError::TooLarge(payload.len()));
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CHECK_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(R::KIND as u8);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let c = check(&out);
+    out.extend_from_slice(&c);
+    Ok(out)
+}
+
+/// Checks the frame and returns the kind and payload.
+pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
+    if bytes.len() < 4 || bytes[..4] != MAGIC {
+        return Err(if bytes.len() < 4 { RecordError::Truncated(bytes.len()) } else { RecordError::BadMagic });
+    }
+    if bytes.len() < HEADER_LEN + CHECK_LEN {
+        return Err(RecordError::Truncated(bytes.len()));
+    }
+    let len = u32::from_le_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(RecordError::TooLarge(len));
+    }
+    if bytes.len() != HEADER_LEN + len + CHECK_LEN {
+        return Err(RecordError::Truncated(bytes.len()));
+    }
+    let body_end = HEADER_LEN + len;
+    if check(&bytes[..body_end]) != bytes[body_end..] {
+        return Err(RecordError::Checksum);
+    }
+    let version = u16::from_le_bytes([bytes[5], bytes[6]]);
+    if version != FORMAT_VERSION {
+        return Err(RecordError::UnknownVersion(version));
+    }
+    let kind = Kind::from_u8(bytes[4]).ok_or(RecordError::UnknownKind(bytes[4]))?;
+    Ok((kind, &bytes[HEADER_LEN..body_end]))
+}
+
+pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
+    let (kind, payload) = unframe(bytes)?;
+    if kind != R::KIND {
+        return Err(RecordError::WrongKind {
+            expected: R::KIND.name(),
+            found: kind.name().to_string(),
+        });
+    }
+    decode_payload(payload)
+}
+
+fn decode_payload<R: DeserializeOwned>(payload: &[u8]) -> Result<R, RecordError> {
+    let (record, used): (R, usize) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| RecordError::Payload(e.to_string()))?;
+    if used != payload.len() {
+        return Err(RecordError::Payload(format!("{} trailing bytes", payload.len() - used)));
+    }
+    Ok(record)
+}
+
+/// Any record as JSON: `{"kind": ..., "format_version": ..., "record": {...}}`.
+pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
+    use super::types::*;
+    let (kind, payload) = unframe(bytes)?;
+    fn j<R: Serialize + DeserializeOwned>(p: &[u8]) -> Result<serde_json::Value, RecordError> {
+        let r: R = decode_payload(p)?;
+        serde_json::to_value(&r).map_err(|e| RecordError::Payload(e.to_string()))
+    }
+    let record = match kind {
+        Kind::State => j::<StateRecord>(payload)?,
+        Kind::Heartbeat => j::<Heartbeat>(payload)?,
+        Kind::Checkpoint => j::<CheckpointRecord>(payload)?,
+        Kind::FailedAttempt => j::<FailedAttemptRecord>(payload)?,
+        Kind::Meta => j::<MetaRecord>(payload)?,
+        Kind::Divergence => j::<DivergenceRecord>(payload)?,
+    };
+    Ok(serde_json::json!({
+        "kind": kind.name(),
+        "format_version": FORMAT_VERSION,
+        "record": record,
+    }))
+}
+
+/// Bytes that encode compactly in records and show as text (or hex) in JSON dumps.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ByteBuf(pub Vec<u8>);
+
+impl std::fmt::Debug for ByteBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ByteBuf({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for ByteBuf {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            match std::str::from_utf8(&self.0) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => s.serialize_str(&format!("hex:{}", crate::store::layout::hex(&self.0))),
+            }
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.as_bytes().to_vec()))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A blake3 digest: 32 raw bytes in records, lower-case hex in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::store::layout::hex(&self.0))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&crate::store::layout::hex(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let buf = ByteBuf::deserialize(d)?;
+        if let Ok(arr) = <[u8; 32]>::try_from(buf.0.as_slice()) {
+            return Ok(Digest(arr));
+        }
+        std::str::from_utf8(&buf.0)
+            .ok()
+            .and_then(crate::store::layout::parse_hex32)
+            .map(Digest)
+            .ok_or_else(|| de::Error::custom("a digest must be 32 bytes"))
+    }
+}

@@ -1,0 +1,18 @@
+//! kitaru's durable core: a content-addressed store, the journal of each execution, the
+//! execution state machine and leases. Python bindings live in `py` (feature `python`);
+//! everything else is plain Rust, tested without Python in tests-rust/.
+
+pub mod error;
+pub mod execution;
+pub mod ids;
+pub mod journal;
+pub mod lease;
+pub mod runtime;
+pub mod store;
+pub mod suspend;
+pub mod view;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::{Error, Result};

@@ -1,0 +1,457 @@
+//! Python bindings (`kitaru._kitaru`). Every method has one shape: take owned arguments,
+//! run the core call with the GIL released, convert the result. Logic lives in the core.
+
+mod asyncrt;
+mod errors;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::error::Error;
+use crate::execution::{self, Intent, RawValue, Runner};
+use crate::journal::record;
+use crate::journal::types::{EntryPoint, Failure, StartInfo};
+use crate::store::{Store, StoreOptions};
+use crate::view::{self, ListFilter};
+use crate::{ids, runtime};
+
+/// Runs a core future to completion with the GIL released.
+fn run<T: Send, F>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    F: std::future::Future<Output = crate::Result<T>> + Send,
+{
+    Ok(py.detach(|| runtime::block_on(fut).and_then(|r| r))?)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
+fn digest(d: Option<&[u8]>) -> PyResult<Option<[u8; 32]>> {
+    d.map(|b| {
+        <[u8; 32]>::try_from(b).map_err(|_| pyo3::exceptions::PyValueError::new_err("a digest must be 32 bytes"))
+    })
+    .transpose()
+}
+
+fn failure(origin: String, message: String, exception_type: Option<String>, traceback: Option<String>) -> Failure {
+    Failure {
+        origin,
+        message,
+        exception_type,
+        traceback,
+    }
+}
+
+fn raw(serializer: String, data: &[u8]) -> RawValue {
+    RawValue {
+        serializer,
+        bytes: Bytes::copy_from_slice(data),
+    }
+}
+
+fn value_tuple<'py>(py: Python<'py>, v: RawValue) -> (String, Bound<'py, PyBytes>) {
+    (v.serializer, PyBytes::new(py, &v.bytes))
+}
+
+/// A store root (local directory or memory://).
+#[pyclass(frozen, name = "Store", module = "kitaru._kitaru")]
+pub struct PyStore {
+    inner: Arc<Store>,
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (location, *, fsync = false))]
+    fn new(py: Python<'_>, location: String, fsync: bool) -> PyResult<Self> {
+        let inner = run(py, async move { Store::open(&location, StoreOptions { fsync }).await })?;
+        Ok(PyStore { inner })
+    }
+
+    #[getter]
+    fn url(&self) -> String {
+        self.inner.url().to_string()
+    }
+
+    /// Creates an execution and returns the runner that holds its lease.
+    #[pyo3(signature = (*, flow_name, module, qualname, script, cwd, args_serializer, args, kitaru_version, options_json, ttl_ms))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        py: Python<'_>,
+        flow_name: String,
+        module: String,
+        qualname: String,
+        script: Option<String>,
+        cwd: String,
+        args_serializer: String,
+        args: &[u8],
+        kitaru_version: String,
+        options_json: String,
+        ttl_ms: u64,
+    ) -> PyResult<PyRunner> {
+        let store = self.inner.clone();
+        let args = raw(args_serializer, args);
+        let runner = run(py, async move {
+            let args = execution::store_value(&store, args).await?;
+            let start = StartInfo {
+                flow_name,
+                entry: EntryPoint {
+                    module,
+                    qualname,
+                    script,
+                    cwd,
+                },
+                args,
+                kitaru_version,
+                options_json,
+            };
+            Runner::start(store, start, ttl_ms).await
+        })?;
+        PyRunner::new(runner)
+    }
+
+    /// Takes over an execution (`intent` is "retry" or "resume").
+    fn claim(&self, py: Python<'_>, exec_id: String, intent: &str, ttl_ms: u64) -> PyResult<PyRunner> {
+        let intent = match intent {
+            "retry" => Intent::Retry,
+            "resume" => Intent::Resume,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "intent must be 'retry' or 'resume', not {other:?}"
+                )))
+            }
+        };
+        let store = self.inner.clone();
+        let runner = run(py, async move { Runner::claim(store, &exec_id, intent, ttl_ms).await })?;
+        PyRunner::new(runner)
+    }
+
+    /// The execution as JSON (`full` adds checkpoints).
+    #[pyo3(signature = (exec_id, *, full = true))]
+    fn inspect(&self, py: Python<'_>, exec_id: String, full: bool) -> PyResult<String> {
+        let store = self.inner.clone();
+        let v = run(py, async move { view::inspect(&store, &exec_id, full).await })?;
+        json(&v)
+    }
+
+    /// Execution summaries, newest first, as a JSON list.
+    #[pyo3(signature = (*, flow = None, status = None, limit = None))]
+    fn list(&self, py: Python<'_>, flow: Option<String>, status: Option<String>, limit: Option<usize>) -> PyResult<String> {
+        let store = self.inner.clone();
+        let filter = ListFilter { flow, status, limit };
+        let v = run(py, async move { view::list(&store, &filter).await })?;
+        json(&v)
+    }
+
+    /// The arguments the execution was started with: (serializer, bytes).
+    fn start_args<'py>(&self, py: Python<'py>, exec_id: String) -> PyResult<(String, Bound<'py, PyBytes>)> {
+        let store = self.inner.clone();
+        let v = run(py, async move {
+            let journal = crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::States).await?;
+            let start = journal.start().ok_or_else(|| Error::ExecutionNotFound {
+                exec_id: exec_id.clone(),
+                store: store.url().to_string(),
+            })?;
+            execution::load_value(&store, &start.args, &exec_id, None).await
+        })?;
+        Ok(value_tuple(py, v))
+    }
+
+    /// The flow's return value, or None when the execution has not completed.
+    fn result<'py>(&self, py: Python<'py>, exec_id: String) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
+        let store = self.inner.clone();
+        let v = run(py, async move { execution::result(&store, &exec_id).await })?;
+        Ok(v.map(|v| value_tuple(py, v)))
+    }
+
+    /// The stored output of one checkpoint call: (serializer, bytes), or None.
+    fn checkpoint_output<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        call_id: String,
+    ) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
+        let store = self.inner.clone();
+        let v = run(py, async move {
+            let journal = crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::Full).await?;
+            match journal.checkpoints.get(&call_id) {
+                Some((_, rec)) => Ok(Some(execution::load_value(&store, &rec.output, &exec_id, Some(&call_id)).await?)),
+                None => Ok(None),
+            }
+        })?;
+        Ok(v.map(|v| value_tuple(py, v)))
+    }
+
+    #[pyo3(signature = (exec_id, reason = String::new()))]
+    fn cancel(&self, py: Python<'_>, exec_id: String, reason: String) -> PyResult<()> {
+        let store = self.inner.clone();
+        run(py, async move { execution::cancel(&store, &exec_id, &reason).await })
+    }
+
+    /// The record stored at `key` as JSON, or None when the key does not exist.
+    fn dump_key(&self, py: Python<'_>, key: String) -> PyResult<Option<String>> {
+        let store = self.inner.clone();
+        let bytes = run(py, async move { store.get(&key).await.map(|b| (b, key)) })?;
+        match bytes {
+            (None, _) => Ok(None),
+            (Some(b), key) => {
+                let v = record::to_json(&b).map_err(|e| Error::corrupt_record(&key, None, e))?;
+                json(&v).map(Some)
+            }
+        }
+    }
+
+    /// Every key under `prefix`, sorted.
+    fn keys(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<String>> {
+        let store = self.inner.clone();
+        run(py, async move { store.list(&prefix).await })
+    }
+}
+
+/// The lease holder of one execution while this process runs it.
+#[pyclass(frozen, name = "Runner", module = "kitaru._kitaru")]
+pub struct PyRunner {
+    inner: Arc<Runner>,
+}
+
+impl PyRunner {
+    fn new(runner: Runner) -> PyResult<Self> {
+        let rt = runtime::get()?;
+        runner.spawn_heartbeat(&rt);
+        Ok(PyRunner { inner: Arc::new(runner) })
+    }
+}
+
+#[pymethods]
+impl PyRunner {
+    #[getter]
+    fn exec_id(&self) -> String {
+        self.inner.exec_id().to_string()
+    }
+
+    #[getter]
+    fn claim_seq(&self) -> u64 {
+        self.inner.claim_seq()
+    }
+
+    /// Call ids with a stored result in the journal loaded when the lease was taken.
+    fn finished_calls(&self) -> Vec<String> {
+        self.inner.journal().checkpoints.keys().cloned().collect()
+    }
+
+    /// The stored result of `call_id`: (serializer, bytes, input digest), or None.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        call_id: &str,
+    ) -> PyResult<Option<(String, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>> {
+        let Some((_, rec)) = self.inner.journal().checkpoints.get(call_id) else {
+            return Ok(None);
+        };
+        let digest = rec.input_digest.map(|d| PyBytes::new(py, &d.0));
+        let runner = self.inner.clone();
+        let output = rec.output.clone();
+        let call = call_id.to_string();
+        let v = run(py, async move {
+            execution::load_value(runner.store(), &output, runner.exec_id(), Some(&call)).await
+        })?;
+        Ok(Some((v.serializer, PyBytes::new(py, &v.bytes), digest)))
+    }
+
+    fn failed_attempts(&self, call_id: &str) -> u32 {
+        self.inner.failed_attempts(call_id)
+    }
+
+    fn check_lease(&self) -> PyResult<()> {
+        Ok(self.inner.check_lease()?)
+    }
+
+    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_checkpoint(
+        &self,
+        py: Python<'_>,
+        call_id: String,
+        name: String,
+        explicit_id: bool,
+        checkpoint_type: Option<String>,
+        input_digest: Option<&[u8]>,
+        serializer: String,
+        data: &[u8],
+        started_us: u64,
+        ended_us: u64,
+        metadata_json: Option<String>,
+    ) -> PyResult<()> {
+        let digest = digest(input_digest)?;
+        let output = raw(serializer, data);
+        let r = self.inner.clone();
+        run(py, async move {
+            r.record_checkpoint(&call_id, &name, explicit_id, checkpoint_type, digest, output, started_us, ended_us, metadata_json)
+                .await
+        })
+    }
+
+    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_checkpoint_async<'py>(
+        &self,
+        py: Python<'py>,
+        call_id: String,
+        name: String,
+        explicit_id: bool,
+        checkpoint_type: Option<String>,
+        input_digest: Option<&[u8]>,
+        serializer: String,
+        data: &[u8],
+        started_us: u64,
+        ended_us: u64,
+        metadata_json: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let digest = digest(input_digest)?;
+        let output = raw(serializer, data);
+        let r = self.inner.clone();
+        asyncrt::into_py(py, async move {
+            Ok(r.record_checkpoint(&call_id, &name, explicit_id, checkpoint_type, digest, output, started_us, ended_us, metadata_json)
+                .await?)
+        })
+    }
+
+    #[pyo3(signature = (call_id, name, checkpoint_type, input_digest, started_us, ended_us, origin, message, exception_type, traceback))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_failed_attempt(
+        &self,
+        py: Python<'_>,
+        call_id: String,
+        name: String,
+        checkpoint_type: Option<String>,
+        input_digest: Option<&[u8]>,
+        started_us: u64,
+        ended_us: u64,
+        origin: String,
+        message: String,
+        exception_type: Option<String>,
+        traceback: Option<String>,
+    ) -> PyResult<u32> {
+        let digest = digest(input_digest)?;
+        let f = failure(origin, message, exception_type, traceback);
+        let r = self.inner.clone();
+        run(py, async move {
+            r.record_failed_attempt(&call_id, &name, checkpoint_type, digest, started_us, ended_us, f).await
+        })
+    }
+
+    #[pyo3(signature = (call_id, stored, new, policy))]
+    fn record_divergence(
+        &self,
+        py: Python<'_>,
+        call_id: String,
+        stored: Option<&[u8]>,
+        new: Option<&[u8]>,
+        policy: String,
+    ) -> PyResult<()> {
+        let (stored, new) = (digest(stored)?, digest(new)?);
+        let r = self.inner.clone();
+        run(py, async move { r.record_divergence(&call_id, stored, new, &policy).await })
+    }
+
+    fn log_metadata(&self, py: Python<'_>, json: String) -> PyResult<()> {
+        let r = self.inner.clone();
+        run(py, async move { r.log_metadata(json).await })
+    }
+
+    fn complete(&self, py: Python<'_>, serializer: String, data: &[u8]) -> PyResult<()> {
+        let v = raw(serializer, data);
+        let r = self.inner.clone();
+        run(py, async move { r.complete(v).await })
+    }
+
+    #[pyo3(signature = (origin, message, exception_type, traceback))]
+    fn fail(
+        &self,
+        py: Python<'_>,
+        origin: String,
+        message: String,
+        exception_type: Option<String>,
+        traceback: Option<String>,
+    ) -> PyResult<()> {
+        let f = failure(origin, message, exception_type, traceback);
+        let r = self.inner.clone();
+        run(py, async move { r.fail(f).await })
+    }
+
+    #[pyo3(signature = (attempt, origin, message, exception_type, traceback))]
+    fn flow_attempt_failed(
+        &self,
+        py: Python<'_>,
+        attempt: u32,
+        origin: String,
+        message: String,
+        exception_type: Option<String>,
+        traceback: Option<String>,
+    ) -> PyResult<()> {
+        let f = failure(origin, message, exception_type, traceback);
+        let r = self.inner.clone();
+        run(py, async move { r.flow_attempt_failed(attempt, f).await })
+    }
+
+    fn suspend(&self, py: Python<'_>, reason: String) -> PyResult<()> {
+        let r = self.inner.clone();
+        run(py, async move { r.suspend(reason).await })
+    }
+
+    /// Stops renewing the lease without writing a state event (the process is exiting).
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let r = self.inner.clone();
+        run(py, async move {
+            r.stop_heartbeat().await;
+            Ok(())
+        })
+    }
+}
+
+#[pyfunction]
+fn new_exec_id() -> String {
+    ids::new_exec_id()
+}
+
+#[pyfunction]
+fn now_us() -> u64 {
+    ids::now_us()
+}
+
+/// blake3 digest of `data` (32 bytes), computed with the GIL released for large inputs.
+#[pyfunction]
+fn blake3_digest<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+    let hash = if data.len() > 64 * 1024 {
+        py.detach(|| blake3::hash(data))
+    } else {
+        blake3::hash(data)
+    };
+    PyBytes::new(py, hash.as_bytes())
+}
+
+/// Any record's bytes as JSON.
+#[pyfunction]
+fn record_to_json(data: &[u8]) -> PyResult<String> {
+    let v = record::to_json(data).map_err(|e| Error::corrupt_record("<bytes>", None, e))?;
+    json(&v)
+}
+
+#[pymodule]
+fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_class::<PyRunner>()?;
+    m.add_function(wrap_pyfunction!(new_exec_id, m)?)?;
+    m.add_function(wrap_pyfunction!(now_us, m)?)?;
+    m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
+    m.add_function(wrap_pyfunction!(record_to_json, m)?)?;
+    m.add("RECORD_FORMAT_VERSION", record::FORMAT_VERSION)?;
+    m.add("LAYOUT_VERSION", crate::store::layout::LAYOUT_VERSION)?;
+    m.add("INLINE_LIMIT", crate::store::layout::INLINE_LIMIT)?;
+    Ok(())
+}

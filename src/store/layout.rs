@@ -1,0 +1,130 @@
+//! The store layout: every key kitaru writes, in one place. This is a versioned contract
+//! (docs/store-layout.md); readers refuse a root whose layout version is newer.
+//!
+//! ```text
+//! kitaru-store.json                         layout marker {"format": "kitaru-store", "version": 1}
+//! blobs/<2 hex>/<64 hex>                    immutable content-addressed bytes (blake3)
+//! executions/<exec id>/state/<seq:08>       state events, create-only, numbered from 0 (0 = Started)
+//! executions/<exec id>/lease/<seq:08>       heartbeat of the claim made by state event <seq>
+//! executions/<exec id>/cp/<call id>[~<rev:04>]  finished checkpoint call (rev > 0: re-run after divergence)
+//! executions/<exec id>/cpfail/<call id>~<attempt:04>   failed attempt of a call
+//! executions/<exec id>/meta/<seq:08>-<n:06> kitaru.log() on the flow body, by the run of claim <seq>
+//! executions/<exec id>/div/<seq:08>-<call id> divergence seen by the run of claim <seq>
+//! ```
+
+pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_MARKER: &str = "kitaru-store.json";
+
+/// Blobs larger than this are looked up (HEAD) before they are uploaded.
+pub const BLOB_HEAD_THRESHOLD: usize = 256 * 1024;
+
+/// Outputs up to this size live inside their checkpoint record: one put per checkpoint.
+pub const INLINE_LIMIT: usize = 16 * 1024;
+
+pub const EXECUTIONS: &str = "executions";
+
+pub fn layout_marker_bytes() -> Vec<u8> {
+    format!("{{\"format\": \"kitaru-store\", \"version\": {LAYOUT_VERSION}}}\n").into_bytes()
+}
+
+pub fn parse_layout_marker(bytes: &[u8]) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("version")?.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub fn blob_key(hash: &[u8; 32]) -> String {
+    let h = hex(hash);
+    format!("blobs/{}/{}", &h[..2], h)
+}
+
+pub fn exec_prefix(exec_id: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}")
+}
+
+pub fn state_prefix(exec_id: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}/state")
+}
+
+pub fn state_key(exec_id: &str, seq: u64) -> String {
+    format!("{EXECUTIONS}/{exec_id}/state/{seq:08}")
+}
+
+pub fn lease_key(exec_id: &str, claim_seq: u64) -> String {
+    format!("{EXECUTIONS}/{exec_id}/lease/{claim_seq:08}")
+}
+
+/// Revision 0 is the first result of a call; a re-run after a divergence (policy `rerun`)
+/// writes the next revision, so no record is ever overwritten.
+pub fn checkpoint_key(exec_id: &str, call_id: &str, revision: u32) -> String {
+    if revision == 0 {
+        format!("{EXECUTIONS}/{exec_id}/cp/{call_id}")
+    } else {
+        format!("{EXECUTIONS}/{exec_id}/cp/{call_id}~{revision:04}")
+    }
+}
+
+pub fn failed_attempt_key(exec_id: &str, call_id: &str, attempt: u32) -> String {
+    format!("{EXECUTIONS}/{exec_id}/cpfail/{call_id}~{attempt:04}")
+}
+
+pub fn meta_key(exec_id: &str, claim_seq: u64, n: u32) -> String {
+    format!("{EXECUTIONS}/{exec_id}/meta/{claim_seq:08}-{n:06}")
+}
+
+pub fn divergence_key(exec_id: &str, claim_seq: u64, call_id: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}/div/{claim_seq:08}-{call_id}")
+}
+
+/// What a key under `executions/<id>/` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecKey<'a> {
+    State(u64),
+    Lease(u64),
+    Checkpoint(&'a str, u32),
+    FailedAttempt(&'a str, u32),
+    Meta,
+    Divergence,
+    Other,
+}
+
+/// Classifies a key relative to the store root; `None` if it is not under `exec_id`.
+pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
+    let rest = key.strip_prefix(EXECUTIONS)?.strip_prefix('/')?;
+    let rest = rest.strip_prefix(exec_id)?.strip_prefix('/')?;
+    let (dir, name) = rest.split_once('/')?;
+    Some(match dir {
+        "state" => name.parse().map(ExecKey::State).unwrap_or(ExecKey::Other),
+        "lease" => name.parse().map(ExecKey::Lease).unwrap_or(ExecKey::Other),
+        "cp" => match name.rsplit_once('~') {
+            None => ExecKey::Checkpoint(name, 0),
+            Some((call, rev)) => rev.parse().map(|r| ExecKey::Checkpoint(call, r)).unwrap_or(ExecKey::Other),
+        },
+        "cpfail" => match name.rsplit_once('~').and_then(|(c, n)| Some((c, n.parse().ok()?))) {
+            Some((call, n)) => ExecKey::FailedAttempt(call, n),
+            None => ExecKey::Other,
+        },
+        "meta" => ExecKey::Meta,
+        "div" => ExecKey::Divergence,
+        _ => ExecKey::Other,
+    })
+}

@@ -1,0 +1,324 @@
+//! What users see of an execution: its public status and details, as plain serde data
+//! (the client, CLI and a future UI all read this one view).
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ids::now_us;
+use crate::journal::types::*;
+use crate::journal::{Journal, Scope};
+use crate::store::{layout, Store};
+use crate::suspend::State;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureView {
+    pub origin: String,
+    pub message: String,
+    pub exception_type: Option<String>,
+    pub traceback: Option<String>,
+}
+
+impl From<&Failure> for FailureView {
+    fn from(f: &Failure) -> Self {
+        FailureView {
+            origin: f.origin.clone(),
+            message: f.message.clone(),
+            exception_type: f.exception_type.clone(),
+            traceback: f.traceback.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub status: &'static str,
+    pub started_at: f64,
+    pub ended_at: f64,
+    pub failure: Option<FailureView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueView {
+    pub serializer: String,
+    pub size: u64,
+    pub stored: &'static str,
+    pub blob: Option<String>,
+}
+
+impl From<&Value> for ValueView {
+    fn from(v: &Value) -> Self {
+        let (stored, blob) = match &v.body {
+            Body::Inline(_) => ("inline", None),
+            Body::Blob { hash, .. } => ("blob", Some(layout::hex(&hash.0))),
+        };
+        ValueView {
+            serializer: v.serializer.clone(),
+            size: v.body.size(),
+            stored,
+            blob,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointView {
+    pub call_id: String,
+    pub name: String,
+    pub checkpoint_type: Option<String>,
+    pub status: &'static str,
+    pub explicit_id: bool,
+    pub started_at: Option<f64>,
+    pub ended_at: Option<f64>,
+    pub input_digest: Option<String>,
+    pub output: Option<ValueView>,
+    pub attempts: Vec<AttemptView>,
+    pub failure: Option<FailureView>,
+    pub metadata_json: Option<String>,
+    pub revision: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub seq: u64,
+    pub at: f64,
+    pub event: &'static str,
+    pub holder: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DivergenceView {
+    pub call_id: String,
+    pub at: f64,
+    pub stored_digest: Option<String>,
+    pub new_digest: Option<String>,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionView {
+    pub exec_id: String,
+    pub flow_name: String,
+    /// Public status: running, waiting, completed, failed, cancelled.
+    pub status: &'static str,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub failure: Option<FailureView>,
+    pub holder: Option<String>,
+    pub lease_expires_at: Option<f64>,
+    pub entry: Option<EntryPoint>,
+    pub options_json: Option<String>,
+    pub kitaru_version: Option<String>,
+    pub result: Option<ValueView>,
+    pub checkpoint_count: usize,
+    pub checkpoints: Vec<CheckpointView>,
+    pub divergences: Vec<DivergenceView>,
+    /// `kitaru.log()` calls on the flow body, in order, as JSON strings.
+    pub metadata_json: Vec<String>,
+    pub events: Vec<EventView>,
+}
+
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn digest_hex(d: &Option<crate::journal::record::Digest>) -> Option<String> {
+    d.as_ref().map(|d| layout::hex(&d.0))
+}
+
+fn attempt_view(a: &Attempt) -> AttemptView {
+    AttemptView {
+        number: a.number,
+        status: if a.failure.is_some() { "failed" } else { "completed" },
+        started_at: secs(a.started_us),
+        ended_at: secs(a.ended_us),
+        failure: a.failure.as_ref().map(FailureView::from),
+    }
+}
+
+fn event_view(s: &StateRecord) -> EventView {
+    let detail = match &s.event {
+        Event::Failed { failure, .. } | Event::FlowAttemptFailed { failure, .. } => Some(failure.message.clone()),
+        Event::Suspended { reason, .. } | Event::Cancelled { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    EventView {
+        seq: s.seq,
+        at: secs(s.at_us),
+        event: s.event.name(),
+        holder: s.event.claim().map(|c| c.holder.to_string()),
+        detail,
+    }
+}
+
+impl ExecutionView {
+    pub fn build(journal: &Journal, full: bool) -> Result<ExecutionView> {
+        let state = journal.state()?;
+        let now = now_us();
+        let start = journal.start();
+        let claim = journal.current_claim();
+        let mut failure = None;
+        let status = match state {
+            State::Running { .. } if journal.lease_lapsed(now) => {
+                let holder = claim.map(|(_, _, c)| c.holder.to_string()).unwrap_or_default();
+                failure = Some(FailureView {
+                    origin: "runner_died".into(),
+                    message: format!(
+                        "the process running this execution ({holder}) died or stopped renewing its lease; \
+                         run `kitaru executions retry {}` to run it again",
+                        journal.exec_id
+                    ),
+                    exception_type: None,
+                    traceback: None,
+                });
+                "failed"
+            }
+            State::Running { .. } | State::New => "running",
+            State::Waiting => "waiting",
+            State::Completed => "completed",
+            State::Failed => {
+                failure = journal.states.iter().rev().find_map(|s| match &s.event {
+                    Event::Failed { failure, .. } => Some(FailureView::from(failure)),
+                    _ => None,
+                });
+                "failed"
+            }
+            State::Cancelled => "cancelled",
+        };
+        let result = journal.states.iter().rev().find_map(|s| match &s.event {
+            Event::Completed { result, .. } => Some(ValueView::from(result)),
+            _ => None,
+        });
+        let mut checkpoints: Vec<CheckpointView> = Vec::new();
+        if full {
+            for (call_id, (rev, rec)) in &journal.checkpoints {
+                checkpoints.push(CheckpointView {
+                    call_id: call_id.clone(),
+                    name: rec.name.clone(),
+                    checkpoint_type: rec.checkpoint_type.clone(),
+                    status: "completed",
+                    explicit_id: rec.explicit_id,
+                    started_at: rec.attempts.first().map(|a| secs(a.started_us)),
+                    ended_at: rec.attempts.last().map(|a| secs(a.ended_us)),
+                    input_digest: digest_hex(&rec.input_digest),
+                    output: Some(ValueView::from(&rec.output)),
+                    attempts: rec.attempts.iter().map(attempt_view).collect(),
+                    failure: None,
+                    metadata_json: rec.metadata_json.clone(),
+                    revision: *rev,
+                });
+            }
+            for (call_id, fails) in &journal.failed_attempts {
+                if journal.checkpoints.contains_key(call_id) {
+                    continue;
+                }
+                let Some(first) = fails.first() else { continue };
+                let attempts: Vec<AttemptView> = fails.iter().map(|f| attempt_view(&f.attempt)).collect();
+                checkpoints.push(CheckpointView {
+                    call_id: call_id.clone(),
+                    name: first.name.clone(),
+                    checkpoint_type: first.checkpoint_type.clone(),
+                    status: "failed",
+                    explicit_id: false,
+                    started_at: attempts.first().map(|a| a.started_at),
+                    ended_at: attempts.last().map(|a| a.ended_at),
+                    input_digest: digest_hex(&first.input_digest),
+                    output: None,
+                    failure: attempts.last().and_then(|a| a.failure.clone()),
+                    attempts,
+                    metadata_json: None,
+                    revision: 0,
+                });
+            }
+            checkpoints.sort_by(|a, b| {
+                a.started_at
+                    .partial_cmp(&b.started_at)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then_with(|| a.call_id.cmp(&b.call_id))
+            });
+        }
+        Ok(ExecutionView {
+            exec_id: journal.exec_id.clone(),
+            flow_name: start.map(|s| s.flow_name.clone()).unwrap_or_default(),
+            status,
+            started_at: journal.states.first().map(|s| secs(s.at_us)).unwrap_or(0.0),
+            ended_at: journal.ended_at_us().map(secs),
+            failure,
+            holder: match state {
+                State::Running { .. } => claim.map(|(_, _, c)| c.holder.to_string()),
+                _ => None,
+            },
+            lease_expires_at: match state {
+                State::Running { .. } => journal.lease_expiry_us().map(secs),
+                _ => None,
+            },
+            entry: start.map(|s| s.entry.clone()),
+            options_json: start.map(|s| s.options_json.clone()),
+            kitaru_version: start.map(|s| s.kitaru_version.clone()),
+            result,
+            checkpoint_count: if full { journal.checkpoints.len() } else { 0 },
+            checkpoints,
+            divergences: journal
+                .divergences
+                .iter()
+                .map(|d| DivergenceView {
+                    call_id: d.call_id.clone(),
+                    at: secs(d.at_us),
+                    stored_digest: digest_hex(&d.stored_digest),
+                    new_digest: digest_hex(&d.new_digest),
+                    policy: d.policy.clone(),
+                })
+                .collect(),
+            metadata_json: journal.meta.iter().map(|m| m.json.clone()).collect(),
+            events: journal.states.iter().map(event_view).collect(),
+        })
+    }
+}
+
+/// One execution's details (`full`) or summary.
+pub async fn inspect(store: &Store, exec_id: &str, full: bool) -> Result<ExecutionView> {
+    let scope = if full { Scope::Full } else { Scope::States };
+    let journal = Journal::load(store, exec_id, scope).await?;
+    ExecutionView::build(&journal, full)
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub flow: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Execution summaries, newest first. Reads only the state events of the executions it
+/// looks at, and stops once `limit` match.
+pub async fn list(store: &Store, filter: &ListFilter) -> Result<Vec<ExecutionView>> {
+    let mut ids = store.list_dirs(layout::EXECUTIONS).await?;
+    ids.reverse();
+    let mut out = Vec::new();
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    for chunk in ids.chunks(32) {
+        let views = futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
+        for view in views {
+            let view = match view {
+                Ok(v) => v,
+                // A directory with no state event yet is an execution being created.
+                Err(crate::Error::ExecutionNotFound { .. }) => continue,
+                Err(crate::Error::InvalidName { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if filter.flow.as_ref().is_some_and(|f| *f != view.flow_name) {
+                continue;
+            }
+            if filter.status.as_ref().is_some_and(|s| s != view.status) {
+                continue;
+            }
+            out.push(view);
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
