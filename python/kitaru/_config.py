@@ -1,0 +1,89 @@
+"""Where kitaru keeps things, and the process-wide settings read from the environment.
+
+Resolution is cheap and lazy: nothing here touches the disk until a store is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import KitaruUsageError
+
+if TYPE_CHECKING:
+    from ._kitaru import Store
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n"}
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A boolean environment variable; an unrecognised value is a usage error."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise KitaruUsageError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off.")
+
+
+def config_dir() -> Path:
+    """`KITARU_CONFIG_PATH`, else the platform's per-user config directory for kitaru."""
+    override = os.environ.get("KITARU_CONFIG_PATH", "").strip()
+    if override:
+        return Path(override).expanduser()
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "kitaru"
+    if sys.platform == "win32":
+        appdata = os.environ.get("APPDATA")
+        return (Path(appdata) if appdata else home / "AppData" / "Roaming") / "kitaru"
+    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return (Path(xdg) if xdg else home / ".config") / "kitaru"
+
+
+def store_location() -> str:
+    """`KITARU_STORE` (a path, file:// or memory:// URL), else `<config dir>/store`."""
+    location = os.environ.get("KITARU_STORE", "").strip()
+    return location or str(config_dir() / "store")
+
+
+def lease_ttl_ms() -> int:
+    raw = os.environ.get("KITARU_LEASE_TTL", "").strip()
+    if not raw:
+        return 30_000
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 86_400:
+        raise KitaruUsageError(
+            f"KITARU_LEASE_TTL={raw!r} must be a number of seconds between 0.1 and 86400."
+        )
+    return int(seconds * 1000)
+
+
+def allow_pickle() -> bool:
+    """Whether values may be stored and loaded with pickle (`KITARU_ALLOW_PICKLE`)."""
+    return env_flag("KITARU_ALLOW_PICKLE", True)
+
+
+_stores: dict[tuple[int, str, bool], Store] = {}
+
+
+def get_store(location: str | None = None) -> Store:
+    """The store at `location` (default: `store_location()`), opened once per process."""
+    from ._kitaru import Store
+
+    loc = location or store_location()
+    fsync = env_flag("KITARU_FSYNC", False)
+    key = (os.getpid(), loc, fsync)
+    store = _stores.get(key)
+    if store is None:
+        store = Store(loc, fsync=fsync)
+        _stores[key] = store
+    return store

@@ -1,0 +1,94 @@
+"""Re-entry: find a recorded flow in a new process so it can run again from the top."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+from . import serde
+from .errors import KitaruStateError
+
+_MAIN_ALIAS = "__kitaru_main__"
+_loaded_script: str | None = None
+
+
+def loaded_script() -> str | None:
+    return _loaded_script
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _load_script(path: str) -> Any:
+    """Import a script as module `__kitaru_main__`: its ``if __name__ == "__main__"`` block does not run."""
+    global _loaded_script
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file and _same_file(main_file, path):
+        return main
+    existing = sys.modules.get(_MAIN_ALIAS)
+    if existing is not None and _loaded_script and _same_file(_loaded_script, path):
+        return existing
+    if not os.path.exists(path):
+        raise KitaruStateError(
+            f"The flow's script {path} no longer exists; restore it (or run from the machine that has it) to resume."
+        )
+    spec = importlib.util.spec_from_file_location(_MAIN_ALIAS, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has a spec
+        raise KitaruStateError(f"Cannot load the flow's script {path}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MAIN_ALIAS] = module
+    serde.MODULE_ALIASES["__main__"] = _MAIN_ALIAS
+    script_dir = os.path.dirname(path)
+    if script_dir not in sys.path:
+        sys.path.insert(0, script_dir)
+    _loaded_script = path
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(_MAIN_ALIAS, None)
+        raise
+    return module
+
+
+def load_flow(entry: dict[str, Any]) -> Any:
+    """The `FlowDefinition` recorded as `entry` (module, qualname, script, cwd)."""
+    from .flow import FlowDefinition
+
+    module_name, qualname = entry["module"], entry["qualname"]
+    script = entry.get("script")
+    if module_name == "__main__":
+        if not script:
+            raise KitaruStateError(
+                "This execution's flow was defined in an interactive session, so no other process can "
+                "import it; define flows in a module or script to resume them."
+            )
+        module = _load_script(script)
+    else:
+        for path in (os.getcwd(), entry.get("cwd")):
+            if path and path not in sys.path:
+                sys.path.insert(0, path)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise KitaruStateError(
+                f"Cannot import module {module_name!r} of the flow ({exc}). Run this command from the "
+                f"directory the flow was started in ({entry.get('cwd')}) with the same environment."
+            ) from exc
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise KitaruStateError(
+                f"Module {module_name!r} has no flow {qualname!r} any more; restore it to resume this execution."
+            )
+    if not isinstance(obj, FlowDefinition):
+        raise KitaruStateError(f"{module_name}.{qualname} is not a @flow (found {type(obj).__name__}).")
+    return obj

@@ -1,0 +1,243 @@
+"""`@checkpoint`: a step whose finished result is stored and reused on resume."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar, overload
+
+from . import serde
+from ._context import (
+    CheckpointScope,
+    FlowRun,
+    check_lease,
+    current_checkpoint,
+    current_flow,
+    failure_of,
+    now_us,
+    runtime_error,
+)
+from .errors import KitaruContextError, KitaruUsageError
+
+__all__ = ["checkpoint", "Checkpoint"]
+
+R = TypeVar("R")
+
+_NON_WORD = re.compile(r"\W+")
+
+
+def sanitize_name(raw: str, fallback: str) -> str:
+    """Kitaru's names: non-word characters become `_`, a leading digit gets a prefix."""
+    name = _NON_WORD.sub("_", raw).strip("_") if raw else ""
+    if not name:
+        return fallback
+    if name[0].isdigit():
+        name = f"{fallback}_{name}"
+    return name
+
+
+class Checkpoint(Generic[R]):
+    """A function decorated with `@checkpoint`."""
+
+    def __init__(self, func: Callable[..., R], *, retries: int, type: str | None) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self.name = sanitize_name(getattr(func, "__name__", ""), "checkpoint")
+        self.retries = retries
+        self.checkpoint_type = type
+        self.is_async = inspect.iscoroutinefunction(func)
+        self._signature: inspect.Signature | None = None
+
+    def __repr__(self) -> str:
+        return f"<kitaru checkpoint {self.name!r}>"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # Methods: bind like a function would.
+        return self if obj is None else functools.partial(self, obj)
+
+    # --- calling -------------------------------------------------------------------
+
+    def _enter(self, explicit_id: str | None, api: str = "Checkpoints") -> tuple[FlowRun, str]:
+        run = current_flow.get()
+        if run is None:
+            raise KitaruContextError(f"{api} can only run inside a @flow (checkpoint {self.name!r}).")
+        if current_checkpoint.get() is not None:
+            raise KitaruContextError(
+                f"Nested checkpoint calls are not supported: {self.name!r} was called inside "
+                f"checkpoint {current_checkpoint.get().name!r}. Call it from the flow body instead."  # type: ignore[union-attr]
+            )
+        return run, run.allocate(self.name, explicit_id)
+
+    def __call__(self, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
+        run, call_id = self._enter(id)
+        if self.is_async:
+            # The id is taken now, at the call, so asyncio.gather(...) numbers calls in
+            # argument order whatever order they are awaited in.
+            return self._run_async(run, call_id, id is not None, args, kwargs)
+        return self._run_sync(run, call_id, id is not None, args, kwargs)
+
+    def submit(self, *args: Any, id: str | None = None, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run the call concurrently; returns a future (``.result()`` gives the output)."""
+        run, call_id = self._enter(id, "Concurrent checkpoint execution")
+        ctx = contextvars.copy_context()
+        if self.is_async:
+            fn: Callable[[], Any] = lambda: asyncio.run(self._run_async(run, call_id, id is not None, args, kwargs))
+        else:
+            fn = lambda: self._run_sync(run, call_id, id is not None, args, kwargs)
+        return _executor().submit(ctx.run, fn)
+
+    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[concurrent.futures.Future[Any]]:
+        """One concurrent call per element (of the zipped iterables); returns the futures."""
+        return [self.submit(*items, **kwargs) for items in zip(*iterables)]
+
+    # --- one call ------------------------------------------------------------------
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._signature is None:
+            try:
+                self._signature = inspect.signature(self._func)
+            except (TypeError, ValueError):
+                return (args, kwargs)
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise KitaruUsageError(f"Bad arguments for checkpoint {self.name!r}: {exc}") from exc
+        bound.apply_defaults()
+        return bound.arguments
+
+    def _prepare(self, run: FlowRun, call_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any, bytes | None]:
+        digest = serde.digest(self._bind(args, kwargs))
+        found, value = run.stored_result(call_id, digest)
+        return found, value, digest
+
+    def _failed(self, run: FlowRun, call_id: str, digest: bytes | None, started: int, exc: BaseException) -> None:
+        origin, message, exc_type, tb = failure_of(exc)
+        run.runner.record_failed_attempt(
+            call_id, self.name, self.checkpoint_type, digest, started, now_us(), origin, message, exc_type, tb
+        )
+
+    def _serialize(self, call_id: str, value: Any) -> tuple[str, bytes]:
+        try:
+            return serde.dumps(value, what=f"output of checkpoint {call_id!r}")
+        except Exception as exc:
+            raise runtime_error(str(exc), exc) from None
+
+    def _run_sync(self, run: FlowRun, call_id: str, explicit: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        found, value, digest = self._prepare(run, call_id, args, kwargs)
+        if found:
+            return value
+        for attempt in range(self.retries + 1):
+            check_lease(run)
+            scope = CheckpointScope(self.name, call_id, self.checkpoint_type, run.exec_id)
+            token = current_checkpoint.set(scope)
+            started = now_us()
+            try:
+                value = self._func(*args, **kwargs)
+            except Exception as exc:
+                self._failed(run, call_id, digest, started, exc)
+                if attempt == self.retries:
+                    raise
+                continue
+            finally:
+                current_checkpoint.reset(token)
+            return self._finish(run, call_id, explicit, digest, value, started, scope)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_async(self, run: FlowRun, call_id: str, explicit: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        found, value, digest = self._prepare(run, call_id, args, kwargs)
+        if found:
+            return value
+        for attempt in range(self.retries + 1):
+            check_lease(run)
+            scope = CheckpointScope(self.name, call_id, self.checkpoint_type, run.exec_id)
+            token = current_checkpoint.set(scope)
+            started = now_us()
+            try:
+                value = await self._func(*args, **kwargs)  # type: ignore[misc]
+            except Exception as exc:
+                self._failed(run, call_id, digest, started, exc)
+                if attempt == self.retries:
+                    raise
+                continue
+            finally:
+                current_checkpoint.reset(token)
+            ended = now_us()
+            tag, data = self._serialize(call_id, value)
+            await run.runner.record_checkpoint_async(
+                call_id, self.name, explicit, self.checkpoint_type, digest, tag, data, started, ended,
+                _meta_json(scope),
+            )
+            run.remember(call_id, tag, data, digest)
+            return value
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _finish(self, run: FlowRun, call_id: str, explicit: bool, digest: bytes | None, value: Any, started: int, scope: CheckpointScope) -> Any:
+        ended = now_us()
+        tag, data = self._serialize(call_id, value)
+        run.runner.record_checkpoint(
+            call_id, self.name, explicit, self.checkpoint_type, digest, tag, data, started, ended, _meta_json(scope)
+        )
+        run.remember(call_id, tag, data, digest)
+        return value
+
+
+def _meta_json(scope: CheckpointScope) -> str | None:
+    if not scope.metadata:
+        return None
+    import json
+
+    return json.dumps(scope.metadata, default=repr)
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="kitaru-checkpoint")
+    return _pool
+
+
+@overload
+def checkpoint(func: Callable[..., R], /) -> Checkpoint[R]: ...
+@overload
+def checkpoint(*, retries: int = 0, type: str | None = None) -> Callable[[Callable[..., R]], Checkpoint[R]]: ...
+
+
+def checkpoint(
+    func: Callable[..., R] | None = None,
+    /,
+    *,
+    retries: int = 0,
+    type: str | None = None,
+    runtime: str | None = None,
+) -> Any:
+    """Mark a function (sync or ``async def``) as a durable step of a flow.
+
+    Args:
+        retries: extra attempts after a failure (each attempt is recorded).
+        type: a free label shown in the UI and CLI, e.g. ``"llm_call"`` or ``"tool_call"``.
+        runtime: accepted for Kitaru compatibility (``"inline"`` or ``"isolated"``); every
+            checkpoint runs inline in the flow's process.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise KitaruUsageError(f"Checkpoint retries must be an int, got {retries!r}.")
+    if retries < 0:
+        raise KitaruUsageError("Checkpoint retries must be >= 0.")
+    if type is not None and not isinstance(type, str):
+        raise KitaruUsageError(f"Checkpoint type must be a string, got {type!r}.")
+    if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in ("inline", "isolated"):
+        raise KitaruUsageError(f"Unsupported checkpoint runtime {runtime!r}. Expected one of: inline, isolated.")
+
+    def wrap(f: Callable[..., R]) -> Checkpoint[R]:
+        if not callable(f):
+            raise KitaruUsageError(f"@checkpoint decorates a function, got {f!r}.")
+        return Checkpoint(f, retries=retries, type=type)
+
+    return wrap(func) if func is not None else wrap

@@ -1,0 +1,422 @@
+"""`@flow`: the durable entry point of an agent, and `FlowHandle`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from . import _config, serde
+from ._context import (
+    DIVERGENCE_POLICIES,
+    FlowCancelled,
+    FlowRun,
+    current_checkpoint,
+    current_flow,
+    failure_of,
+)
+from .checkpoint import sanitize_name
+from .errors import (
+    FailureOrigin,
+    KitaruContextError,
+    KitaruLeaseError,
+    KitaruStateError,
+    KitaruTimeoutError,
+    KitaruUsageError,
+    execution_error_for,
+    format_recovery_hint,
+)
+
+if TYPE_CHECKING:
+    from ._kitaru import Runner, Store
+    from .client import ExecutionStatus
+
+__all__ = ["flow", "FlowDefinition", "FlowHandle"]
+
+R = TypeVar("R")
+
+_RESERVED = ("stack", "image", "cache", "retries")
+VERSION = "0.1.0"
+
+
+def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: str) -> None:
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise KitaruUsageError(f"Flow retries must be an int, got {retries!r} ({where}).")
+        if retries < 0:
+            raise KitaruUsageError("Flow retries must be >= 0.")
+    if stack is not None and (not isinstance(stack, str) or not stack.strip()):
+        raise KitaruUsageError(f"Flow stack must be a non-empty stack name, got {stack!r} ({where}).")
+    if cache is not None and not isinstance(cache, bool):
+        raise KitaruUsageError(f"Flow cache must be True or False, got {cache!r} ({where}).")
+    if image is not None and not isinstance(image, (str, Mapping)) and not hasattr(image, "model_dump"):
+        raise KitaruUsageError(
+            f"Flow image must be an image name, a mapping of image settings or ImageSettings, got {image!r} ({where})."
+        )
+    if isinstance(image, str) and not image.strip():
+        raise KitaruUsageError(f"Flow image must not be empty ({where}).")
+
+
+def _entry_point(func: Callable[..., Any]) -> tuple[str, str, str | None]:
+    """(module, qualname, script path) under which another process finds `func`."""
+    module = getattr(func, "__module__", None) or "__main__"
+    qualname = func.__qualname__
+    script = None
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        script = os.path.abspath(path) if path else None
+    elif module == "__kitaru_main__":
+        # Re-entered from a script: keep pointing at the script.
+        from . import _entry
+
+        module, script = "__main__", _entry.loaded_script()
+    return module, qualname, script
+
+
+class FlowDefinition(Generic[R]):
+    """A function decorated with `@flow`. Start it with :meth:`run`."""
+
+    def __init__(
+        self,
+        func: Callable[..., R],
+        *,
+        stack: str | None,
+        image: Any,
+        cache: bool | None,
+        retries: int | None,
+        divergence: str,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
+        self.stack, self.image, self.cache = stack, image, cache
+        self.retries = retries or 0
+        self.divergence = divergence
+        self.is_async = inspect.iscoroutinefunction(func)
+        params = inspect.signature(func).parameters
+        clash = [p for p in _RESERVED if p in params]
+        if clash:
+            raise KitaruUsageError(
+                f"Flow {self.name!r} has a parameter named {clash[0]!r}, which .run() reserves "
+                f"({', '.join(_RESERVED)}); rename the parameter."
+            )
+
+    def __repr__(self) -> str:
+        return f"<kitaru flow {self.name!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise KitaruUsageError(
+            f"Direct flow calls are not supported. Use handle = {self.name}.run(...) to start an "
+            "execution, then handle.wait() for its result."
+        )
+
+    # --- starting -----------------------------------------------------------------
+
+    def _options_json(self, retries: int) -> str:
+        opts = {
+            "retries": retries,
+            "divergence": self.divergence,
+            "stack": self.stack,
+            "cache": self.cache,
+            "image": self.image if isinstance(self.image, (str, type(None))) else repr(self.image),
+        }
+        return json.dumps(opts)
+
+    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> Runner:
+        if current_flow.get() is not None or current_checkpoint.get() is not None:
+            raise KitaruContextError(
+                f"Flow {self.name!r} was started inside another flow; run flows from plain code."
+            )
+        try:
+            inspect.signature(self._func).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise KitaruUsageError(f"Bad arguments for flow {self.name!r}: {exc}") from exc
+        try:
+            tag, data = serde.dumps({"args": list(args), "kwargs": kwargs}, what=f"arguments of flow {self.name!r}")
+        except Exception as exc:
+            raise KitaruUsageError(
+                f"The arguments of flow {self.name!r} cannot be stored, so the execution could not be "
+                f"resumed: {exc}"
+            ) from exc
+        module, qualname, script = _entry_point(self._func)
+        if "<locals>" in qualname:
+            raise KitaruUsageError(
+                f"Flow {self.name!r} is defined inside a function ({qualname}); define flows at "
+                "module level so another process can import them to resume."
+            )
+        return _config.get_store().start(
+            flow_name=self.name,
+            module=module,
+            qualname=qualname,
+            script=script,
+            cwd=os.getcwd(),
+            args_serializer=tag,
+            args=data,
+            kitaru_version=VERSION,
+            options_json=self._options_json(retries),
+            ttl_ms=_config.lease_ttl_ms(),
+        )
+
+    def run(
+        self,
+        *args: Any,
+        stack: str | None = None,
+        image: Any = None,
+        cache: bool | None = None,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> FlowHandle[R]:
+        """Start a new execution and run it in this process; returns its handle when it ends.
+
+        ``stack``, ``image`` and ``cache`` are validated and recorded; stacks and remote
+        images arrive in a later release (every execution runs here, on ``KITARU_STORE``).
+        """
+        _validate_options(stack, image, cache, retries, ".run()")
+        n = self.retries if retries is None else retries
+        runner = self._start(args, kwargs, n)
+        if self.is_async:
+            _no_running_loop(self.name)
+            asyncio.run(self._drive_async(runner, args, kwargs, n))
+        else:
+            self._drive(runner, args, kwargs, n)
+        return FlowHandle(runner.exec_id)
+
+    async def arun(
+        self,
+        *args: Any,
+        stack: str | None = None,
+        image: Any = None,
+        cache: bool | None = None,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> FlowHandle[R]:
+        """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
+        _validate_options(stack, image, cache, retries, ".arun()")
+        n = self.retries if retries is None else retries
+        runner = self._start(args, kwargs, n)
+        await self._drive_async(runner, args, kwargs, n)
+        return FlowHandle(runner.exec_id)
+
+    def resume_execution(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run an execution claimed by retry/resume from the top (used by the client)."""
+        if self.is_async:
+            _no_running_loop(self.name)
+            asyncio.run(self._drive_async(runner, args, kwargs, self.retries))
+        else:
+            self._drive(runner, args, kwargs, self.retries)
+
+    # --- driving ------------------------------------------------------------------
+
+    def _drive(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> None:
+        run = FlowRun(runner, self.name, self.divergence)
+        for attempt in range(retries + 1):
+            run.reset()
+            token = current_flow.set(run)
+            try:
+                result = self._func(*args, **kwargs)
+            except BaseException as exc:
+                if self._on_error(run, exc, attempt, retries):
+                    continue
+                return
+            finally:
+                current_flow.reset(token)
+            self._complete(run, result)
+            return
+
+    async def _drive_async(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> None:
+        run = FlowRun(runner, self.name, self.divergence)
+        for attempt in range(retries + 1):
+            run.reset()
+            token = current_flow.set(run)
+            try:
+                result = await self._func(*args, **kwargs)  # type: ignore[misc]
+            except BaseException as exc:
+                if self._on_error(run, exc, attempt, retries):
+                    continue
+                return
+            finally:
+                current_flow.reset(token)
+            self._complete(run, result)
+            return
+
+    def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
+        """Record a failed pass of the body; True when the body should run again."""
+        if isinstance(exc, FlowCancelled):
+            run.runner.release()
+            return False
+        if isinstance(exc, KitaruLeaseError):
+            # Another process runs this execution now; it owns the state from here.
+            run.runner.release()
+            raise exc
+        origin, message, exc_type, tb = failure_of(exc)
+        fatal = isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+        if not fatal and attempt < retries and origin == FailureOrigin.USER_CODE:
+            run.runner.flow_attempt_failed(attempt + 1, origin, message, exc_type, tb)
+            return True
+        run.runner.fail(origin, message, exc_type, tb)
+        if fatal or not isinstance(exc, Exception):
+            raise exc
+        return False
+
+    def _complete(self, run: FlowRun, result: Any) -> None:
+        try:
+            tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
+        except Exception as exc:
+            run.runner.fail(str(FailureOrigin.RUNTIME), str(exc), type(exc).__name__, None)
+            return
+        run.runner.complete(tag, data)
+
+
+def _no_running_loop(name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise KitaruUsageError(
+        f"Flow {name!r} is async and an event loop is already running; use "
+        f"`handle = await {name}.arun(...)` instead of .run()."
+    )
+
+
+class FlowHandle(Generic[R]):
+    """A started execution: its id, status and result."""
+
+    def __init__(self, exec_id: str, store: Store | None = None) -> None:
+        self.exec_id = exec_id
+        self._store = store
+
+    def __repr__(self) -> str:
+        return f"FlowHandle(exec_id={self.exec_id!r})"
+
+    @property
+    def _st(self) -> Store:
+        if self._store is None:
+            self._store = _config.get_store()
+        return self._store
+
+    def _summary(self) -> dict[str, Any]:
+        return json.loads(self._st.inspect(self.exec_id, full=False))
+
+    @property
+    def status(self) -> ExecutionStatus:
+        """The execution's status, read from the store at each access."""
+        from .client import ExecutionStatus
+
+        return ExecutionStatus(self._summary()["status"])
+
+    def get(self) -> R:
+        """The result if the execution completed; a typed error if it did not (no waiting)."""
+        summary = self._summary()
+        status = summary["status"]
+        if status == "completed":
+            return self._result()
+        if status in ("running", "waiting"):
+            raise KitaruStateError(f"Execution {self.exec_id} is still {status} (status: {status}).")
+        raise self._error(summary)
+
+    def wait(self, timeout: float | None = None) -> R:
+        """Block until the execution ends; its result, or a typed error.
+
+        Raises:
+            KitaruTimeoutError: `timeout` seconds passed first.
+            KitaruExecutionError: (or a subclass by origin) the execution failed or was cancelled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            summary = self._summary()
+            status = summary["status"]
+            if status == "completed":
+                return self._result()
+            if status in ("failed", "cancelled"):
+                raise self._error(summary)
+            if status == "waiting":
+                raise KitaruStateError(
+                    f"Execution {self.exec_id} is waiting for input. Give it with "
+                    f"`kitaru executions input {self.exec_id} --value <json>`, then run "
+                    f"`kitaru executions resume {self.exec_id}`."
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise KitaruTimeoutError(
+                    f"Execution {self.exec_id} is still {status} after {timeout} s."
+                )
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+    def _result(self) -> R:
+        found = self._st.result(self.exec_id)
+        if found is None:  # pragma: no cover - completed executions always store a result
+            raise KitaruStateError(f"Execution {self.exec_id} completed without a stored result.")
+        tag, data = found
+        return serde.loads(tag, data, what=f"result of execution {self.exec_id}")  # type: ignore[no-any-return]
+
+    def _error(self, summary: dict[str, Any]) -> Exception:
+        status = summary["status"]
+        failure = summary.get("failure") or {}
+        origin = failure.get("origin") or ("unknown" if status == "failed" else None)
+        reason = failure.get("message") or status
+        parts = [f"Execution {self.exec_id} of flow {summary.get('flow_name')!r} {status}: {reason}"]
+        hint = format_recovery_hint(self.exec_id, status)
+        if hint:
+            parts.append(hint)
+        cls = execution_error_for(origin)
+        try:
+            fo: FailureOrigin | None = FailureOrigin(origin) if origin else None
+        except ValueError:
+            fo = FailureOrigin.UNKNOWN
+        return cls("\n".join(parts), exec_id=self.exec_id, status=status, failure_origin=fo)
+
+
+@overload
+def flow(func: Callable[..., R], /) -> FlowDefinition[R]: ...
+@overload
+def flow(
+    *,
+    stack: str | None = None,
+    image: Any = None,
+    cache: bool | None = None,
+    retries: int | None = None,
+    divergence: str = "reuse",
+) -> Callable[[Callable[..., R]], FlowDefinition[R]]: ...
+
+
+def flow(
+    func: Callable[..., R] | None = None,
+    /,
+    *,
+    stack: str | None = None,
+    image: Any = None,
+    cache: bool | None = None,
+    retries: int | None = None,
+    divergence: str = "reuse",
+) -> Any:
+    """Mark the function that drives an agent as a durable flow (sync or ``async def``).
+
+    Args:
+        retries: times the whole body runs again after a failure; finished checkpoints are
+            reused, so only unfinished work repeats.
+        divergence: what to do when a finished checkpoint is called again with different
+            inputs: ``"reuse"`` its stored output (default), ``"rerun"`` it, or ``"error"``
+            (raise ``KitaruDivergenceError``). Every divergence is recorded on the execution.
+        stack, image, cache: accepted and validated for Kitaru compatibility; their behaviour
+            arrives in a later release.
+    """
+    _validate_options(stack, image, cache, retries, "@flow")
+    if divergence not in DIVERGENCE_POLICIES:
+        raise KitaruUsageError(
+            f"Flow divergence policy must be one of {', '.join(DIVERGENCE_POLICIES)}, got {divergence!r}."
+        )
+
+    def wrap(f: Callable[..., R]) -> FlowDefinition[R]:
+        if not callable(f):
+            raise KitaruUsageError(f"@flow decorates a function, got {f!r}.")
+        return FlowDefinition(f, stack=stack, image=image, cache=cache, retries=retries, divergence=divergence)
+
+    return wrap(func) if func is not None else wrap
