@@ -75,8 +75,9 @@ impl Error {
     pub(crate) fn corrupt_record(key: &str, exec_id: Option<&str>, err: RecordError) -> Self {
         let checkpoint = key
             .rsplit_once("/cp/")
-            .map(|(_, c)| c.to_string())
-            .or_else(|| key.rsplit_once("/cpfail/").map(|(_, c)| c.to_string()));
+            .or_else(|| key.rsplit_once("/cpfail/"))
+            .and_then(|(_, c)| c.split('@').next())
+            .map(str::to_string);
         Error::Corrupt {
             key: key.to_string(),
             exec_id: exec_id.map(str::to_string),

@@ -32,6 +32,9 @@ impl From<&Failure> for FailureView {
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub number: u32,
+    /// Which run of the execution made the attempt: 1 for the first process, 2 for the
+    /// first retry or resume, ...
+    pub run: u32,
     pub status: &'static str,
     pub started_at: f64,
     pub ended_at: f64,
@@ -127,9 +130,10 @@ fn digest_hex(d: &Option<crate::journal::record::Digest>) -> Option<String> {
     d.as_ref().map(|d| layout::hex(&d.0))
 }
 
-fn attempt_view(a: &Attempt) -> AttemptView {
+fn attempt_view(journal: &Journal, a: &Attempt) -> AttemptView {
     AttemptView {
         number: a.number,
+        run: journal.run_number(a.claim_seq),
         status: if a.failure.is_some() { "failed" } else { "completed" },
         started_at: secs(a.started_us),
         ended_at: secs(a.ended_us),
@@ -203,7 +207,7 @@ impl ExecutionView {
                     ended_at: rec.attempts.last().map(|a| secs(a.ended_us)),
                     input_digest: digest_hex(&rec.input_digest),
                     output: Some(ValueView::from(&rec.output)),
-                    attempts: rec.attempts.iter().map(attempt_view).collect(),
+                    attempts: rec.attempts.iter().map(|a| attempt_view(journal, a)).collect(),
                     failure: None,
                     metadata_json: rec.metadata_json.clone(),
                     revision: *rev,
@@ -214,7 +218,7 @@ impl ExecutionView {
                     continue;
                 }
                 let Some(first) = fails.first() else { continue };
-                let attempts: Vec<AttemptView> = fails.iter().map(|f| attempt_view(&f.attempt)).collect();
+                let attempts: Vec<AttemptView> = fails.iter().map(|f| attempt_view(journal, &f.attempt)).collect();
                 checkpoints.push(CheckpointView {
                     call_id: call_id.clone(),
                     name: first.name.clone(),

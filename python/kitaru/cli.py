@@ -115,6 +115,7 @@ def _describe(e: Any) -> str:
         attempts = len(c.attempts)
         rows.append([
             c.name,
+            str(c.attempts[-1].run) if c.attempts else "-",
             c.checkpoint_type or "",
             c.status.value,
             _fmt_duration(c.started_at, c.ended_at),
@@ -122,7 +123,7 @@ def _describe(e: Any) -> str:
             (c.failure.message[:60] if c.failure else f"{c.output_serializer or ''} {c.output_size or 0}B"),
         ])
     if rows:
-        table = _table(rows, ["CALL", "TYPE", "STATUS", "DURATION", "ATTEMPTS", "OUTPUT / FAILURE"])
+        table = _table(rows, ["CALL", "RUN", "TYPE", "STATUS", "DURATION", "ATTEMPTS", "OUTPUT / FAILURE"])
         lines.extend("  " + line for line in table.splitlines())
     for d in e.divergences:
         lines.append(f"Divergence  {d.call_id}: inputs changed since it finished; policy {d.policy}")

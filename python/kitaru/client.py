@@ -71,6 +71,8 @@ class CheckpointAttempt:
     ended_at: datetime | None
     metadata: dict[str, Any]
     failure: FailureInfo | None
+    run: int = 1
+    """Which run of the execution made the attempt (1 = the first process, 2 = the first retry...)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class CheckpointCall:
                 ended_at=_ts(a["ended_at"]),
                 metadata={},
                 failure=FailureInfo.from_view(a.get("failure")),
+                run=a["run"],
             )
             for a in v["attempts"]
         ]

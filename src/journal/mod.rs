@@ -177,6 +177,14 @@ impl Journal {
             .find_map(|s| s.event.claim().map(|c| (s.seq, s.at_us, c)))
     }
 
+    /// 1-based number of the run (claim) made by state event `claim_seq`.
+    pub fn run_number(&self, claim_seq: u64) -> u32 {
+        self.states
+            .iter()
+            .filter(|s| s.seq <= claim_seq && s.event.claim().is_some())
+            .count() as u32
+    }
+
     /// When the current claim expires, by its latest heartbeat.
     pub fn lease_expiry_us(&self) -> Option<u64> {
         let (seq, at, claim) = self.current_claim()?;

@@ -6,8 +6,8 @@
 //! blobs/<2 hex>/<64 hex>                    immutable content-addressed bytes (blake3)
 //! executions/<exec id>/state/<seq:08>       state events, create-only, numbered from 0 (0 = Started)
 //! executions/<exec id>/lease/<seq:08>       heartbeat of the claim made by state event <seq>
-//! executions/<exec id>/cp/<call id>[~<rev:04>]  finished checkpoint call (rev > 0: re-run after divergence)
-//! executions/<exec id>/cpfail/<call id>~<attempt:04>   failed attempt of a call
+//! executions/<exec id>/cp/<call id>[@<rev:04>]  finished checkpoint call (rev > 0: re-run after divergence)
+//! executions/<exec id>/cpfail/<call id>@<attempt:04>   failed attempt of a call
 //! executions/<exec id>/meta/<seq:08>-<n:06> kitaru.log() on the flow body, by the run of claim <seq>
 //! executions/<exec id>/div/<seq:08>-<call id> divergence seen by the run of claim <seq>
 //! ```
@@ -79,12 +79,12 @@ pub fn checkpoint_key(exec_id: &str, call_id: &str, revision: u32) -> String {
     if revision == 0 {
         format!("{EXECUTIONS}/{exec_id}/cp/{call_id}")
     } else {
-        format!("{EXECUTIONS}/{exec_id}/cp/{call_id}~{revision:04}")
+        format!("{EXECUTIONS}/{exec_id}/cp/{call_id}@{revision:04}")
     }
 }
 
 pub fn failed_attempt_key(exec_id: &str, call_id: &str, attempt: u32) -> String {
-    format!("{EXECUTIONS}/{exec_id}/cpfail/{call_id}~{attempt:04}")
+    format!("{EXECUTIONS}/{exec_id}/cpfail/{call_id}@{attempt:04}")
 }
 
 pub fn meta_key(exec_id: &str, claim_seq: u64, n: u32) -> String {
@@ -115,11 +115,11 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
     Some(match dir {
         "state" => name.parse().map(ExecKey::State).unwrap_or(ExecKey::Other),
         "lease" => name.parse().map(ExecKey::Lease).unwrap_or(ExecKey::Other),
-        "cp" => match name.rsplit_once('~') {
+        "cp" => match name.rsplit_once('@') {
             None => ExecKey::Checkpoint(name, 0),
             Some((call, rev)) => rev.parse().map(|r| ExecKey::Checkpoint(call, r)).unwrap_or(ExecKey::Other),
         },
-        "cpfail" => match name.rsplit_once('~').and_then(|(c, n)| Some((c, n.parse().ok()?))) {
+        "cpfail" => match name.rsplit_once('@').and_then(|(c, n)| Some((c, n.parse().ok()?))) {
             Some((call, n)) => ExecKey::FailedAttempt(call, n),
             None => ExecKey::Other,
         },

@@ -1,0 +1,58 @@
+# Developer commands. The README's commands, .ci/run and local runs all go through here.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export CARGO_BUILD_JOBS ?= 2
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-rust clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6"
+	touch $@
+
+$(VENV)/.dev-deps: pyproject.toml $(VENV)/.deps
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy
+	touch $@
+
+build: $(VENV)/.deps ## build the extension into .venv (debug core, optimized dependencies)
+	$(BIN)/maturin develop -q
+
+build-release: $(VENV)/.deps ## build the extension into .venv with the release profile
+	$(BIN)/maturin develop -q --release
+
+demo: build ## install, then run the crash-and-resume quickstart on the default local store
+	$(BIN)/python examples/quickstart.py
+
+dev-deps: $(VENV)/.dev-deps
+
+test-rust: ## cargo tests of the core (no Python)
+	cargo test --quiet
+
+test-python: build dev-deps ## pytest against the built extension
+	$(BIN)/python -m pytest -q
+
+test: test-rust test-python ## install what tests need, run every test (cargo + pytest)
+
+lint: build dev-deps ## clippy, ruff, mypy and stubtest
+	cargo clippy --all-targets --features python -- -D warnings
+	$(BIN)/ruff check python tests-python examples benches
+	$(BIN)/mypy python/kitaru
+	$(BIN)/python -m mypy.stubtest kitaru._kitaru
+
+bench: build-release dev-deps ## Python benchmarks (results: benches/README.md)
+	$(BIN)/python benches/bench_core.py
+
+bench-rust: ## Rust micro-benchmarks of the core
+	cargo bench --bench core
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,165 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kitaru::store::{layout, Store, StoreOptions};
+use kitaru::Error;
+
+use crate::{local_store, memory_store, rt};
+
+async fn round_trip(store: &Store) {
+    assert!(store.put_create("a/b", Bytes::from_static(b"hello")).await.unwrap());
+    assert_eq!(store.get("a/b").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(store.get("a/missing").await.unwrap(), None);
+    // create-only: the second put is refused and the first content stays
+    assert!(!store.put_create("a/b", Bytes::from_static(b"other")).await.unwrap());
+    assert_eq!(store.get("a/b").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+    store.put_create("a/c/d", Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(store.list("a").await.unwrap(), vec!["a/b".to_string(), "a/c/d".to_string()]);
+    assert_eq!(store.list_dirs("a").await.unwrap(), vec!["c".to_string()]);
+    store.delete("a/b").await.unwrap();
+    store.delete("a/b").await.unwrap();
+    assert_eq!(store.get("a/b").await.unwrap(), None);
+}
+
+#[test]
+fn local_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async { round_trip(&*local_store(&dir).await).await });
+    // the layout marker is written at the root
+    assert!(dir.path().join(layout::LAYOUT_MARKER).exists());
+}
+
+#[test]
+fn memory_round_trip_and_sharing() {
+    rt().block_on(async {
+        let a = memory_store("rt-share").await;
+        round_trip(&a).await;
+        let b = memory_store("rt-share").await;
+        assert!(b.get("a/c/d").await.unwrap().is_some(), "memory:// stores of one name are shared");
+    });
+}
+
+#[test]
+fn blobs_are_content_addressed_and_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = local_store(&dir).await;
+        let data = Bytes::from(vec![7u8; 300_000]);
+        let h1 = store.put_blob(data.clone()).await.unwrap();
+        let h2 = store.put_blob(data.clone()).await.unwrap();
+        assert_eq!(h1, h2);
+        assert_eq!(h1, *blake3::hash(&data).as_bytes());
+        let key = layout::blob_key(&h1);
+        assert_eq!(store.list("blobs").await.unwrap(), vec![key.clone()]);
+        assert_eq!(store.get_blob(&h1, None, None).await.unwrap(), data);
+        // A second process (fresh handle, empty cache) also skips the existing blob.
+        let other = local_store(&dir).await;
+        assert_eq!(other.put_blob(data.clone()).await.unwrap(), h1);
+        assert_eq!(other.list("blobs").await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn corrupt_blob_is_an_error_naming_execution_checkpoint_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = local_store(&dir).await;
+        let hash = store.put_blob(Bytes::from_static(b"the real output")).await.unwrap();
+        let key = layout::blob_key(&hash);
+        let path = dir.path().join(&key);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let fresh = local_store(&dir).await;
+        let err = fresh.get_blob(&hash, Some("exec-1"), Some("fetch_2")).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("exec-1") && msg.contains("fetch_2") && msg.contains(&key), "{msg}");
+        std::fs::remove_file(&path).unwrap();
+        let err = fresh.get_blob(&hash, Some("exec-1"), None).await.unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    });
+}
+
+#[test]
+fn create_only_race_has_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    for (name, store) in [
+        ("local", rt.block_on(local_store(&dir))),
+        ("memory", rt.block_on(memory_store("race"))),
+    ] {
+        for round in 0..10 {
+            let key = format!("race/{round}");
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let store: Arc<Store> = store.clone();
+                    let key = key.clone();
+                    rt.spawn(async move { store.put_create(&key, Bytes::from(format!("writer {i}"))).await.unwrap() })
+                })
+                .collect();
+            let wins = rt.block_on(async {
+                let mut wins = 0;
+                for h in handles {
+                    wins += h.await.unwrap() as u32;
+                }
+                wins
+            });
+            assert_eq!(wins, 1, "{name} round {round}");
+        }
+    }
+}
+
+#[test]
+fn bad_locations_are_clear_errors() {
+    rt().block_on(async {
+        for (loc, needle) in [
+            ("", "empty"),
+            ("s3://bucket/prefix", "s3://"),
+            ("file://relative/path", "absolute"),
+            ("memory://bad name", "memory://"),
+        ] {
+            let err = Store::open(loc, StoreOptions::default()).await.unwrap_err();
+            assert!(err.to_string().contains(needle), "{loc}: {err}");
+        }
+        // a file where the store directory should be
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(file.join("store").to_str().unwrap(), StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot use"), "{err}");
+    });
+}
+
+#[test]
+fn newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(layout::LAYOUT_MARKER), br#"{"format": "kitaru-store", "version": 99}"#).unwrap();
+    let err = rt()
+        .block_on(Store::open(dir.path().to_str().unwrap(), StoreOptions { fsync: true }))
+        .unwrap_err();
+    assert!(err.to_string().contains("upgrade kitaru"), "{err}");
+}
+
+#[test]
+fn execution_ids_sort_by_creation() {
+    let ids: Vec<String> = (0..5000).map(|_| kitaru::ids::new_exec_id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    for id in &ids[..10] {
+        kitaru::ids::validate_exec_id(id).unwrap();
+        assert_eq!(&id[14..15], "7", "UUID version 7: {id}");
+    }
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len());
+    for bad in ["", "../etc", "01a208fd-7878-7000-9638-46283c8fde6", "01A208FD-7878-7000-9638-46283C8FDE6D"] {
+        assert!(kitaru::ids::validate_exec_id(bad).is_err(), "{bad}");
+    }
+    for bad in ["", ".", "..", "a/b", "a\0b", "x y", &"a".repeat(129)] {
+        assert!(kitaru::ids::validate_call_id(bad).is_err(), "{bad:?}");
+    }
+    kitaru::ids::validate_call_id("fetch_2").unwrap();
+}
