@@ -52,10 +52,18 @@ def _load_script(path: str) -> Any:
     _loaded_script = path
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as exc:
         sys.modules.pop(_MAIN_ALIAS, None)
-        raise
+        raise _import_failed(path, exc) from exc
     return module
+
+
+def _import_failed(where: str, exc: BaseException) -> KitaruStateError:
+    return KitaruStateError(
+        f"Loading the flow's code from {where} failed with {type(exc).__name__}: {exc}. "
+        "Fix the error (or give it the environment it expects) and run the command again; "
+        "nothing stored was changed."
+    )
 
 
 def load_flow(entry: dict[str, Any]) -> Any:
@@ -82,6 +90,8 @@ def load_flow(entry: dict[str, Any]) -> Any:
                 f"Cannot import module {module_name!r} of the flow ({exc}). Run this command from the "
                 f"directory the flow was started in ({entry.get('cwd')}) with the same environment."
             ) from exc
+        except Exception as exc:
+            raise _import_failed(f"module {module_name!r}", exc) from exc
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)

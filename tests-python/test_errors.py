@@ -1,0 +1,39 @@
+import kitaru
+from kitaru import errors
+
+
+def test_hierarchy_matches_kitaru_04() -> None:
+    assert issubclass(kitaru.KitaruError, Exception)
+    assert issubclass(kitaru.KitaruUsageError, kitaru.KitaruError)
+    assert issubclass(kitaru.KitaruUsageError, ValueError)
+    for cls in (kitaru.KitaruContextError, kitaru.KitaruStateError, kitaru.KitaruRuntimeError):
+        assert issubclass(cls, kitaru.KitaruError) and issubclass(cls, RuntimeError)
+    assert issubclass(kitaru.KitaruExecutionError, kitaru.KitaruRuntimeError)
+    assert issubclass(kitaru.KitaruUserCodeError, kitaru.KitaruExecutionError)
+    assert issubclass(kitaru.KitaruDivergenceError, kitaru.KitaruExecutionError)
+    assert issubclass(kitaru.KitaruBackendError, kitaru.KitaruRuntimeError)
+    assert issubclass(kitaru.KitaruLogRetrievalError, kitaru.KitaruBackendError)
+    assert issubclass(kitaru.KitaruWaitValidationError, kitaru.KitaruUsageError)
+    assert issubclass(kitaru.KitaruFeatureNotAvailableError, NotImplementedError)
+    assert issubclass(errors.KitaruTimeoutError, TimeoutError)
+    assert issubclass(errors.KitaruExecutionNotFoundError, LookupError)
+    assert issubclass(errors.KitaruExecutionNotFoundError, kitaru.KitaruUsageError)
+    assert {o.value for o in kitaru.FailureOrigin} >= {"user_code", "runtime", "backend", "divergence", "unknown"}
+
+
+def test_execution_error_carries_context() -> None:
+    e = kitaru.KitaruExecutionError("boom", exec_id="x", status="failed", failure_origin=kitaru.FailureOrigin.USER_CODE)
+    assert (e.exec_id, e.status, e.failure_origin) == ("x", "failed", "user_code")
+
+
+def test_recovery_command_only_for_failed() -> None:
+    assert errors.build_recovery_command("abc", "failed") == "kitaru executions retry abc"
+    for status in ("completed", "running", "cancelled", "waiting"):
+        assert errors.build_recovery_command("abc", status) is None
+    assert "kitaru executions retry abc" in (errors.format_recovery_hint("abc", "failed") or "")
+
+
+def test_public_names() -> None:
+    for name in kitaru.__all__:
+        assert getattr(kitaru, name) is not None
+    assert sorted(kitaru.__all__) == kitaru.__all__
