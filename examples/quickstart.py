@@ -77,8 +77,20 @@ def main() -> int:
     kitaru = [sys.executable, "-m", "kitaru.cli"]
     listing = json.loads(
         subprocess.run(
-            [*kitaru, "executions", "list", "--flow", "research_agent", "--limit", "1", "-o", "json"],
-            check=True, capture_output=True, text=True,
+            [
+                *kitaru,
+                "executions",
+                "list",
+                "--flow",
+                "research_agent",
+                "--limit",
+                "1",
+                "-o",
+                "json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     )
     exec_id = listing["items"][0]["exec_id"]
@@ -88,13 +100,19 @@ def main() -> int:
     print(f"    status: {status}: {reason}\n")
 
     print(f"3. Resume it in a new process: kitaru executions retry {exec_id}")
-    retried = subprocess.run([*kitaru, "executions", "retry", exec_id], capture_output=True, text=True)
+    retried = subprocess.run(
+        [*kitaru, "executions", "retry", exec_id], capture_output=True, text=True
+    )
     print("\n".join(f"    {line}" for line in (retried.stdout + retried.stderr).splitlines()))
     if retried.returncode != 0:
         return 1
     item = json.loads(
-        subprocess.run([*kitaru, "executions", "get", exec_id, "-o", "json"],
-                       check=True, capture_output=True, text=True).stdout
+        subprocess.run(
+            [*kitaru, "executions", "get", exec_id, "-o", "json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     )["item"]
 
     print("\n4. Which run produced each checkpoint:")
@@ -102,10 +120,12 @@ def main() -> int:
         run = call["attempts"][-1]["run"]
         how = "reused from the killed run" if run == 1 else "ran live in the retry"
         print(f"    {call['name']:<12} {how}")
-    result = subprocess.run([sys.executable, "-c", (
-        "import kitaru; print(kitaru.KitaruClient().executions.result(%r))" % exec_id)],
-        check=True, capture_output=True, text=True).stdout
-    print(f"\n5. status: {item['status']}; result:\n" + "\n".join(f"    {l}" for l in result.splitlines()))
+    code = f"import kitaru; print(kitaru.KitaruClient().executions.result({exec_id!r}))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    print(f"\n5. status: {item['status']}; result:")
+    print("\n".join(f"    {line}" for line in result.splitlines()))
     return 0 if item["status"] == "completed" else 1
 
 

@@ -31,14 +31,21 @@ def write_script(directory: Path, name: str, source: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "kitaru.cli", *args],
-        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"kitaru {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"kitaru {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -53,7 +60,9 @@ def wait_for_line(path: Path, needle: str, timeout: float = 60.0) -> None:
         if path.exists() and needle in path.read_text().splitlines():
             return
         time.sleep(0.01)
-    raise AssertionError(f"{needle!r} never appeared in {path}: {path.read_text() if path.exists() else ''}")
+    raise AssertionError(
+        f"{needle!r} never appeared in {path}: {path.read_text() if path.exists() else ''}"
+    )
 
 
 def ledger(path: Path) -> list[str]:

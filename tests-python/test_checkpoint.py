@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 import kitaru
+import pytest
 from kitaru import KitaruClient, checkpoint, flow
 
 CALLS: list[str] = []
@@ -105,7 +104,9 @@ def nested() -> object:
 
 
 def test_nested_checkpoints_are_a_context_error() -> None:
-    with pytest.raises(kitaru.KitaruUserCodeError, match="Nested checkpoint calls are not supported"):
+    with pytest.raises(
+        kitaru.KitaruUserCodeError, match="Nested checkpoint calls are not supported"
+    ):
         nested.run().wait()
 
 

@@ -18,11 +18,19 @@ def test_hierarchy_matches_kitaru_04() -> None:
     assert issubclass(errors.KitaruTimeoutError, TimeoutError)
     assert issubclass(errors.KitaruExecutionNotFoundError, LookupError)
     assert issubclass(errors.KitaruExecutionNotFoundError, kitaru.KitaruUsageError)
-    assert {o.value for o in kitaru.FailureOrigin} >= {"user_code", "runtime", "backend", "divergence", "unknown"}
+    assert {o.value for o in kitaru.FailureOrigin} >= {
+        "user_code",
+        "runtime",
+        "backend",
+        "divergence",
+        "unknown",
+    }
 
 
 def test_execution_error_carries_context() -> None:
-    e = kitaru.KitaruExecutionError("boom", exec_id="x", status="failed", failure_origin=kitaru.FailureOrigin.USER_CODE)
+    e = kitaru.KitaruExecutionError(
+        "boom", exec_id="x", status="failed", failure_origin=kitaru.FailureOrigin.USER_CODE
+    )
     assert (e.exec_id, e.status, e.failure_origin) == ("x", "failed", "user_code")
 
 

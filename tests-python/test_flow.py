@@ -3,9 +3,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import pytest
-
 import kitaru
+import pytest
 from kitaru import KitaruClient, checkpoint, flow
 from kitaru.client import ExecutionStatus
 from kitaru.errors import KitaruTimeoutError
@@ -139,7 +138,9 @@ def test_bad_arguments_are_refused_before_anything_is_stored() -> None:
 
 def test_unstorable_arguments_are_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KITARU_ALLOW_PICKLE", "0")
-    with pytest.raises(kitaru.KitaruUsageError, match="arguments of flow 'simple' cannot be stored"):
+    with pytest.raises(
+        kitaru.KitaruUsageError, match="arguments of flow 'simple' cannot be stored"
+    ):
         simple.run(object())
 
 
@@ -214,8 +215,16 @@ def test_handle_wait_timeout_and_get_while_running() -> None:
     from kitaru import _config
 
     runner = _config.get_store().start(
-        flow_name="manual", module="m", qualname="q", script=None, cwd="/", args_serializer="json",
-        args=b"{}", kitaru_version="t", options_json="{}", ttl_ms=60_000,
+        flow_name="manual",
+        module="m",
+        qualname="q",
+        script=None,
+        cwd="/",
+        args_serializer="json",
+        args=b"{}",
+        kitaru_version="t",
+        options_json="{}",
+        ttl_ms=60_000,
     )
     handle = kitaru.FlowHandle(runner.exec_id)
     assert handle.status == "running"

@@ -7,8 +7,6 @@ runs the flow again from the top and finished checkpoints return their stored ou
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._metadata import log
 from .checkpoint import checkpoint
 from .errors import (
@@ -26,10 +24,13 @@ from .errors import (
     KitaruUserCodeError,
     KitaruWaitValidationError,
 )
-from .flow import VERSION as __version__
+from .flow import VERSION as __version__  # noqa: F401
 from .flow import FlowHandle, flow
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client import KitaruClient
 
 # The names of Kitaru 0.4 that this release implements; wait, llm, save/load, memory,

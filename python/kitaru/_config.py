@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import KitaruUsageError
@@ -28,28 +27,30 @@ def env_flag(name: str, default: bool) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise KitaruUsageError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off.")
+    raise KitaruUsageError(
+        f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off."
+    )
 
 
-def config_dir() -> Path:
+def config_dir() -> str:
     """`KITARU_CONFIG_PATH`, else the platform's per-user config directory for kitaru."""
     override = os.environ.get("KITARU_CONFIG_PATH", "").strip()
     if override:
-        return Path(override).expanduser()
-    home = Path.home()
+        return os.path.abspath(os.path.expanduser(override))
+    home = os.path.expanduser("~")
     if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "kitaru"
+        return os.path.join(home, "Library", "Application Support", "kitaru")
     if sys.platform == "win32":
-        appdata = os.environ.get("APPDATA")
-        return (Path(appdata) if appdata else home / "AppData" / "Roaming") / "kitaru"
+        appdata = os.environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
+        return os.path.join(appdata, "kitaru")
     xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    return (Path(xdg) if xdg else home / ".config") / "kitaru"
+    return os.path.join(xdg or os.path.join(home, ".config"), "kitaru")
 
 
 def store_location() -> str:
     """`KITARU_STORE` (a path, file:// or memory:// URL), else `<config dir>/store`."""
     location = os.environ.get("KITARU_STORE", "").strip()
-    return location or str(config_dir() / "store")
+    return location or os.path.join(config_dir(), "store")
 
 
 def lease_ttl_ms() -> int:

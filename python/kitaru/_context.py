@@ -7,17 +7,12 @@ from the journal, and records new results through the Rust runner.
 
 from __future__ import annotations
 
+import _thread
 import contextvars
-import json
 import os
 import sys
-import threading
 import time
-import traceback
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from . import serde
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
@@ -30,27 +25,84 @@ from .errors import (
     KitaruUsageError,
 )
 
+# `typing` costs more to import than the rest of kitaru: only type checkers see it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._kitaru import Runner
+
+if not TYPE_CHECKING:
+    # Runtime stand-ins for the typing constructs used in class and function definitions.
+    R = None
+
+    class Generic:
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    def overload(func: object) -> object:
+        return func
+
 
 DIVERGENCE_POLICIES = ("reuse", "rerun", "error")
 
 
-@dataclass
 class CheckpointScope:
     """The checkpoint call whose body is running."""
 
-    name: str
-    call_id: str
-    checkpoint_type: str | None
-    exec_id: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("call_id", "checkpoint_type", "exec_id", "metadata", "name")
+
+    def __init__(self, name: str, call_id: str, checkpoint_type: str | None, exec_id: str) -> None:
+        self.name, self.call_id, self.checkpoint_type, self.exec_id = (
+            name,
+            call_id,
+            checkpoint_type,
+            exec_id,
+        )
+        self.metadata: dict[str, Any] = {}
 
 
-current_flow: contextvars.ContextVar[FlowRun | None] = contextvars.ContextVar("kitaru_flow", default=None)
+current_flow: contextvars.ContextVar[FlowRun | None] = contextvars.ContextVar(
+    "kitaru_flow", default=None
+)
 current_checkpoint: contextvars.ContextVar[CheckpointScope | None] = contextvars.ContextVar(
     "kitaru_checkpoint", default=None
 )
+
+
+def copy_identity(wrapper: Any, func: Any) -> None:
+    """What functools.update_wrapper does, without importing functools at import time."""
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(wrapper, attr, getattr(func, attr))
+        except AttributeError:
+            pass
+    wrapper.__dict__.update(getattr(func, "__dict__", {}))
+    wrapper.__wrapped__ = func
+
+
+def is_async_function(func: Any) -> bool:
+    """inspect.iscoroutinefunction without importing inspect (CO_COROUTINE flag)."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        code = getattr(type(func).__call__, "__code__", None)
+    return bool(code is not None and code.co_flags & 0x0080)
+
+
+def sanitize_name(raw: str, fallback: str) -> str:
+    """Kitaru's names: runs of non-word characters become `_`, a leading digit gets a prefix."""
+    out: list[str] = []
+    for ch in raw or "":
+        if ch.isalnum() or ch == "_":
+            out.append(ch)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    name = "".join(out).strip("_")
+    if not name:
+        return fallback
+    if name[0].isdigit():
+        name = f"{fallback}_{name}"
+    return name
 
 
 def now_us() -> int:
@@ -79,6 +131,8 @@ def failure_of(exc: BaseException) -> tuple[str, str, str | None, str | None]:
         origin = FailureOrigin.RUNTIME
     else:
         origin = FailureOrigin.USER_CODE
+    import traceback
+
     exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
     message = str(exc) or type(exc).__name__
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -107,9 +161,9 @@ class FlowRun:
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self.reused: list[str] = []
         self.executed: list[str] = []
-        self.thread = threading.get_ident()
+        self.thread = _thread.get_ident()
         self.pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.reset()
 
     def reset(self) -> None:
@@ -122,7 +176,9 @@ class FlowRun:
         with self._lock:
             if explicit_id is not None:
                 if not isinstance(explicit_id, str) or not explicit_id:
-                    raise KitaruUsageError(f"Checkpoint id must be a non-empty string, got {explicit_id!r}.")
+                    raise KitaruUsageError(
+                        f"Checkpoint id must be a non-empty string, got {explicit_id!r}."
+                    )
                 if explicit_id in self.explicit:
                     raise KitaruUsageError(
                         f"Checkpoint id {explicit_id!r} is used twice in one execution of flow "
@@ -159,6 +215,8 @@ class FlowRun:
                 )
             if self.divergence == "rerun":
                 return False, None
+        from . import serde
+
         value = serde.loads(tag, data, what=f"stored output of checkpoint {call_id!r}")
         self.reused.append(call_id)
         return True, value
@@ -168,6 +226,8 @@ class FlowRun:
         self.executed.append(call_id)
 
     def log(self, values: dict[str, Any]) -> None:
+        import json
+
         self.runner.log_metadata(json.dumps(values, default=repr))
 
 

@@ -100,5 +100,7 @@ def load_flow(entry: dict[str, Any]) -> Any:
                 f"Module {module_name!r} has no flow {qualname!r} any more; restore it to resume this execution."
             )
     if not isinstance(obj, FlowDefinition):
-        raise KitaruStateError(f"{module_name}.{qualname} is not a @flow (found {type(obj).__name__}).")
+        raise KitaruStateError(
+            f"{module_name}.{qualname} is not a @flow (found {type(obj).__name__})."
+        )
     return obj

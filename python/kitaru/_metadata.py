@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ._context import current_checkpoint, current_flow, merge_metadata
 from .errors import KitaruContextError, KitaruUsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def log(**kwargs: Any) -> None:
@@ -22,6 +23,8 @@ def log(**kwargs: Any) -> None:
         raise KitaruUsageError("kitaru.log() needs at least one key=value pair.")
     scope = current_checkpoint.get()
     if scope is not None:
+        import json
+
         # Recorded with the checkpoint's result: no extra write.
         merge_metadata(scope.metadata, json.loads(json.dumps(kwargs, default=repr)))
         return

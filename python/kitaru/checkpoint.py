@@ -2,55 +2,48 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextvars
-import functools
-import inspect
-import re
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar, overload
 
-from . import serde
 from ._context import (
     CheckpointScope,
     FlowRun,
     check_lease,
+    copy_identity,
     current_checkpoint,
     current_flow,
     failure_of,
+    is_async_function,
     now_us,
     runtime_error,
+    sanitize_name,
 )
 from .errors import KitaruContextError, KitaruUsageError
 
-__all__ = ["checkpoint", "Checkpoint"]
+# `typing` costs more to import than the rest of kitaru: only type checkers see it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import concurrent.futures
+    import inspect
+    from collections.abc import Callable, Iterable
+    from typing import Any, Generic, TypeVar, overload
 
-R = TypeVar("R")
+    R = TypeVar("R")
+else:
+    from ._context import Generic, R, overload
 
-_NON_WORD = re.compile(r"\W+")
-
-
-def sanitize_name(raw: str, fallback: str) -> str:
-    """Kitaru's names: non-word characters become `_`, a leading digit gets a prefix."""
-    name = _NON_WORD.sub("_", raw).strip("_") if raw else ""
-    if not name:
-        return fallback
-    if name[0].isdigit():
-        name = f"{fallback}_{name}"
-    return name
+__all__ = ["Checkpoint", "checkpoint"]
 
 
 class Checkpoint(Generic[R]):
     """A function decorated with `@checkpoint`."""
 
     def __init__(self, func: Callable[..., R], *, retries: int, type: str | None) -> None:
-        functools.update_wrapper(self, func)
+        copy_identity(self, func)
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "checkpoint")
         self.retries = retries
         self.checkpoint_type = type
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.is_async = is_async_function(func)
         self._signature: inspect.Signature | None = None
 
     def __repr__(self) -> str:
@@ -58,14 +51,20 @@ class Checkpoint(Generic[R]):
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         # Methods: bind like a function would.
-        return self if obj is None else functools.partial(self, obj)
+        if obj is None:
+            return self
+        import functools
+
+        return functools.partial(self, obj)
 
     # --- calling -------------------------------------------------------------------
 
     def _enter(self, explicit_id: str | None, api: str = "Checkpoints") -> tuple[FlowRun, str]:
         run = current_flow.get()
         if run is None:
-            raise KitaruContextError(f"{api} can only run inside a @flow (checkpoint {self.name!r}).")
+            raise KitaruContextError(
+                f"{api} can only run inside a @flow (checkpoint {self.name!r})."
+            )
         if current_checkpoint.get() is not None:
             raise KitaruContextError(
                 f"Nested checkpoint calls are not supported: {self.name!r} was called inside "
@@ -81,24 +80,32 @@ class Checkpoint(Generic[R]):
             return self._run_async(run, call_id, id is not None, args, kwargs)
         return self._run_sync(run, call_id, id is not None, args, kwargs)
 
-    def submit(self, *args: Any, id: str | None = None, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, *args: Any, id: str | None = None, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Run the call concurrently; returns a future (``.result()`` gives the output)."""
         run, call_id = self._enter(id, "Concurrent checkpoint execution")
         ctx = contextvars.copy_context()
         if self.is_async:
-            fn: Callable[[], Any] = lambda: asyncio.run(self._run_async(run, call_id, id is not None, args, kwargs))
+            import asyncio
+
+            fn: Callable[[], Any] = lambda: asyncio.run(
+                self._run_async(run, call_id, id is not None, args, kwargs)
+            )
         else:
             fn = lambda: self._run_sync(run, call_id, id is not None, args, kwargs)
         return _executor().submit(ctx.run, fn)
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[concurrent.futures.Future[Any]]:
         """One concurrent call per element (of the zipped iterables); returns the futures."""
-        return [self.submit(*items, **kwargs) for items in zip(*iterables)]
+        return [self.submit(*items, **kwargs) for items in zip(*iterables, strict=False)]
 
     # --- one call ------------------------------------------------------------------
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._signature is None:
+            import inspect
+
             try:
                 self._signature = inspect.signature(self._func)
             except (TypeError, ValueError):
@@ -110,24 +117,48 @@ class Checkpoint(Generic[R]):
         bound.apply_defaults()
         return bound.arguments
 
-    def _prepare(self, run: FlowRun, call_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any, bytes | None]:
+    def _prepare(
+        self, run: FlowRun, call_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any, bytes | None]:
+        from . import serde
+
         digest = serde.digest(self._bind(args, kwargs))
         found, value = run.stored_result(call_id, digest)
         return found, value, digest
 
-    def _failed(self, run: FlowRun, call_id: str, digest: bytes | None, started: int, exc: BaseException) -> None:
+    def _failed(
+        self, run: FlowRun, call_id: str, digest: bytes | None, started: int, exc: BaseException
+    ) -> None:
         origin, message, exc_type, tb = failure_of(exc)
         run.runner.record_failed_attempt(
-            call_id, self.name, self.checkpoint_type, digest, started, now_us(), origin, message, exc_type, tb
+            call_id,
+            self.name,
+            self.checkpoint_type,
+            digest,
+            started,
+            now_us(),
+            origin,
+            message,
+            exc_type,
+            tb,
         )
 
     def _serialize(self, call_id: str, value: Any) -> tuple[str, bytes]:
+        from . import serde
+
         try:
             return serde.dumps(value, what=f"output of checkpoint {call_id!r}")
         except Exception as exc:
             raise runtime_error(str(exc), exc) from None
 
-    def _run_sync(self, run: FlowRun, call_id: str, explicit: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run_sync(
+        self,
+        run: FlowRun,
+        call_id: str,
+        explicit: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         found, value, digest = self._prepare(run, call_id, args, kwargs)
         if found:
             return value
@@ -148,7 +179,14 @@ class Checkpoint(Generic[R]):
             return self._finish(run, call_id, explicit, digest, value, started, scope)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _run_async(self, run: FlowRun, call_id: str, explicit: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _run_async(
+        self,
+        run: FlowRun,
+        call_id: str,
+        explicit: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         found, value, digest = self._prepare(run, call_id, args, kwargs)
         if found:
             return value
@@ -169,18 +207,44 @@ class Checkpoint(Generic[R]):
             ended = now_us()
             tag, data = self._serialize(call_id, value)
             await run.runner.record_checkpoint_async(
-                call_id, self.name, explicit, self.checkpoint_type, digest, tag, data, started, ended,
+                call_id,
+                self.name,
+                explicit,
+                self.checkpoint_type,
+                digest,
+                tag,
+                data,
+                started,
+                ended,
                 _meta_json(scope),
             )
             run.remember(call_id, tag, data, digest)
             return value
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _finish(self, run: FlowRun, call_id: str, explicit: bool, digest: bytes | None, value: Any, started: int, scope: CheckpointScope) -> Any:
+    def _finish(
+        self,
+        run: FlowRun,
+        call_id: str,
+        explicit: bool,
+        digest: bytes | None,
+        value: Any,
+        started: int,
+        scope: CheckpointScope,
+    ) -> Any:
         ended = now_us()
         tag, data = self._serialize(call_id, value)
         run.runner.record_checkpoint(
-            call_id, self.name, explicit, self.checkpoint_type, digest, tag, data, started, ended, _meta_json(scope)
+            call_id,
+            self.name,
+            explicit,
+            self.checkpoint_type,
+            digest,
+            tag,
+            data,
+            started,
+            ended,
+            _meta_json(scope),
         )
         run.remember(call_id, tag, data, digest)
         return value
@@ -200,14 +264,20 @@ _pool: concurrent.futures.ThreadPoolExecutor | None = None
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="kitaru-checkpoint")
+        import concurrent.futures
+
+        _pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=16, thread_name_prefix="kitaru-checkpoint"
+        )
     return _pool
 
 
 @overload
 def checkpoint(func: Callable[..., R], /) -> Checkpoint[R]: ...
 @overload
-def checkpoint(*, retries: int = 0, type: str | None = None) -> Callable[[Callable[..., R]], Checkpoint[R]]: ...
+def checkpoint(
+    *, retries: int = 0, type: str | None = None
+) -> Callable[[Callable[..., R]], Checkpoint[R]]: ...
 
 
 def checkpoint(
@@ -232,8 +302,13 @@ def checkpoint(
         raise KitaruUsageError("Checkpoint retries must be >= 0.")
     if type is not None and not isinstance(type, str):
         raise KitaruUsageError(f"Checkpoint type must be a string, got {type!r}.")
-    if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in ("inline", "isolated"):
-        raise KitaruUsageError(f"Unsupported checkpoint runtime {runtime!r}. Expected one of: inline, isolated.")
+    if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in (
+        "inline",
+        "isolated",
+    ):
+        raise KitaruUsageError(
+            f"Unsupported checkpoint runtime {runtime!r}. Expected one of: inline, isolated."
+        )
 
     def wrap(f: Callable[..., R]) -> Checkpoint[R]:
         if not callable(f):

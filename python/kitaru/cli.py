@@ -60,9 +60,11 @@ def _fmt_duration(start: datetime | None, end: datetime | None) -> str:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
@@ -78,7 +80,12 @@ class Output:
 
     def items(self, items: list[Any], text: Callable[[], str]) -> None:
         if self.json:
-            print(json.dumps({"command": self.command, "items": to_jsonable(items), "count": len(items)}, indent=2))
+            print(
+                json.dumps(
+                    {"command": self.command, "items": to_jsonable(items), "count": len(items)},
+                    indent=2,
+                )
+            )
         else:
             print(text())
 
@@ -113,20 +120,30 @@ def _describe(e: Any) -> str:
     rows = []
     for c in e.checkpoints:
         attempts = len(c.attempts)
-        rows.append([
-            c.name,
-            str(c.attempts[-1].run) if c.attempts else "-",
-            c.checkpoint_type or "",
-            c.status.value,
-            _fmt_duration(c.started_at, c.ended_at),
-            str(attempts),
-            (c.failure.message[:60] if c.failure else f"{c.output_serializer or ''} {c.output_size or 0}B"),
-        ])
+        rows.append(
+            [
+                c.name,
+                str(c.attempts[-1].run) if c.attempts else "-",
+                c.checkpoint_type or "",
+                c.status.value,
+                _fmt_duration(c.started_at, c.ended_at),
+                str(attempts),
+                (
+                    c.failure.message[:60]
+                    if c.failure
+                    else f"{c.output_serializer or ''} {c.output_size or 0}B"
+                ),
+            ]
+        )
     if rows:
-        table = _table(rows, ["CALL", "RUN", "TYPE", "STATUS", "DURATION", "ATTEMPTS", "OUTPUT / FAILURE"])
+        table = _table(
+            rows, ["CALL", "RUN", "TYPE", "STATUS", "DURATION", "ATTEMPTS", "OUTPUT / FAILURE"]
+        )
         lines.extend("  " + line for line in table.splitlines())
     for d in e.divergences:
-        lines.append(f"Divergence  {d.call_id}: inputs changed since it finished; policy {d.policy}")
+        lines.append(
+            f"Divergence  {d.call_id}: inputs changed since it finished; policy {d.policy}"
+        )
     return "\n".join(lines)
 
 
@@ -134,7 +151,13 @@ def _list_text(items: list[Any]) -> str:
     if not items:
         return "No executions found."
     rows = [
-        [e.exec_id, e.flow_name or "", e.status.value, _fmt_time(e.started_at), _fmt_duration(e.started_at, e.ended_at)]
+        [
+            e.exec_id,
+            e.flow_name or "",
+            e.status.value,
+            _fmt_time(e.started_at),
+            _fmt_duration(e.started_at, e.ended_at),
+        ]
         for e in items
     ]
     return _table(rows, ["EXECUTION", "FLOW", "STATUS", "STARTED", "DURATION"])
@@ -191,9 +214,16 @@ def _parser() -> argparse.ArgumentParser:
     from .flow import VERSION
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-o", "--output", choices=["text", "json"], default=argparse.SUPPRESS,
-                        help="output format (default: text)")
-    p = argparse.ArgumentParser(prog="kitaru", description="Durable runtime for Python AI agents.", parents=[common])
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="output format (default: text)",
+    )
+    p = argparse.ArgumentParser(
+        prog="kitaru", description="Durable runtime for Python AI agents.", parents=[common]
+    )
     p.add_argument("-V", "--version", action="version", version=f"kitaru {VERSION}")
     sub = p.add_subparsers(dest="group", metavar="COMMAND")
 
@@ -214,8 +244,11 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("store", help="the store: location and raw records", parents=[common])
     sts = st.add_subparsers(dest="action", metavar="ACTION", required=True)
     sts.add_parser("info", help="where the store is", parents=[common])
-    d = sts.add_parser("dump", help="print records as JSON (a key, or every record of an execution id)",
-                       parents=[common])
+    d = sts.add_parser(
+        "dump",
+        help="print records as JSON (a key, or every record of an execution id)",
+        parents=[common],
+    )
     d.add_argument("key", metavar="KEY_OR_EXEC_ID")
     return p
 

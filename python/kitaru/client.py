@@ -38,7 +38,11 @@ class ExecutionStatus(StrEnum):
 
     @property
     def is_finished(self) -> bool:
-        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
+        return self in (
+            ExecutionStatus.COMPLETED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.CANCELLED,
+        )
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -219,11 +223,19 @@ class Execution:
             pending_wait=None,
             frozen_execution_spec=json.loads(v["options_json"]) if v.get("options_json") else None,
             original_exec_id=None,
-            checkpoints=[CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])],
+            checkpoints=[
+                CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])
+            ],
             artifacts=[],
             checkpoint_count=v.get("checkpoint_count", 0),
             divergences=[
-                Divergence(d["call_id"], _ts(d["at"]), d.get("stored_digest"), d.get("new_digest"), d["policy"])
+                Divergence(
+                    d["call_id"],
+                    _ts(d["at"]),
+                    d.get("stored_digest"),
+                    d.get("new_digest"),
+                    d["policy"],
+                )
                 for d in v.get("divergences", [])
             ],
             entry=entry,
@@ -260,9 +272,13 @@ class ExecutionsAPI:
         """Full details of one execution (checkpoints, attempts, failure, divergences)."""
         return Execution.from_view(json.loads(self._store.inspect(_check_id(exec_id), full=True)))
 
-    def list(self, *, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[Execution]:
+    def list(
+        self, *, flow: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Execution]:
         """Execution summaries, newest first."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
             raise KitaruUsageError(f"limit must be a positive integer, got {limit!r}.")
         if status is not None:
             try:
@@ -321,7 +337,13 @@ def _check_id(exec_id: str) -> str:
 class KitaruClient:
     """Entry point for inspecting executions in the configured store (``KITARU_STORE``)."""
 
-    def __init__(self, *, server_url: str | None = None, auth_token: str | None = None, project: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        server_url: str | None = None,
+        auth_token: str | None = None,
+        project: str | None = None,
+    ) -> None:
         if server_url is not None or auth_token is not None or project is not None:
             raise KitaruFeatureNotAvailableError(
                 "KitaruClient talks to the store directly; there is no server to connect to. "

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from . import _config, serde
 from ._context import (
     DIVERGENCE_POLICIES,
     FlowCancelled,
     FlowRun,
+    copy_identity,
     current_checkpoint,
     current_flow,
     failure_of,
+    is_async_function,
+    sanitize_name,
 )
-from .checkpoint import sanitize_name
 from .errors import (
     FailureOrigin,
     KitaruContextError,
@@ -33,13 +28,21 @@ from .errors import (
     format_recovery_hint,
 )
 
+# `typing` costs more to import than the rest of kitaru: only type checkers see it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Generic, TypeVar, overload
+
     from ._kitaru import Runner, Store
     from .client import ExecutionStatus
 
-__all__ = ["flow", "FlowDefinition", "FlowHandle"]
+    R = TypeVar("R")
+else:
+    from ._context import Generic, R, overload
 
-R = TypeVar("R")
+__all__ = ["FlowDefinition", "FlowHandle", "flow"]
+
 
 _RESERVED = ("stack", "image", "cache", "retries")
 VERSION = "0.1.0"
@@ -52,10 +55,17 @@ def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: s
         if retries < 0:
             raise KitaruUsageError("Flow retries must be >= 0.")
     if stack is not None and (not isinstance(stack, str) or not stack.strip()):
-        raise KitaruUsageError(f"Flow stack must be a non-empty stack name, got {stack!r} ({where}).")
+        raise KitaruUsageError(
+            f"Flow stack must be a non-empty stack name, got {stack!r} ({where})."
+        )
     if cache is not None and not isinstance(cache, bool):
         raise KitaruUsageError(f"Flow cache must be True or False, got {cache!r} ({where}).")
-    if image is not None and not isinstance(image, (str, Mapping)) and not hasattr(image, "model_dump"):
+    if (
+        image is not None
+        and not isinstance(image, (str, dict))
+        and not hasattr(image, "keys")
+        and not hasattr(image, "model_dump")
+    ):
         raise KitaruUsageError(
             f"Flow image must be an image name, a mapping of image settings or ImageSettings, got {image!r} ({where})."
         )
@@ -93,14 +103,15 @@ class FlowDefinition(Generic[R]):
         retries: int | None,
         divergence: str,
     ) -> None:
-        functools.update_wrapper(self, func)
+        copy_identity(self, func)
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
         self.stack, self.image, self.cache = stack, image, cache
         self.retries = retries or 0
         self.divergence = divergence
-        self.is_async = inspect.iscoroutinefunction(func)
-        params = inspect.signature(func).parameters
+        self.is_async = is_async_function(func)
+        code = getattr(func, "__code__", None)
+        params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if code else ()
         clash = [p for p in _RESERVED if p in params]
         if clash:
             raise KitaruUsageError(
@@ -120,6 +131,8 @@ class FlowDefinition(Generic[R]):
     # --- starting -----------------------------------------------------------------
 
     def _options_json(self, retries: int) -> str:
+        import json
+
         opts = {
             "retries": retries,
             "divergence": self.divergence,
@@ -130,6 +143,10 @@ class FlowDefinition(Generic[R]):
         return json.dumps(opts)
 
     def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> Runner:
+        import inspect
+
+        from . import _config, serde
+
         if current_flow.get() is not None or current_checkpoint.get() is not None:
             raise KitaruContextError(
                 f"Flow {self.name!r} was started inside another flow; run flows from plain code."
@@ -139,7 +156,9 @@ class FlowDefinition(Generic[R]):
         except TypeError as exc:
             raise KitaruUsageError(f"Bad arguments for flow {self.name!r}: {exc}") from exc
         try:
-            tag, data = serde.dumps({"args": list(args), "kwargs": kwargs}, what=f"arguments of flow {self.name!r}")
+            tag, data = serde.dumps(
+                {"args": list(args), "kwargs": kwargs}, what=f"arguments of flow {self.name!r}"
+            )
         except Exception as exc:
             raise KitaruUsageError(
                 f"The arguments of flow {self.name!r} cannot be stored, so the execution could not be "
@@ -183,6 +202,8 @@ class FlowDefinition(Generic[R]):
         runner = self._start(args, kwargs, n)
         if self.is_async:
             _no_running_loop(self.name)
+            import asyncio
+
             asyncio.run(self._drive_async(runner, args, kwargs, n))
         else:
             self._drive(runner, args, kwargs, n)
@@ -204,17 +225,23 @@ class FlowDefinition(Generic[R]):
         await self._drive_async(runner, args, kwargs, n)
         return FlowHandle(runner.exec_id)
 
-    def resume_execution(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def resume_execution(
+        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         """Run an execution claimed by retry/resume from the top (used by the client)."""
         if self.is_async:
             _no_running_loop(self.name)
+            import asyncio
+
             asyncio.run(self._drive_async(runner, args, kwargs, self.retries))
         else:
             self._drive(runner, args, kwargs, self.retries)
 
     # --- driving ------------------------------------------------------------------
 
-    def _drive(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> None:
+    def _drive(
+        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+    ) -> None:
         run = FlowRun(runner, self.name, self.divergence)
         for attempt in range(retries + 1):
             run.reset()
@@ -230,7 +257,9 @@ class FlowDefinition(Generic[R]):
             self._complete(run, result)
             return
 
-    async def _drive_async(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> None:
+    async def _drive_async(
+        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+    ) -> None:
         run = FlowRun(runner, self.name, self.divergence)
         for attempt in range(retries + 1):
             run.reset()
@@ -266,6 +295,8 @@ class FlowDefinition(Generic[R]):
         return False
 
     def _complete(self, run: FlowRun, result: Any) -> None:
+        from . import serde
+
         try:
             tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
         except Exception as exc:
@@ -275,6 +306,8 @@ class FlowDefinition(Generic[R]):
 
 
 def _no_running_loop(name: str) -> None:
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -298,10 +331,14 @@ class FlowHandle(Generic[R]):
     @property
     def _st(self) -> Store:
         if self._store is None:
+            from . import _config
+
             self._store = _config.get_store()
         return self._store
 
     def _summary(self) -> dict[str, Any]:
+        import json
+
         return json.loads(self._st.inspect(self.exec_id, full=False))
 
     @property
@@ -318,7 +355,9 @@ class FlowHandle(Generic[R]):
         if status == "completed":
             return self._result()
         if status in ("running", "waiting"):
-            raise KitaruStateError(f"Execution {self.exec_id} is still {status} (status: {status}).")
+            raise KitaruStateError(
+                f"Execution {self.exec_id} is still {status} (status: {status})."
+            )
         raise self._error(summary)
 
     def wait(self, timeout: float | None = None) -> R:
@@ -347,10 +386,14 @@ class FlowHandle(Generic[R]):
                 raise KitaruTimeoutError(
                     f"Execution {self.exec_id} is still {status} after {timeout} s."
                 )
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            time.sleep(
+                delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
+            )
             delay = min(delay * 2, 1.0)
 
     def _result(self) -> R:
+        from . import serde
+
         found = self._st.result(self.exec_id)
         if found is None:  # pragma: no cover - completed executions always store a result
             raise KitaruStateError(f"Execution {self.exec_id} completed without a stored result.")
@@ -362,7 +405,9 @@ class FlowHandle(Generic[R]):
         failure = summary.get("failure") or {}
         origin = failure.get("origin") or ("unknown" if status == "failed" else None)
         reason = failure.get("message") or status
-        parts = [f"Execution {self.exec_id} of flow {summary.get('flow_name')!r} {status}: {reason}"]
+        parts = [
+            f"Execution {self.exec_id} of flow {summary.get('flow_name')!r} {status}: {reason}"
+        ]
         hint = format_recovery_hint(self.exec_id, status)
         if hint:
             parts.append(hint)
@@ -417,6 +462,8 @@ def flow(
     def wrap(f: Callable[..., R]) -> FlowDefinition[R]:
         if not callable(f):
             raise KitaruUsageError(f"@flow decorates a function, got {f!r}.")
-        return FlowDefinition(f, stack=stack, image=image, cache=cache, retries=retries, divergence=divergence)
+        return FlowDefinition(
+            f, stack=stack, image=image, cache=cache, retries=retries, divergence=divergence
+        )
 
     return wrap(func) if func is not None else wrap

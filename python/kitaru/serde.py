@@ -14,20 +14,17 @@ A value is stored as ``(tag, bytes)``; the tag says how to read it back as the s
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import importlib
-import io
 import json
-import pickle
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config
 from .errors import KitaruRuntimeError, KitaruUsageError
 
-__all__ = ["dumps", "loads", "register_serializer", "digest"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["digest", "dumps", "loads", "register_serializer"]
 
 _MARK = "__kitaru__"
 
@@ -36,9 +33,11 @@ MODULE_ALIASES: dict[str, str] = {}
 
 
 class _Custom:
-    __slots__ = ("name", "cls", "dumps", "loads")
+    __slots__ = ("cls", "dumps", "loads", "name")
 
-    def __init__(self, name: str, cls: type, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]):
+    def __init__(
+        self, name: str, cls: type, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]
+    ):
         self.name, self.cls, self.dumps, self.loads = name, cls, dumps, loads
 
 
@@ -81,6 +80,8 @@ def resolve_type(ref: str) -> Any:
     module_name, _, qualname = ref.partition(":")
     module_name = MODULE_ALIASES.get(module_name, module_name)
     try:
+        import importlib
+
         obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
@@ -127,6 +128,8 @@ def _enc(v: Any) -> tuple[Any, bool]:
         items = sorted((_enc(x)[0] for x in v), key=lambda e: json.dumps(e, sort_keys=True))
         return {_MARK: t.__name__, "v": items}, False
     if t is bytes:
+        import base64
+
         return {_MARK: "bytes", "b64": base64.b64encode(v).decode("ascii")}, False
     return _enc_object(v, t), False
 
@@ -140,7 +143,9 @@ def _enc_object(v: Any, t: type) -> Any:
 
     if _is_pydantic(v):
         return {_MARK: "pydantic", "type": _type_ref(t), "v": v.model_dump(mode="json")}
-    if dataclasses.is_dataclass(v):
+    if hasattr(t, "__dataclass_fields__"):
+        import dataclasses
+
         fields = {f.name: _enc(getattr(v, f.name))[0] for f in dataclasses.fields(v)}
         return {_MARK: "dataclass", "type": _type_ref(t), "v": fields}
     if isinstance(v, enum.Enum):
@@ -166,7 +171,7 @@ def _dec_hook(d: dict[str, Any]) -> Any:
     kind = d.get(_MARK)
     if kind is None:
         return d
-    v = d.get("v")
+    v: Any = d.get("v")
     if kind == "tuple":
         return tuple(v)
     if kind == "set":
@@ -174,12 +179,16 @@ def _dec_hook(d: dict[str, Any]) -> Any:
     if kind == "frozenset":
         return frozenset(v)
     if kind == "bytes":
+        import base64
+
         return base64.b64decode(d["b64"])
     if kind == "dict":
         return {_hashable(k): x for k, x in d["items"]}
     if kind == "pydantic":
         return resolve_type(d["type"]).model_validate(v)
     if kind == "dataclass":
+        import dataclasses
+
         cls = resolve_type(d["type"])
         init = {f.name for f in dataclasses.fields(cls) if f.init}
         obj = cls(**{k: x for k, x in v.items() if k in init})
@@ -249,6 +258,8 @@ def _pickle_dumps(value: Any, t: type, what: str) -> tuple[str, bytes]:
             "disabled (KITARU_ALLOW_PICKLE=0). Return JSON-able data, a dataclass or a pydantic "
             "model, or register a serializer with kitaru.serde.register_serializer()."
         )
+    import pickle
+
     try:
         return f"pickle:{_type_ref(t)}", pickle.dumps(value, protocol=5)
     except Exception as exc:
@@ -259,9 +270,15 @@ def _pickle_dumps(value: Any, t: type, what: str) -> tuple[str, bytes]:
         ) from exc
 
 
-class _AliasUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(MODULE_ALIASES.get(module, module), name)
+def _unpickle(data: bytes) -> Any:
+    import io
+    import pickle
+
+    class AliasUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return super().find_class(MODULE_ALIASES.get(module, module), name)
+
+    return AliasUnpickler(io.BytesIO(data)).load()
 
 
 def loads(tag: str, data: bytes, *, what: str = "value") -> Any:
@@ -292,8 +309,10 @@ def loads(tag: str, data: bytes, *, what: str = "value") -> Any:
                 "(KITARU_ALLOW_PICKLE=0). Pickles run code when loaded; set KITARU_ALLOW_PICKLE=1 "
                 "only if you trust everyone who can write to this store."
             )
-        return _AliasUnpickler(io.BytesIO(data)).load()
-    raise KitaruRuntimeError(f"The {what} uses serializer {tag!r}, unknown to this kitaru; upgrade kitaru.")
+        return _unpickle(data)
+    raise KitaruRuntimeError(
+        f"The {what} uses serializer {tag!r}, unknown to this kitaru; upgrade kitaru."
+    )
 
 
 def digest(value: Any) -> bytes | None:
