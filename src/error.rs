@@ -36,25 +36,33 @@ pub enum Error {
         source: TransitionError,
     },
 
-    #[error("execution {exec_id} is already being run by {holder}; only one process may run an \
-             execution at a time. Wait for it to finish, or stop that process and retry")]
+    #[error(
+        "execution {exec_id} is already being run by {holder}; only one process may run an \
+             execution at a time. Wait for it to finish, or stop that process and retry"
+    )]
     LeaseHeld { exec_id: String, holder: String },
 
-    #[error("execution {exec_id} was taken over by another process ({by}) while this one ran it; \
-             this process stopped so that two runners never run one execution")]
+    #[error(
+        "execution {exec_id} was taken over by another process ({by}) while this one ran it; \
+             this process stopped so that two runners never run one execution"
+    )]
     LeaseLost { exec_id: String, by: String },
 
     #[error("execution {exec_id} was cancelled while it ran{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
     Cancelled { exec_id: String, reason: String },
 
-    #[error("execution {exec_id} was changed by another process {attempts} times while this one \
-             tried to update it; try again")]
+    #[error(
+        "execution {exec_id} was changed by another process {attempts} times while this one \
+             tried to update it; try again"
+    )]
     Contention { exec_id: String, attempts: u32 },
 
     #[error("kitaru's I/O runtime could not start: {0}")]
     RuntimeStart(#[source] std::io::Error),
 
-    #[error("record for checkpoint {call_id} of execution {exec_id} is too large to encode: {reason}")]
+    #[error(
+        "record for checkpoint {call_id} of execution {exec_id} is too large to encode: {reason}"
+    )]
     Encode {
         exec_id: String,
         call_id: String,

@@ -57,7 +57,12 @@ pub async fn store_value(store: &Store, raw: RawValue) -> Result<Value> {
 }
 
 /// Reads a stored value back (verifying blobs against their hash).
-pub async fn load_value(store: &Store, value: &Value, exec_id: &str, checkpoint: Option<&str>) -> Result<RawValue> {
+pub async fn load_value(
+    store: &Store,
+    value: &Value,
+    exec_id: &str,
+    checkpoint: Option<&str>,
+) -> Result<RawValue> {
     let bytes = match &value.body {
         Body::Inline(b) => Bytes::from(b.0.clone()),
         Body::Blob { hash, .. } => store.get_blob(&hash.0, Some(exec_id), checkpoint).await?,
@@ -69,11 +74,13 @@ pub async fn load_value(store: &Store, value: &Value, exec_id: &str, checkpoint:
 }
 
 fn encode<R: Record>(exec_id: &str, what: &str, rec: &R) -> Result<Bytes> {
-    record::encode(rec).map(Bytes::from).map_err(|e| Error::Encode {
-        exec_id: exec_id.to_string(),
-        call_id: what.to_string(),
-        reason: e.to_string(),
-    })
+    record::encode(rec)
+        .map(Bytes::from)
+        .map_err(|e| Error::Encode {
+            exec_id: exec_id.to_string(),
+            call_id: what.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The state after `event` given the journal, or the error a user should see.
@@ -99,7 +106,11 @@ fn check(journal: &Journal, event: &Event) -> Result<State> {
 
 /// Appends `make(journal)` as the next state event, re-reading and re-checking after every
 /// lost race, until it is written or refused.
-async fn append_event(store: &Store, exec_id: &str, mut make: impl FnMut(&Journal) -> Event) -> Result<(u64, Journal)> {
+async fn append_event(
+    store: &Store,
+    exec_id: &str,
+    mut make: impl FnMut(&Journal) -> Event,
+) -> Result<(u64, Journal)> {
     for _ in 0..MAX_RACES {
         let journal = Journal::load(store, exec_id, Scope::States).await?;
         let event = make(&journal);
@@ -110,7 +121,13 @@ async fn append_event(store: &Store, exec_id: &str, mut make: impl FnMut(&Journa
             at_us: now_us(),
             event,
         };
-        if store.put_create(&layout::state_key(exec_id, seq), encode(exec_id, "state", &rec)?).await? {
+        if store
+            .put_create(
+                &layout::state_key(exec_id, seq),
+                encode(exec_id, "state", &rec)?,
+            )
+            .await?
+        {
             return Ok((seq, journal));
         }
     }
@@ -212,8 +229,17 @@ impl Runner {
                 lease,
             },
         };
-        if !store.put_create(&layout::state_key(&exec_id, 0), encode(&exec_id, "state", &rec)?).await? {
-            return Err(Error::Contention { exec_id, attempts: 1 });
+        if !store
+            .put_create(
+                &layout::state_key(&exec_id, 0),
+                encode(&exec_id, "state", &rec)?,
+            )
+            .await?
+        {
+            return Err(Error::Contention {
+                exec_id,
+                attempts: 1,
+            });
         }
         let journal = Journal {
             exec_id: exec_id.clone(),
@@ -224,12 +250,21 @@ impl Runner {
     }
 
     /// Takes over an existing execution to run it again from the top.
-    pub async fn claim(store: Arc<Store>, exec_id: &str, intent: Intent, ttl_ms: u64) -> Result<Runner> {
+    pub async fn claim(
+        store: Arc<Store>,
+        exec_id: &str,
+        intent: Intent,
+        ttl_ms: u64,
+    ) -> Result<Runner> {
         let lease = lease::new_claim(ttl_ms);
         let token = lease.token;
         let (seq, _) = append_event(&store, exec_id, |_| match intent {
-            Intent::Retry => Event::Retried { lease: lease.clone() },
-            Intent::Resume => Event::Resumed { lease: lease.clone() },
+            Intent::Retry => Event::Retried {
+                lease: lease.clone(),
+            },
+            Intent::Resume => Event::Resumed {
+                lease: lease.clone(),
+            },
         })
         .await?;
         let journal = Journal::load(&store, exec_id, Scope::Full).await?;
@@ -240,7 +275,12 @@ impl Runner {
         let failures = journal
             .failed_attempts
             .iter()
-            .map(|(call, recs)| (call.clone(), recs.iter().map(|r| r.attempt.clone()).collect()))
+            .map(|(call, recs)| {
+                (
+                    call.clone(),
+                    recs.iter().map(|r| r.attempt.clone()).collect(),
+                )
+            })
             .collect();
         let shared = Arc::new(Shared {
             store,
@@ -335,7 +375,11 @@ impl Runner {
 
     /// How many attempts of `call_id` failed before (in this or earlier runs).
     pub fn failed_attempts(&self, call_id: &str) -> u32 {
-        self.failures.lock().get(call_id).map(|v| v.len() as u32).unwrap_or(0)
+        self.failures
+            .lock()
+            .get(call_id)
+            .map(|v| v.len() as u32)
+            .unwrap_or(0)
     }
 
     /// Records a failed attempt of a checkpoint call; returns its attempt number (1-based).
@@ -372,7 +416,11 @@ impl Runner {
         if !self.shared.store.put_create(&key, bytes).await? {
             return Err(self.lost_race());
         }
-        self.failures.lock().entry(call_id.to_string()).or_default().push(attempt);
+        self.failures
+            .lock()
+            .entry(call_id.to_string())
+            .or_default()
+            .push(attempt);
         Ok(number)
     }
 
@@ -394,7 +442,12 @@ impl Runner {
         ids::validate_call_id(call_id)?;
         self.check_lease()?;
         let output = store_value(&self.shared.store, output).await?;
-        let mut attempts = self.failures.lock().get(call_id).cloned().unwrap_or_default();
+        let mut attempts = self
+            .failures
+            .lock()
+            .get(call_id)
+            .cloned()
+            .unwrap_or_default();
         attempts.push(Attempt {
             number: attempts.len() as u32 + 1,
             claim_seq: self.shared.claim_seq,
@@ -402,7 +455,12 @@ impl Runner {
             ended_us,
             failure: None,
         });
-        let revision = self.journal.checkpoints.get(call_id).map(|(r, _)| r + 1).unwrap_or(0);
+        let revision = self
+            .journal
+            .checkpoints
+            .get(call_id)
+            .map(|(r, _)| r + 1)
+            .unwrap_or(0);
         let rec = CheckpointRecord {
             call_id: call_id.to_string(),
             name: name.to_string(),
@@ -440,7 +498,10 @@ impl Runner {
         };
         let key = layout::divergence_key(&self.shared.exec_id, self.shared.claim_seq, call_id);
         // A second divergence of the same call in the same run (a flow retry) is already recorded.
-        self.shared.store.put_create(&key, encode(&self.shared.exec_id, call_id, &rec)?).await?;
+        self.shared
+            .store
+            .put_create(&key, encode(&self.shared.exec_id, call_id, &rec)?)
+            .await?;
         Ok(())
     }
 
@@ -455,7 +516,10 @@ impl Runner {
             json,
         };
         let key = layout::meta_key(&self.shared.exec_id, self.shared.claim_seq, n);
-        self.shared.store.put_create(&key, encode(&self.shared.exec_id, "meta", &rec)?).await?;
+        self.shared
+            .store
+            .put_create(&key, encode(&self.shared.exec_id, "meta", &rec)?)
+            .await?;
         Ok(())
     }
 
@@ -478,13 +542,23 @@ impl Runner {
             event,
         };
         let key = layout::state_key(&self.shared.exec_id, seq);
-        if self.shared.store.put_create(&key, encode(&self.shared.exec_id, "state", &rec)?).await? {
+        if self
+            .shared
+            .store
+            .put_create(&key, encode(&self.shared.exec_id, "state", &rec)?)
+            .await?
+        {
             *self.next_seq.lock() = seq + 1;
             return Ok(());
         }
         // Someone appended first (a cancel or a takeover): say which.
-        let journal = Journal::load(&self.shared.store, &self.shared.exec_id, Scope::States).await?;
-        let theirs = journal.states.iter().skip(seq as usize).find(|s| !is_own(&s.event, self.shared.token));
+        let journal =
+            Journal::load(&self.shared.store, &self.shared.exec_id, Scope::States).await?;
+        let theirs = journal
+            .states
+            .iter()
+            .skip(seq as usize)
+            .find(|s| !is_own(&s.event, self.shared.token));
         Err(match theirs {
             Some(s) => Lost::from_event(&s.event).error(&self.shared.exec_id),
             None => self.lost_race(),
@@ -542,7 +616,10 @@ impl Runner {
             let _ = self
                 .shared
                 .store
-                .delete(&layout::lease_key(&self.shared.exec_id, self.shared.claim_seq))
+                .delete(&layout::lease_key(
+                    &self.shared.exec_id,
+                    self.shared.claim_seq,
+                ))
                 .await;
         }
     }

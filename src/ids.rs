@@ -48,7 +48,14 @@ pub fn new_exec_id() -> String {
     b[8..].copy_from_slice(&rand);
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Checks that `exec_id` is a canonical lower-case UUID string (what `new_exec_id` makes).

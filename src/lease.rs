@@ -13,7 +13,9 @@ use crate::journal::types::{Heartbeat, Holder, LeaseClaim};
 pub const DEFAULT_TTL_MS: u64 = 30_000;
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn hostname() -> String {
@@ -114,7 +116,12 @@ pub fn new_claim(ttl_ms: u64) -> LeaseClaim {
 
 /// Whether the claim made at `claimed_at_us` has lapsed at `now_us`, given its latest
 /// heartbeat (if any).
-pub fn lapsed(claim: &LeaseClaim, claimed_at_us: u64, heartbeat: Option<&Heartbeat>, now_us: u64) -> bool {
+pub fn lapsed(
+    claim: &LeaseClaim,
+    claimed_at_us: u64,
+    heartbeat: Option<&Heartbeat>,
+    now_us: u64,
+) -> bool {
     if holder_is_dead(&claim.holder) {
         return true;
     }

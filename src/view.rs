@@ -134,7 +134,11 @@ fn attempt_view(journal: &Journal, a: &Attempt) -> AttemptView {
     AttemptView {
         number: a.number,
         run: journal.run_number(a.claim_seq),
-        status: if a.failure.is_some() { "failed" } else { "completed" },
+        status: if a.failure.is_some() {
+            "failed"
+        } else {
+            "completed"
+        },
         started_at: secs(a.started_us),
         ended_at: secs(a.ended_us),
         failure: a.failure.as_ref().map(FailureView::from),
@@ -143,7 +147,9 @@ fn attempt_view(journal: &Journal, a: &Attempt) -> AttemptView {
 
 fn event_view(s: &StateRecord) -> EventView {
     let detail = match &s.event {
-        Event::Failed { failure, .. } | Event::FlowAttemptFailed { failure, .. } => Some(failure.message.clone()),
+        Event::Failed { failure, .. } | Event::FlowAttemptFailed { failure, .. } => {
+            Some(failure.message.clone())
+        }
         Event::Suspended { reason, .. } | Event::Cancelled { reason } => Some(reason.clone()),
         _ => None,
     };
@@ -165,7 +171,9 @@ impl ExecutionView {
         let mut failure = None;
         let status = match state {
             State::Running { .. } if journal.lease_lapsed(now) => {
-                let holder = claim.map(|(_, _, c)| c.holder.to_string()).unwrap_or_default();
+                let holder = claim
+                    .map(|(_, _, c)| c.holder.to_string())
+                    .unwrap_or_default();
                 failure = Some(FailureView {
                     origin: "runner_died".into(),
                     message: format!(
@@ -207,7 +215,11 @@ impl ExecutionView {
                     ended_at: rec.attempts.last().map(|a| secs(a.ended_us)),
                     input_digest: digest_hex(&rec.input_digest),
                     output: Some(ValueView::from(&rec.output)),
-                    attempts: rec.attempts.iter().map(|a| attempt_view(journal, a)).collect(),
+                    attempts: rec
+                        .attempts
+                        .iter()
+                        .map(|a| attempt_view(journal, a))
+                        .collect(),
                     failure: None,
                     metadata_json: rec.metadata_json.clone(),
                     revision: *rev,
@@ -218,7 +230,10 @@ impl ExecutionView {
                     continue;
                 }
                 let Some(first) = fails.first() else { continue };
-                let attempts: Vec<AttemptView> = fails.iter().map(|f| attempt_view(journal, &f.attempt)).collect();
+                let attempts: Vec<AttemptView> = fails
+                    .iter()
+                    .map(|f| attempt_view(journal, &f.attempt))
+                    .collect();
                 checkpoints.push(CheckpointView {
                     call_id: call_id.clone(),
                     name: first.name.clone(),
@@ -303,7 +318,8 @@ pub async fn list(store: &Store, filter: &ListFilter) -> Result<Vec<ExecutionVie
     let mut out = Vec::new();
     let limit = filter.limit.unwrap_or(usize::MAX);
     for chunk in ids.chunks(32) {
-        let views = futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
+        let views =
+            futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
         for view in views {
             let view = match view {
                 Ok(v) => v,

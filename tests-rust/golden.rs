@@ -15,7 +15,12 @@ fn sample_state() -> StateRecord {
         at_us: 1_700_000_000_000_000,
         event: Event::Retried {
             lease: LeaseClaim {
-                holder: Holder { host: "h1".into(), boot_id: "b".into(), pid: 42, pid_start: 7 },
+                holder: Holder {
+                    host: "h1".into(),
+                    boot_id: "b".into(),
+                    pid: 42,
+                    pid_start: 7,
+                },
                 token: 0x0102_0304_0506_0708,
                 ttl_ms: 30_000,
             },
@@ -29,7 +34,11 @@ const GOLDEN_STATE: &str = "4b5452550101001e00000001fd00401e18240a06000502683101
 #[test]
 fn checkpoint_record_bytes_are_stable() {
     let bytes = record::encode(&sample_checkpoint()).unwrap();
-    assert_eq!(hex(&bytes), GOLDEN_CHECKPOINT, "the checkpoint record format changed");
+    assert_eq!(
+        hex(&bytes),
+        GOLDEN_CHECKPOINT,
+        "the checkpoint record format changed"
+    );
 }
 
 #[test]

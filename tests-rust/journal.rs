@@ -16,23 +16,41 @@ use crate::{local_store, rt};
 fn start_info() -> StartInfo {
     StartInfo {
         flow_name: "agent".into(),
-        entry: EntryPoint { module: "m".into(), qualname: "agent".into(), script: None, cwd: "/".into() },
-        args: Value { serializer: "json".into(), body: Body::Inline(ByteBuf(b"[]".to_vec())) },
+        entry: EntryPoint {
+            module: "m".into(),
+            qualname: "agent".into(),
+            script: None,
+            cwd: "/".into(),
+        },
+        args: Value {
+            serializer: "json".into(),
+            body: Body::Inline(ByteBuf(b"[]".to_vec())),
+        },
         kitaru_version: "test".into(),
         options_json: "{}".into(),
     }
 }
 
 fn raw(s: &str) -> RawValue {
-    RawValue { serializer: "str".into(), bytes: Bytes::from(s.to_string()) }
+    RawValue {
+        serializer: "str".into(),
+        bytes: Bytes::from(s.to_string()),
+    }
 }
 
 fn failure(msg: &str) -> Failure {
-    Failure { origin: "user_code".into(), message: msg.into(), exception_type: None, traceback: None }
+    Failure {
+        origin: "user_code".into(),
+        message: msg.into(),
+        exception_type: None,
+        traceback: None,
+    }
 }
 
 async fn record(r: &Runner, call: &str, out: &str) {
-    r.record_checkpoint(call, call, false, None, Some([1; 32]), raw(out), 1, 2, None).await.unwrap();
+    r.record_checkpoint(call, call, false, None, Some([1; 32]), raw(out), 1, 2, None)
+        .await
+        .unwrap();
 }
 
 /// Writes an execution whose runner is a process that no longer exists.
@@ -48,10 +66,20 @@ async fn dead_execution(store: &Store) -> String {
         at_us: kitaru::ids::now_us(),
         event: Event::Started {
             start: Box::new(start_info()),
-            lease: LeaseClaim { holder, token: 5, ttl_ms: 3_600_000 },
+            lease: LeaseClaim {
+                holder,
+                token: 5,
+                ttl_ms: 3_600_000,
+            },
         },
     };
-    store.put_create(&layout::state_key(&exec_id, 0), Bytes::from(record::encode(&rec).unwrap())).await.unwrap();
+    store
+        .put_create(
+            &layout::state_key(&exec_id, 0),
+            Bytes::from(record::encode(&rec).unwrap()),
+        )
+        .await
+        .unwrap();
     exec_id
 }
 
@@ -60,14 +88,18 @@ fn run_record_complete_and_load() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let r = Runner::start(store.clone(), start_info(), 30_000).await.unwrap();
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
         let exec_id = r.exec_id().to_string();
         record(&r, "fetch", "a").await;
         record(&r, "fetch_2", "b").await;
         let big = "x".repeat(layout::INLINE_LIMIT + 1);
         record(&r, "big", &big).await;
         assert_eq!(
-            r.record_failed_attempt("flaky", "flaky", None, None, 1, 2, failure("boom")).await.unwrap(),
+            r.record_failed_attempt("flaky", "flaky", None, None, 1, 2, failure("boom"))
+                .await
+                .unwrap(),
             1
         );
         r.log_metadata(r#"{"stage":"x"}"#.into()).await.unwrap();
@@ -76,8 +108,18 @@ fn run_record_complete_and_load() {
         let j = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
         assert_eq!(j.checkpoints.len(), 3);
         assert_eq!(j.failed_attempts["flaky"].len(), 1);
-        assert!(matches!(j.checkpoints["big"].1.output.body, Body::Blob { .. }));
-        let out = execution::load_value(&store, &j.checkpoints["big"].1.output, &exec_id, Some("big")).await.unwrap();
+        assert!(matches!(
+            j.checkpoints["big"].1.output.body,
+            Body::Blob { .. }
+        ));
+        let out = execution::load_value(
+            &store,
+            &j.checkpoints["big"].1.output,
+            &exec_id,
+            Some("big"),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.bytes, Bytes::from(big));
         let v = view::inspect(&store, &exec_id, true).await.unwrap();
         assert_eq!(v.status, "completed");
@@ -86,8 +128,15 @@ fn run_record_complete_and_load() {
         let result = execution::result(&store, &exec_id).await.unwrap().unwrap();
         assert_eq!(result.bytes, Bytes::from_static(b"done"));
         // a completed execution cannot be retried
-        let err = Runner::claim(store.clone(), &exec_id, Intent::Retry, 30_000).await.err().unwrap();
-        assert!(err.to_string().contains("only failed executions can be retried"), "{err}");
+        let err = Runner::claim(store.clone(), &exec_id, Intent::Retry, 30_000)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("only failed executions can be retried"),
+            "{err}"
+        );
     });
 }
 
@@ -96,10 +145,19 @@ fn a_live_lease_refuses_a_second_runner() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let r = Runner::start(store.clone(), start_info(), 30_000).await.unwrap();
-        let err = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000).await.err().unwrap();
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let err = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::LeaseHeld { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         let v = view::inspect(&store, r.exec_id(), false).await.unwrap();
         assert_eq!(v.status, "running");
     });
@@ -132,7 +190,10 @@ fn a_dead_holder_lapses_at_once_and_one_of_many_retries_wins() {
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "exactly one retry takes the lease");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(matches!(r, Error::LeaseHeld { .. } | Error::Contention { .. }), "{r:?}");
+        assert!(
+            matches!(r, Error::LeaseHeld { .. } | Error::Contention { .. }),
+            "{r:?}"
+        );
     }
 }
 
@@ -145,12 +206,17 @@ fn expired_lease_lapses_and_the_old_runner_cannot_finish() {
         let old = Runner::start(store.clone(), start_info(), 1).await.unwrap();
         record(&old, "a", "1").await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let new = Runner::claim(store.clone(), old.exec_id(), Intent::Retry, 30_000).await.unwrap();
+        let new = Runner::claim(store.clone(), old.exec_id(), Intent::Retry, 30_000)
+            .await
+            .unwrap();
         assert!(new.journal().checkpoints.contains_key("a"));
         let err = old.complete(raw("stale")).await.unwrap_err();
         assert!(matches!(err, Error::LeaseLost { .. }), "{err:?}");
         new.complete(raw("fresh")).await.unwrap();
-        let result = execution::result(&store, old.exec_id()).await.unwrap().unwrap();
+        let result = execution::result(&store, old.exec_id())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(result.bytes, Bytes::from_static(b"fresh"));
     });
 }
@@ -160,9 +226,12 @@ fn cancel_stops_a_running_execution_at_its_next_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let store = rt.block_on(local_store(&dir));
-    let r = rt.block_on(Runner::start(store.clone(), start_info(), 150)).unwrap();
+    let r = rt
+        .block_on(Runner::start(store.clone(), start_info(), 150))
+        .unwrap();
     r.spawn_heartbeat(&rt);
-    rt.block_on(execution::cancel(&store, r.exec_id(), "user")).unwrap();
+    rt.block_on(execution::cancel(&store, r.exec_id(), "user"))
+        .unwrap();
     // the heartbeat notices within one period (ttl / 3 = 50 ms)
     let mut stopped = false;
     for _ in 0..100 {
@@ -175,8 +244,13 @@ fn cancel_stops_a_running_execution_at_its_next_boundary() {
     }
     assert!(stopped, "the runner learned of the cancellation");
     let err = rt.block_on(r.complete(raw("x"))).unwrap_err();
-    assert!(matches!(err, Error::Cancelled { .. } | Error::Transition { .. }), "{err:?}");
-    let v = rt.block_on(view::inspect(&store, r.exec_id(), false)).unwrap();
+    assert!(
+        matches!(err, Error::Cancelled { .. } | Error::Transition { .. }),
+        "{err:?}"
+    );
+    let v = rt
+        .block_on(view::inspect(&store, r.exec_id(), false))
+        .unwrap();
     assert_eq!(v.status, "cancelled");
 }
 
@@ -185,10 +259,20 @@ fn heartbeat_keeps_a_short_lease_alive() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let store = rt.block_on(local_store(&dir));
-    let r = rt.block_on(Runner::start(store.clone(), start_info(), 300)).unwrap();
+    let r = rt
+        .block_on(Runner::start(store.clone(), start_info(), 300))
+        .unwrap();
     r.spawn_heartbeat(&rt);
     std::thread::sleep(std::time::Duration::from_millis(900));
-    let err = rt.block_on(Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)).err().unwrap();
+    let err = rt
+        .block_on(Runner::claim(
+            store.clone(),
+            r.exec_id(),
+            Intent::Retry,
+            30_000,
+        ))
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::LeaseHeld { .. }), "{err:?}");
     rt.block_on(r.complete(raw("ok"))).unwrap();
 }
@@ -201,16 +285,25 @@ fn rerun_after_divergence_writes_a_new_revision() {
         let r = Runner::start(store.clone(), start_info(), 1).await.unwrap();
         record(&r, "a", "old").await;
         r.fail(failure("boom")).await.unwrap();
-        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000).await.unwrap();
-        r2.record_divergence("a", Some([1; 32]), Some([2; 32]), "rerun").await.unwrap();
+        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)
+            .await
+            .unwrap();
+        r2.record_divergence("a", Some([1; 32]), Some([2; 32]), "rerun")
+            .await
+            .unwrap();
         record(&r2, "a", "new").await;
-        let j = Journal::load(&store, r.exec_id(), Scope::Full).await.unwrap();
+        let j = Journal::load(&store, r.exec_id(), Scope::Full)
+            .await
+            .unwrap();
         let (rev, rec) = &j.checkpoints["a"];
         assert_eq!(*rev, 1);
         assert_eq!(rec.output.body, Body::Inline(ByteBuf(b"new".to_vec())));
         assert_eq!(j.divergences.len(), 1);
         // a second write of the same revision is refused: nothing is overwritten
-        assert!(r2.record_checkpoint("a", "a", false, None, None, raw("again"), 1, 2, None).await.is_err());
+        assert!(r2
+            .record_checkpoint("a", "a", false, None, None, raw("again"), 1, 2, None)
+            .await
+            .is_err());
     });
 }
 
@@ -219,7 +312,9 @@ fn a_corrupt_record_is_reported_with_its_key_and_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let r = Runner::start(store.clone(), start_info(), 30_000).await.unwrap();
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
         record(&r, "fetch", "a").await;
         let key = layout::checkpoint_key(r.exec_id(), "fetch", 0);
         let path = dir.path().join(&key);
@@ -227,10 +322,15 @@ fn a_corrupt_record_is_reported_with_its_key_and_checkpoint() {
         let n = bytes.len();
         bytes[n / 2] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        let err = Journal::load(&store, r.exec_id(), Scope::Full).await.unwrap_err();
+        let err = Journal::load(&store, r.exec_id(), Scope::Full)
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-        assert!(msg.contains(&key) && msg.contains("checkpoint fetch") && msg.contains(r.exec_id()), "{msg}");
+        assert!(
+            msg.contains(&key) && msg.contains("checkpoint fetch") && msg.contains(r.exec_id()),
+            "{msg}"
+        );
     });
 }
 
@@ -242,10 +342,17 @@ fn unknown_executions_and_bad_ids_are_clear_errors() {
         let id = kitaru::ids::new_exec_id();
         let err = view::inspect(&store, &id, true).await.unwrap_err();
         assert!(matches!(err, Error::ExecutionNotFound { .. }), "{err:?}");
-        let err = view::inspect(&store, "../../etc/passwd", true).await.unwrap_err();
+        let err = view::inspect(&store, "../../etc/passwd", true)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
-        let r = Runner::start(store.clone(), start_info(), 30_000).await.unwrap();
-        let err = r.record_checkpoint("../x", "x", true, None, None, raw("v"), 1, 2, None).await.unwrap_err();
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let err = r
+            .record_checkpoint("../x", "x", true, None, None, raw("v"), 1, 2, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
     });
 }
@@ -258,7 +365,11 @@ fn list_is_newest_first_and_filters() {
         let mut ids = Vec::new();
         for i in 0..5 {
             let mut s = start_info();
-            s.flow_name = if i % 2 == 0 { "even".into() } else { "odd".into() };
+            s.flow_name = if i % 2 == 0 {
+                "even".into()
+            } else {
+                "odd".into()
+            };
             let r = Runner::start(store.clone(), s, 30_000).await.unwrap();
             if i < 4 {
                 r.complete(raw("x")).await.unwrap();
@@ -270,7 +381,11 @@ fn list_is_newest_first_and_filters() {
         let mut newest_first = ids.clone();
         newest_first.reverse();
         assert_eq!(listed, newest_first);
-        let f = view::ListFilter { flow: Some("even".into()), status: Some("completed".into()), limit: Some(1) };
+        let f = view::ListFilter {
+            flow: Some("even".into()),
+            status: Some("completed".into()),
+            limit: Some(1),
+        };
         let got = view::list(&store, &f).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].exec_id, ids[2]);

@@ -20,9 +20,13 @@ pub fn rt() -> tokio::runtime::Runtime {
 }
 
 pub async fn local_store(dir: &tempfile::TempDir) -> Arc<Store> {
-    Store::open(dir.path().to_str().unwrap(), StoreOptions::default()).await.unwrap()
+    Store::open(dir.path().to_str().unwrap(), StoreOptions::default())
+        .await
+        .unwrap()
 }
 
 pub async fn memory_store(name: &str) -> Arc<Store> {
-    Store::open(&format!("memory://{name}"), StoreOptions::default()).await.unwrap()
+    Store::open(&format!("memory://{name}"), StoreOptions::default())
+        .await
+        .unwrap()
 }

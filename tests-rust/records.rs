@@ -55,11 +55,35 @@ fn every_kind_round_trips() {
     let cp = sample_checkpoint();
     let bytes = record::encode(&cp).unwrap();
     assert_eq!(record::decode::<CheckpointRecord>(&bytes).unwrap(), cp);
-    let hb = Heartbeat { claim_seq: 3, token: 9, renewed_at_us: 1, expires_at_us: 2 };
-    assert_eq!(record::decode::<Heartbeat>(&record::encode(&hb).unwrap()).unwrap(), hb);
-    let blob = Value { serializer: "bytes".into(), body: Body::Blob { hash: Digest([1; 32]), size: 1 << 30 } };
-    let st = StateRecord { seq: 2, at_us: 5, event: Event::Completed { token: 3, result: blob } };
-    assert_eq!(record::decode::<StateRecord>(&record::encode(&st).unwrap()).unwrap(), st);
+    let hb = Heartbeat {
+        claim_seq: 3,
+        token: 9,
+        renewed_at_us: 1,
+        expires_at_us: 2,
+    };
+    assert_eq!(
+        record::decode::<Heartbeat>(&record::encode(&hb).unwrap()).unwrap(),
+        hb
+    );
+    let blob = Value {
+        serializer: "bytes".into(),
+        body: Body::Blob {
+            hash: Digest([1; 32]),
+            size: 1 << 30,
+        },
+    };
+    let st = StateRecord {
+        seq: 2,
+        at_us: 5,
+        event: Event::Completed {
+            token: 3,
+            result: blob,
+        },
+    };
+    assert_eq!(
+        record::decode::<StateRecord>(&record::encode(&st).unwrap()).unwrap(),
+        st
+    );
     // decoding as the wrong kind is refused
     let err = record::decode::<StateRecord>(&bytes).unwrap_err();
     assert!(matches!(err, RecordError::WrongKind { .. }), "{err:?}");
@@ -81,13 +105,19 @@ fn any_record_dumps_as_json() {
 fn every_truncation_and_bit_flip_is_an_error() {
     let bytes = record::encode(&sample_checkpoint()).unwrap();
     for len in 0..bytes.len() {
-        assert!(record::decode::<CheckpointRecord>(&bytes[..len]).is_err(), "truncated to {len}");
+        assert!(
+            record::decode::<CheckpointRecord>(&bytes[..len]).is_err(),
+            "truncated to {len}"
+        );
     }
     for i in 0..bytes.len() {
         for bit in 0..8 {
             let mut b = bytes.clone();
             b[i] ^= 1 << bit;
-            assert!(record::decode::<CheckpointRecord>(&b).is_err(), "flip byte {i} bit {bit}");
+            assert!(
+                record::decode::<CheckpointRecord>(&b).is_err(),
+                "flip byte {i} bit {bit}"
+            );
         }
     }
     let mut longer = bytes.clone();
@@ -135,7 +165,10 @@ fn huge_declared_lengths_are_refused_without_allocating() {
     data.extend_from_slice(&record::FORMAT_VERSION.to_le_bytes());
     data.extend_from_slice(&u32::MAX.to_le_bytes());
     data.extend_from_slice(&[0u8; 16]);
-    assert!(matches!(record::decode::<CheckpointRecord>(&data), Err(RecordError::TooLarge(_))));
+    assert!(matches!(
+        record::decode::<CheckpointRecord>(&data),
+        Err(RecordError::TooLarge(_))
+    ));
 }
 
 #[test]

@@ -7,14 +7,32 @@ use kitaru::Error;
 use crate::{local_store, memory_store, rt};
 
 async fn round_trip(store: &Store) {
-    assert!(store.put_create("a/b", Bytes::from_static(b"hello")).await.unwrap());
-    assert_eq!(store.get("a/b").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+    assert!(store
+        .put_create("a/b", Bytes::from_static(b"hello"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get("a/b").await.unwrap().unwrap(),
+        Bytes::from_static(b"hello")
+    );
     assert_eq!(store.get("a/missing").await.unwrap(), None);
     // create-only: the second put is refused and the first content stays
-    assert!(!store.put_create("a/b", Bytes::from_static(b"other")).await.unwrap());
-    assert_eq!(store.get("a/b").await.unwrap().unwrap(), Bytes::from_static(b"hello"));
-    store.put_create("a/c/d", Bytes::from_static(b"x")).await.unwrap();
-    assert_eq!(store.list("a").await.unwrap(), vec!["a/b".to_string(), "a/c/d".to_string()]);
+    assert!(!store
+        .put_create("a/b", Bytes::from_static(b"other"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get("a/b").await.unwrap().unwrap(),
+        Bytes::from_static(b"hello")
+    );
+    store
+        .put_create("a/c/d", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list("a").await.unwrap(),
+        vec!["a/b".to_string(), "a/c/d".to_string()]
+    );
     assert_eq!(store.list_dirs("a").await.unwrap(), vec!["c".to_string()]);
     store.delete("a/b").await.unwrap();
     store.delete("a/b").await.unwrap();
@@ -35,7 +53,10 @@ fn memory_round_trip_and_sharing() {
         let a = memory_store("rt-share").await;
         round_trip(&a).await;
         let b = memory_store("rt-share").await;
-        assert!(b.get("a/c/d").await.unwrap().is_some(), "memory:// stores of one name are shared");
+        assert!(
+            b.get("a/c/d").await.unwrap().is_some(),
+            "memory:// stores of one name are shared"
+        );
     });
 }
 
@@ -64,19 +85,31 @@ fn corrupt_blob_is_an_error_naming_execution_checkpoint_and_key() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let hash = store.put_blob(Bytes::from_static(b"the real output")).await.unwrap();
+        let hash = store
+            .put_blob(Bytes::from_static(b"the real output"))
+            .await
+            .unwrap();
         let key = layout::blob_key(&hash);
         let path = dir.path().join(&key);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[3] ^= 0x01;
         std::fs::write(&path, bytes).unwrap();
         let fresh = local_store(&dir).await;
-        let err = fresh.get_blob(&hash, Some("exec-1"), Some("fetch_2")).await.unwrap_err();
+        let err = fresh
+            .get_blob(&hash, Some("exec-1"), Some("fetch_2"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("exec-1") && msg.contains("fetch_2") && msg.contains(&key), "{msg}");
+        assert!(
+            msg.contains("exec-1") && msg.contains("fetch_2") && msg.contains(&key),
+            "{msg}"
+        );
         std::fs::remove_file(&path).unwrap();
-        let err = fresh.get_blob(&hash, Some("exec-1"), None).await.unwrap_err();
+        let err = fresh
+            .get_blob(&hash, Some("exec-1"), None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     });
 }
@@ -95,7 +128,12 @@ fn create_only_race_has_exactly_one_winner() {
                 .map(|i| {
                     let store: Arc<Store> = store.clone();
                     let key = key.clone();
-                    rt.spawn(async move { store.put_create(&key, Bytes::from(format!("writer {i}"))).await.unwrap() })
+                    rt.spawn(async move {
+                        store
+                            .put_create(&key, Bytes::from(format!("writer {i}")))
+                            .await
+                            .unwrap()
+                    })
                 })
                 .collect();
             let wins = rt.block_on(async {
@@ -126,9 +164,12 @@ fn bad_locations_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = Store::open(file.join("store").to_str().unwrap(), StoreOptions::default())
-            .await
-            .unwrap_err();
+        let err = Store::open(
+            file.join("store").to_str().unwrap(),
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("cannot use"), "{err}");
     });
 }
@@ -136,9 +177,16 @@ fn bad_locations_are_clear_errors() {
 #[test]
 fn newer_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(layout::LAYOUT_MARKER), br#"{"format": "kitaru-store", "version": 99}"#).unwrap();
+    std::fs::write(
+        dir.path().join(layout::LAYOUT_MARKER),
+        br#"{"format": "kitaru-store", "version": 99}"#,
+    )
+    .unwrap();
     let err = rt()
-        .block_on(Store::open(dir.path().to_str().unwrap(), StoreOptions { fsync: true }))
+        .block_on(Store::open(
+            dir.path().to_str().unwrap(),
+            StoreOptions { fsync: true },
+        ))
         .unwrap_err();
     assert!(err.to_string().contains("upgrade kitaru"), "{err}");
 }
@@ -155,7 +203,12 @@ fn execution_ids_sort_by_creation() {
     }
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len());
-    for bad in ["", "../etc", "01a208fd-7878-7000-9638-46283c8fde6", "01A208FD-7878-7000-9638-46283C8FDE6D"] {
+    for bad in [
+        "",
+        "../etc",
+        "01a208fd-7878-7000-9638-46283c8fde6",
+        "01A208FD-7878-7000-9638-46283C8FDE6D",
+    ] {
         assert!(kitaru::ids::validate_exec_id(bad).is_err(), "{bad}");
     }
     for bad in ["", ".", "..", "a/b", "a\0b", "x y", &"a".repeat(129)] {

@@ -339,7 +339,8 @@ class FlowHandle(Generic[R]):
     def _summary(self) -> dict[str, Any]:
         import json
 
-        return json.loads(self._st.inspect(self.exec_id, full=False))
+        summary: dict[str, Any] = json.loads(self._st.inspect(self.exec_id, full=False))
+        return summary
 
     @property
     def status(self) -> ExecutionStatus:

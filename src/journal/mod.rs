@@ -56,7 +56,11 @@ impl Journal {
         };
         let mut keys = store.list(&prefix).await?;
         if scope == Scope::States {
-            keys.extend(store.list(&format!("{}/lease", layout::exec_prefix(exec_id))).await?);
+            keys.extend(
+                store
+                    .list(&format!("{}/lease", layout::exec_prefix(exec_id)))
+                    .await?,
+            );
         }
         let wanted: Vec<String> = keys
             .into_iter()
@@ -124,7 +128,10 @@ impl Journal {
             }
             Some(ExecKey::FailedAttempt(call_id, _)) => {
                 let rec: FailedAttemptRecord = decode_at(key, &exec_id, bytes)?;
-                self.failed_attempts.entry(call_id.to_string()).or_default().push(rec);
+                self.failed_attempts
+                    .entry(call_id.to_string())
+                    .or_default()
+                    .push(rec);
             }
             Some(ExecKey::Meta) => self.meta.push(decode_at(key, &exec_id, bytes)?),
             Some(ExecKey::Divergence) => self.divergences.push(decode_at(key, &exec_id, bytes)?),
@@ -150,11 +157,13 @@ impl Journal {
 
     /// The state the recorded events lead to.
     pub fn state(&self) -> Result<State> {
-        suspend::replay(self.states.iter().map(|s| (s.seq, &s.event))).map_err(|(seq, e)| Error::Corrupt {
-            key: layout::state_key(&self.exec_id, seq),
-            exec_id: Some(self.exec_id.clone()),
-            checkpoint: None,
-            reason: format!("recorded events are not a legal sequence: {e}"),
+        suspend::replay(self.states.iter().map(|s| (s.seq, &s.event))).map_err(|(seq, e)| {
+            Error::Corrupt {
+                key: layout::state_key(&self.exec_id, seq),
+                exec_id: Some(self.exec_id.clone()),
+                checkpoint: None,
+                reason: format!("recorded events are not a legal sequence: {e}"),
+            }
         })
     }
 
@@ -208,9 +217,10 @@ impl Journal {
     pub fn ended_at_us(&self) -> Option<u64> {
         let last = self.states.last()?;
         match last.event {
-            Event::Completed { .. } | Event::Failed { .. } | Event::Cancelled { .. } | Event::Suspended { .. } => {
-                Some(last.at_us)
-            }
+            Event::Completed { .. }
+            | Event::Failed { .. }
+            | Event::Cancelled { .. }
+            | Event::Suspended { .. } => Some(last.at_us),
             _ => None,
         }
     }

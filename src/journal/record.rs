@@ -27,7 +27,10 @@ pub enum RecordError {
     #[error("record checksum mismatch (torn or modified)")]
     Checksum,
     #[error("record kind {found} where {expected} was expected")]
-    WrongKind { expected: &'static str, found: String },
+    WrongKind {
+        expected: &'static str,
+        found: String,
+    },
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
     #[error("record format version {0} is newer than this kitaru understands ({FORMAT_VERSION}); upgrade kitaru")]
@@ -109,7 +112,11 @@ pub fn encode<R: Record>(record: &R) -> Result<Vec<u8>, RecordError> {
 /// Checks the frame and returns the kind and payload.
 pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
-        return Err(if bytes.len() < 4 { RecordError::Truncated(bytes.len()) } else { RecordError::BadMagic });
+        return Err(if bytes.len() < 4 {
+            RecordError::Truncated(bytes.len())
+        } else {
+            RecordError::BadMagic
+        });
     }
     if bytes.len() < HEADER_LEN + CHECK_LEN {
         return Err(RecordError::Truncated(bytes.len()));
@@ -148,7 +155,10 @@ fn decode_payload<R: DeserializeOwned>(payload: &[u8]) -> Result<R, RecordError>
     let (record, used): (R, usize) = bincode::serde::decode_from_slice(payload, config())
         .map_err(|e| RecordError::Payload(e.to_string()))?;
     if used != payload.len() {
-        return Err(RecordError::Payload(format!("{} trailing bytes", payload.len() - used)));
+        return Err(RecordError::Payload(format!(
+            "{} trailing bytes",
+            payload.len() - used
+        )));
     }
     Ok(record)
 }

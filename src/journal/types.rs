@@ -90,18 +90,40 @@ pub struct StartInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// Seq 0: the execution exists and its creator holds the lease.
-    Started { start: Box<StartInfo>, lease: LeaseClaim },
-    Completed { token: u64, result: Value },
-    Failed { token: u64, failure: Failure },
+    Started {
+        start: Box<StartInfo>,
+        lease: LeaseClaim,
+    },
+    Completed {
+        token: u64,
+        result: Value,
+    },
+    Failed {
+        token: u64,
+        failure: Failure,
+    },
     /// The runner suspended the flow (a wait with no answer yet) and released its lease.
-    Suspended { token: u64, reason: String },
+    Suspended {
+        token: u64,
+        reason: String,
+    },
     /// A waiting execution is run again (its waits were answered).
-    Resumed { lease: LeaseClaim },
+    Resumed {
+        lease: LeaseClaim,
+    },
     /// A failed execution, or one whose runner died, is run again.
-    Retried { lease: LeaseClaim },
-    Cancelled { reason: String },
+    Retried {
+        lease: LeaseClaim,
+    },
+    Cancelled {
+        reason: String,
+    },
     /// A flow-level retry: the body failed and runs again from the top in the same claim.
-    FlowAttemptFailed { token: u64, attempt: u32, failure: Failure },
+    FlowAttemptFailed {
+        token: u64,
+        attempt: u32,
+        failure: Failure,
+    },
 }
 
 impl Event {
@@ -121,7 +143,9 @@ impl Event {
     /// The lease this event claims, if it claims one.
     pub fn claim(&self) -> Option<&LeaseClaim> {
         match self {
-            Event::Started { lease, .. } | Event::Resumed { lease } | Event::Retried { lease } => Some(lease),
+            Event::Started { lease, .. } | Event::Resumed { lease } | Event::Retried { lease } => {
+                Some(lease)
+            }
             _ => None,
         }
     }

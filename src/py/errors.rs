@@ -18,7 +18,8 @@ macro_rules! class {
 fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> {
     match err {
         Error::InvalidName { .. } => class!(py, "KitaruUsageError"),
-        Error::Store(StoreError::InvalidUrl { .. }) | Error::Store(StoreError::UnsupportedScheme { .. }) => {
+        Error::Store(StoreError::InvalidUrl { .. })
+        | Error::Store(StoreError::UnsupportedScheme { .. }) => {
             class!(py, "KitaruUsageError")
         }
         Error::Store(StoreError::LocalDir { .. })

@@ -32,12 +32,18 @@ fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
 
 fn digest(d: Option<&[u8]>) -> PyResult<Option<[u8; 32]>> {
     d.map(|b| {
-        <[u8; 32]>::try_from(b).map_err(|_| pyo3::exceptions::PyValueError::new_err("a digest must be 32 bytes"))
+        <[u8; 32]>::try_from(b)
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("a digest must be 32 bytes"))
     })
     .transpose()
 }
 
-fn failure(origin: String, message: String, exception_type: Option<String>, traceback: Option<String>) -> Failure {
+fn failure(
+    origin: String,
+    message: String,
+    exception_type: Option<String>,
+    traceback: Option<String>,
+) -> Failure {
     Failure {
         origin,
         message,
@@ -68,7 +74,9 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (location, *, fsync = false))]
     fn new(py: Python<'_>, location: String, fsync: bool) -> PyResult<Self> {
-        let inner = run(py, async move { Store::open(&location, StoreOptions { fsync }).await })?;
+        let inner = run(py, async move {
+            Store::open(&location, StoreOptions { fsync }).await
+        })?;
         Ok(PyStore { inner })
     }
 
@@ -116,7 +124,13 @@ impl PyStore {
     }
 
     /// Takes over an execution (`intent` is "retry" or "resume").
-    fn claim(&self, py: Python<'_>, exec_id: String, intent: &str, ttl_ms: u64) -> PyResult<PyRunner> {
+    fn claim(
+        &self,
+        py: Python<'_>,
+        exec_id: String,
+        intent: &str,
+        ttl_ms: u64,
+    ) -> PyResult<PyRunner> {
         let intent = match intent {
             "retry" => Intent::Retry,
             "resume" => Intent::Resume,
@@ -127,7 +141,9 @@ impl PyStore {
             }
         };
         let store = self.inner.clone();
-        let runner = run(py, async move { Runner::claim(store, &exec_id, intent, ttl_ms).await })?;
+        let runner = run(py, async move {
+            Runner::claim(store, &exec_id, intent, ttl_ms).await
+        })?;
         PyRunner::new(runner)
     }
 
@@ -135,24 +151,43 @@ impl PyStore {
     #[pyo3(signature = (exec_id, *, full = true))]
     fn inspect(&self, py: Python<'_>, exec_id: String, full: bool) -> PyResult<String> {
         let store = self.inner.clone();
-        let v = run(py, async move { view::inspect(&store, &exec_id, full).await })?;
+        let v = run(
+            py,
+            async move { view::inspect(&store, &exec_id, full).await },
+        )?;
         json(&v)
     }
 
     /// Execution summaries, newest first, as a JSON list.
     #[pyo3(signature = (*, flow = None, status = None, limit = None))]
-    fn list(&self, py: Python<'_>, flow: Option<String>, status: Option<String>, limit: Option<usize>) -> PyResult<String> {
+    fn list(
+        &self,
+        py: Python<'_>,
+        flow: Option<String>,
+        status: Option<String>,
+        limit: Option<usize>,
+    ) -> PyResult<String> {
         let store = self.inner.clone();
-        let filter = ListFilter { flow, status, limit };
+        let filter = ListFilter {
+            flow,
+            status,
+            limit,
+        };
         let v = run(py, async move { view::list(&store, &filter).await })?;
         json(&v)
     }
 
     /// The arguments the execution was started with: (serializer, bytes).
-    fn start_args<'py>(&self, py: Python<'py>, exec_id: String) -> PyResult<(String, Bound<'py, PyBytes>)> {
+    fn start_args<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+    ) -> PyResult<(String, Bound<'py, PyBytes>)> {
         let store = self.inner.clone();
         let v = run(py, async move {
-            let journal = crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::States).await?;
+            let journal =
+                crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::States)
+                    .await?;
             let start = journal.start().ok_or_else(|| Error::ExecutionNotFound {
                 exec_id: exec_id.clone(),
                 store: store.url().to_string(),
@@ -163,7 +198,11 @@ impl PyStore {
     }
 
     /// The flow's return value, or None when the execution has not completed.
-    fn result<'py>(&self, py: Python<'py>, exec_id: String) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
+    fn result<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+    ) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
         let store = self.inner.clone();
         let v = run(py, async move { execution::result(&store, &exec_id).await })?;
         Ok(v.map(|v| value_tuple(py, v)))
@@ -178,9 +217,13 @@ impl PyStore {
     ) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
         let store = self.inner.clone();
         let v = run(py, async move {
-            let journal = crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::Full).await?;
+            let journal =
+                crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::Full)
+                    .await?;
             match journal.checkpoints.get(&call_id) {
-                Some((_, rec)) => Ok(Some(execution::load_value(&store, &rec.output, &exec_id, Some(&call_id)).await?)),
+                Some((_, rec)) => Ok(Some(
+                    execution::load_value(&store, &rec.output, &exec_id, Some(&call_id)).await?,
+                )),
                 None => Ok(None),
             }
         })?;
@@ -190,7 +233,9 @@ impl PyStore {
     #[pyo3(signature = (exec_id, reason = String::new()))]
     fn cancel(&self, py: Python<'_>, exec_id: String, reason: String) -> PyResult<()> {
         let store = self.inner.clone();
-        run(py, async move { execution::cancel(&store, &exec_id, &reason).await })
+        run(py, async move {
+            execution::cancel(&store, &exec_id, &reason).await
+        })
     }
 
     /// The record stored at `key` as JSON, or None when the key does not exist.
@@ -213,6 +258,9 @@ impl PyStore {
     }
 }
 
+/// (serializer, output bytes, input digest) of a finished call.
+type StoredCall<'py> = (String, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>);
+
 /// The lease holder of one execution while this process runs it.
 #[pyclass(frozen, name = "Runner", module = "kitaru._kitaru")]
 pub struct PyRunner {
@@ -223,7 +271,9 @@ impl PyRunner {
     fn new(runner: Runner) -> PyResult<Self> {
         let rt = runtime::get()?;
         runner.spawn_heartbeat(&rt);
-        Ok(PyRunner { inner: Arc::new(runner) })
+        Ok(PyRunner {
+            inner: Arc::new(runner),
+        })
     }
 }
 
@@ -245,11 +295,7 @@ impl PyRunner {
     }
 
     /// The stored result of `call_id`: (serializer, bytes, input digest), or None.
-    fn lookup<'py>(
-        &self,
-        py: Python<'py>,
-        call_id: &str,
-    ) -> PyResult<Option<(String, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>> {
+    fn lookup<'py>(&self, py: Python<'py>, call_id: &str) -> PyResult<Option<StoredCall<'py>>> {
         let Some((_, rec)) = self.inner.journal().checkpoints.get(call_id) else {
             return Ok(None);
         };
@@ -291,8 +337,18 @@ impl PyRunner {
         let output = raw(serializer, data);
         let r = self.inner.clone();
         run(py, async move {
-            r.record_checkpoint(&call_id, &name, explicit_id, checkpoint_type, digest, output, started_us, ended_us, metadata_json)
-                .await
+            r.record_checkpoint(
+                &call_id,
+                &name,
+                explicit_id,
+                checkpoint_type,
+                digest,
+                output,
+                started_us,
+                ended_us,
+                metadata_json,
+            )
+            .await
         })
     }
 
@@ -316,8 +372,18 @@ impl PyRunner {
         let output = raw(serializer, data);
         let r = self.inner.clone();
         asyncrt::into_py(py, async move {
-            Ok(r.record_checkpoint(&call_id, &name, explicit_id, checkpoint_type, digest, output, started_us, ended_us, metadata_json)
-                .await?)
+            Ok(r.record_checkpoint(
+                &call_id,
+                &name,
+                explicit_id,
+                checkpoint_type,
+                digest,
+                output,
+                started_us,
+                ended_us,
+                metadata_json,
+            )
+            .await?)
         })
     }
 
@@ -341,7 +407,16 @@ impl PyRunner {
         let f = failure(origin, message, exception_type, traceback);
         let r = self.inner.clone();
         run(py, async move {
-            r.record_failed_attempt(&call_id, &name, checkpoint_type, digest, started_us, ended_us, f).await
+            r.record_failed_attempt(
+                &call_id,
+                &name,
+                checkpoint_type,
+                digest,
+                started_us,
+                ended_us,
+                f,
+            )
+            .await
         })
     }
 
@@ -356,7 +431,9 @@ impl PyRunner {
     ) -> PyResult<()> {
         let (stored, new) = (digest(stored)?, digest(new)?);
         let r = self.inner.clone();
-        run(py, async move { r.record_divergence(&call_id, stored, new, &policy).await })
+        run(py, async move {
+            r.record_divergence(&call_id, stored, new, &policy).await
+        })
     }
 
     fn log_metadata(&self, py: Python<'_>, json: String) -> PyResult<()> {

@@ -29,15 +29,19 @@ pub fn layout_marker_bytes() -> Vec<u8> {
 
 pub fn parse_layout_marker(bytes: &[u8]) -> Option<u32> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    v.get("version")?.as_u64().and_then(|n| u32::try_from(n).ok())
+    v.get("version")?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -117,9 +121,15 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         "lease" => name.parse().map(ExecKey::Lease).unwrap_or(ExecKey::Other),
         "cp" => match name.rsplit_once('@') {
             None => ExecKey::Checkpoint(name, 0),
-            Some((call, rev)) => rev.parse().map(|r| ExecKey::Checkpoint(call, r)).unwrap_or(ExecKey::Other),
+            Some((call, rev)) => rev
+                .parse()
+                .map(|r| ExecKey::Checkpoint(call, r))
+                .unwrap_or(ExecKey::Other),
         },
-        "cpfail" => match name.rsplit_once('@').and_then(|(c, n)| Some((c, n.parse().ok()?))) {
+        "cpfail" => match name
+            .rsplit_once('@')
+            .and_then(|(c, n)| Some((c, n.parse().ok()?)))
+        {
             Some((call, n)) => ExecKey::FailedAttempt(call, n),
             None => ExecKey::Other,
         },

@@ -49,8 +49,10 @@ pub enum StoreError {
         source: object_store::Error,
     },
 
-    #[error("the store at {url} has layout version {found}, newer than this kitaru understands \
-             ({supported}); upgrade kitaru to use it")]
+    #[error(
+        "the store at {url} has layout version {found}, newer than this kitaru understands \
+             ({supported}); upgrade kitaru to use it"
+    )]
     LayoutTooNew {
         url: String,
         found: u32,
@@ -64,7 +66,9 @@ fn io_hint(err: &std::io::Error) -> &'static str {
         PermissionDenied | ReadOnlyFilesystem => {
             " (the directory is not writable: point KITARU_STORE at a writable directory)"
         }
-        StorageFull | QuotaExceeded => " (the disk is full: free space; nothing stored earlier was lost)",
+        StorageFull | QuotaExceeded => {
+            " (the disk is full: free space; nothing stored earlier was lost)"
+        }
         _ => "",
     }
 }
@@ -121,7 +125,8 @@ impl Store {
         let found = match self.get(marker).await? {
             Some(bytes) => bytes,
             None => {
-                self.put_create(marker, layout::layout_marker_bytes()).await?;
+                self.put_create(marker, layout::layout_marker_bytes())
+                    .await?;
                 return Ok(());
             }
         };
@@ -215,7 +220,11 @@ impl Store {
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         // Owned keys: a closure over `&String` makes the future's Send bound higher-ranked.
-        let reads: Vec<_> = keys.iter().cloned().map(|k| async move { self.get(&k).await }).collect();
+        let reads: Vec<_> = keys
+            .iter()
+            .cloned()
+            .map(|k| async move { self.get(&k).await })
+            .collect();
         stream::iter(reads)
             .buffered(READ_CONCURRENCY)
             .try_collect()

@@ -41,21 +41,32 @@ impl StoreUrl {
         };
         let location_trimmed = location.trim();
         if location_trimmed.is_empty() {
-            return Err(invalid("it is empty; give a directory path or a URL such as file:///data/kitaru").into());
+            return Err(invalid(
+                "it is empty; give a directory path or a URL such as file:///data/kitaru",
+            )
+            .into());
         }
         if location_trimmed.contains('\0') {
             return Err(invalid("it contains a NUL byte").into());
         }
         if let Some(rest) = location_trimmed.strip_prefix("memory://") {
             let name = rest.trim_end_matches('/');
-            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                return Err(invalid("a memory:// store name may only use A-Z a-z 0-9 - _ .").into());
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(
+                    invalid("a memory:// store name may only use A-Z a-z 0-9 - _ .").into(),
+                );
             }
             return Ok(StoreUrl::Memory(name.to_string()));
         }
         if let Some(rest) = location_trimmed.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(invalid("a file:// URL needs an absolute path, e.g. file:///home/me/kitaru-store").into());
+                return Err(invalid(
+                    "a file:// URL needs an absolute path, e.g. file:///home/me/kitaru-store",
+                )
+                .into());
             }
             return Ok(StoreUrl::Local(rest.into()));
         }

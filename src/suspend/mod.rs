@@ -21,7 +21,10 @@ pub enum State {
     /// No event yet (the execution does not exist).
     New,
     /// A runner holds the claim made by event `claim_seq`.
-    Running { claim_seq: u64, token: u64 },
+    Running {
+        claim_seq: u64,
+        token: u64,
+    },
     /// Suspended; no process holds it.
     Waiting,
     Completed,
@@ -50,7 +53,10 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("it is {state}, so it cannot be {event}{}", hint(.state, .event))]
-    Illegal { state: &'static str, event: &'static str },
+    Illegal {
+        state: &'static str,
+        event: &'static str,
+    },
     #[error("its runner still holds the lease, so it cannot be {event}")]
     LeaseLive { event: &'static str },
     #[error("the lease was taken over by another runner, so this runner cannot record `{event}`")]
@@ -76,7 +82,12 @@ pub struct Facts {
 }
 
 /// The state after `event`, or why `event` is not allowed in `state`.
-pub fn transition(state: &State, seq: u64, event: &Event, facts: Facts) -> Result<State, TransitionError> {
+pub fn transition(
+    state: &State,
+    seq: u64,
+    event: &Event,
+    facts: Facts,
+) -> Result<State, TransitionError> {
     use State::*;
     let illegal = || TransitionError::Illegal {
         state: state.name(),
@@ -84,12 +95,17 @@ pub fn transition(state: &State, seq: u64, event: &Event, facts: Facts) -> Resul
     };
     let holder_only = |token: u64, next: State| match state {
         Running { token: held, .. } if *held == token => Ok(next),
-        Running { .. } => Err(TransitionError::NotHolder { event: event.name() }),
+        Running { .. } => Err(TransitionError::NotHolder {
+            event: event.name(),
+        }),
         _ => Err(illegal()),
     };
     match event {
         Event::Started { lease, .. } => match state {
-            New => Ok(Running { claim_seq: seq, token: lease.token }),
+            New => Ok(Running {
+                claim_seq: seq,
+                token: lease.token,
+            }),
             _ => Err(illegal()),
         },
         Event::Completed { token, .. } => holder_only(*token, Completed),
@@ -97,13 +113,24 @@ pub fn transition(state: &State, seq: u64, event: &Event, facts: Facts) -> Resul
         Event::Suspended { token, .. } => holder_only(*token, Waiting),
         Event::FlowAttemptFailed { token, .. } => holder_only(*token, state.clone()),
         Event::Resumed { lease } => match state {
-            Waiting => Ok(Running { claim_seq: seq, token: lease.token }),
+            Waiting => Ok(Running {
+                claim_seq: seq,
+                token: lease.token,
+            }),
             _ => Err(illegal()),
         },
         Event::Retried { lease } => match state {
-            Failed => Ok(Running { claim_seq: seq, token: lease.token }),
-            Running { .. } if facts.lease_lapsed => Ok(Running { claim_seq: seq, token: lease.token }),
-            Running { .. } => Err(TransitionError::LeaseLive { event: event.name() }),
+            Failed => Ok(Running {
+                claim_seq: seq,
+                token: lease.token,
+            }),
+            Running { .. } if facts.lease_lapsed => Ok(Running {
+                claim_seq: seq,
+                token: lease.token,
+            }),
+            Running { .. } => Err(TransitionError::LeaseLive {
+                event: event.name(),
+            }),
             _ => Err(illegal()),
         },
         Event::Cancelled { .. } => match state {
@@ -115,10 +142,13 @@ pub fn transition(state: &State, seq: u64, event: &Event, facts: Facts) -> Resul
 
 /// Folds recorded events (in sequence order) into the current state. Recorded events were
 /// checked when written, so a lapse they relied on is taken as given.
-pub fn replay<'a>(events: impl IntoIterator<Item = (u64, &'a Event)>) -> Result<State, (u64, TransitionError)> {
+pub fn replay<'a>(
+    events: impl IntoIterator<Item = (u64, &'a Event)>,
+) -> Result<State, (u64, TransitionError)> {
     let mut state = State::New;
     for (seq, event) in events {
-        state = transition(&state, seq, event, Facts { lease_lapsed: true }).map_err(|e| (seq, e))?;
+        state =
+            transition(&state, seq, event, Facts { lease_lapsed: true }).map_err(|e| (seq, e))?;
     }
     Ok(state)
 }
