@@ -45,6 +45,7 @@ class Checkpoint(Generic[R]):
         self.checkpoint_type = type
         self.is_async = is_async_function(func)
         self._signature: inspect.Signature | None = None
+        self._fast_params = _simple_params(func)
 
     def __repr__(self) -> str:
         return f"<kitaru checkpoint {self.name!r}>"
@@ -103,6 +104,25 @@ class Checkpoint(Generic[R]):
     # --- one call ------------------------------------------------------------------
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call's arguments by parameter name, defaults filled in (f(1) == f(x=1))."""
+        fast = self._fast_params
+        if fast is not None:
+            names, defaults = fast
+            if len(args) <= len(names) and all(k in defaults or k in names for k in kwargs):
+                bound = dict(zip(names, args, strict=False))
+                for k, v in kwargs.items():
+                    if k in bound:
+                        break  # given twice: let inspect raise the proper error
+                    bound[k] = v
+                else:
+                    missing = [n for n in (*names, *defaults) if n not in bound]
+                    if all(n in defaults for n in missing):
+                        for n in missing:
+                            bound[n] = defaults[n]
+                        return {n: bound[n] for n in (*names, *defaults) if n in bound}
+        return self._slow_bind(args, kwargs)
+
+    def _slow_bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._signature is None:
             import inspect
 
@@ -144,10 +164,8 @@ class Checkpoint(Generic[R]):
         )
 
     def _serialize(self, call_id: str, value: Any) -> tuple[str, bytes]:
-        from . import serde
-
         try:
-            return serde.dumps(value, what=f"output of checkpoint {call_id!r}")
+            return _serde().dumps(value, what=f"output of checkpoint {call_id!r}")
         except Exception as exc:
             raise runtime_error(str(exc), exc) from None
 
@@ -248,6 +266,32 @@ class Checkpoint(Generic[R]):
         )
         run.remember(call_id, tag, data, digest)
         return value
+
+
+def _simple_params(func: Any) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """(positional parameter names, defaults by name) for a plain function without
+    positional-only, *args, **kwargs or keyword-only parameters, else None (use inspect)."""
+    code = getattr(func, "__code__", None)
+    if code is None or code.co_flags & 0x0C or code.co_posonlyargcount or code.co_kwonlyargcount:
+        return None
+    names = code.co_varnames[: code.co_argcount]
+    values = getattr(func, "__defaults__", None) or ()
+    defaults = dict(zip(names[len(names) - len(values) :], values, strict=True)) if values else {}
+    required = names[: len(names) - len(values)]
+    return required, defaults
+
+
+_serde_module: Any = None
+
+
+def _serde() -> Any:
+    """kitaru.serde, imported on first use (not at `import kitaru`)."""
+    global _serde_module
+    if _serde_module is None:
+        from . import serde
+
+        _serde_module = serde
+    return _serde_module
 
 
 def _meta_json(scope: CheckpointScope) -> str | None:

@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _config
+from ._kitaru import blake3_digest
 from .errors import KitaruRuntimeError, KitaruUsageError
 
 if TYPE_CHECKING:
@@ -317,8 +318,6 @@ def loads(tag: str, data: bytes, *, what: str = "value") -> Any:
 
 def digest(value: Any) -> bytes | None:
     """A blake3 digest of `value`'s serialized form, or None when it cannot be serialized."""
-    from ._kitaru import blake3_digest
-
     try:
         tag, data = dumps(value)
     except Exception:

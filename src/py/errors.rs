@@ -23,6 +23,7 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
             class!(py, "KitaruUsageError")
         }
         Error::Store(StoreError::LocalDir { .. })
+        | Error::Store(StoreError::LocalIo { .. })
         | Error::Store(StoreError::Backend { .. })
         | Error::Store(StoreError::LayoutTooNew { .. })
         | Error::RuntimeStart(_) => class!(py, "KitaruBackendError"),

@@ -300,6 +300,14 @@ impl PyRunner {
             return Ok(None);
         };
         let digest = rec.input_digest.map(|d| PyBytes::new(py, &d.0));
+        if let crate::journal::types::Body::Inline(b) = &rec.output.body {
+            // Already in memory: no trip through the runtime.
+            return Ok(Some((
+                rec.output.serializer.clone(),
+                PyBytes::new(py, &b.0),
+                digest,
+            )));
+        }
         let runner = self.inner.clone();
         let output = rec.output.clone();
         let call = call_id.to_string();
