@@ -165,9 +165,10 @@ class Checkpoint(Generic[R]):
 
     def _serialize(self, call_id: str, value: Any) -> tuple[str, bytes]:
         try:
-            return _serde().dumps(value, what=f"output of checkpoint {call_id!r}")
+            tag, data = _serde().dumps(value, what=f"output of checkpoint {call_id!r}")
         except Exception as exc:
             raise runtime_error(str(exc), exc) from None
+        return tag, data
 
     def _run_sync(
         self,
