@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import _thread
 import contextvars
-import os
-import sys
 import time
 
 from .errors import (
@@ -161,8 +159,6 @@ class FlowRun:
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self.reused: list[str] = []
         self.executed: list[str] = []
-        self.thread = _thread.get_ident()
-        self.pid = os.getpid()
         self._lock = _thread.allocate_lock()
         self.reset()
 
@@ -252,7 +248,3 @@ def check_lease(run: FlowRun) -> None:
 class FlowCancelled(BaseException):
     """Unwinds a flow whose execution was cancelled by another process."""
 
-
-def is_interactive_main() -> bool:
-    main = sys.modules.get("__main__")
-    return main is None or not getattr(main, "__file__", None)
