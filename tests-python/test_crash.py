@@ -128,6 +128,9 @@ def test_sigkill_then_retry_from_another_process(tmp_path: Path, kind: str, wher
     for i in range(5):
         assert everything.count(f"end {i}") == 1
 
+    # Re-entry imported the script without running its `if __name__ == "__main__":` block.
+    assert cli_json("executions", "list", cwd=tmp_path)["count"] == 1
+
     # Same result as an uninterrupted run.
     item = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
     assert item["status"] == "completed"
