@@ -39,6 +39,21 @@ pub struct RawValue {
     pub bytes: Bytes,
 }
 
+/// A checkpoint call that finished: what `Runner::record_checkpoint` stores.
+#[derive(Debug, Clone)]
+pub struct FinishedCall {
+    pub call_id: String,
+    pub name: String,
+    pub explicit_id: bool,
+    pub checkpoint_type: Option<String>,
+    pub input_digest: Option<[u8; 32]>,
+    pub output: RawValue,
+    pub started_us: u64,
+    pub ended_us: u64,
+    /// `kitaru.log()` calls made inside the checkpoint, merged, as JSON.
+    pub metadata_json: Option<String>,
+}
+
 /// Stores a value inline when small, else as a blob.
 pub async fn store_value(store: &Store, raw: RawValue) -> Result<Value> {
     let body = if raw.bytes.len() <= layout::INLINE_LIMIT {
@@ -426,53 +441,41 @@ impl Runner {
 
     /// Records a finished checkpoint call. One create-only put for outputs up to
     /// `layout::INLINE_LIMIT` bytes; a blob put first for larger ones.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_checkpoint(
-        &self,
-        call_id: &str,
-        name: &str,
-        explicit_id: bool,
-        checkpoint_type: Option<String>,
-        input_digest: Option<[u8; 32]>,
-        output: RawValue,
-        started_us: u64,
-        ended_us: u64,
-        metadata_json: Option<String>,
-    ) -> Result<()> {
-        ids::validate_call_id(call_id)?;
+    pub async fn record_checkpoint(&self, done: FinishedCall) -> Result<()> {
+        ids::validate_call_id(&done.call_id)?;
         self.check_lease()?;
-        let output = store_value(&self.shared.store, output).await?;
+        let output = store_value(&self.shared.store, done.output).await?;
         let mut attempts = self
             .failures
             .lock()
-            .get(call_id)
+            .get(&done.call_id)
             .cloned()
             .unwrap_or_default();
         attempts.push(Attempt {
             number: attempts.len() as u32 + 1,
             claim_seq: self.shared.claim_seq,
-            started_us,
-            ended_us,
+            started_us: done.started_us,
+            ended_us: done.ended_us,
             failure: None,
         });
         let revision = self
             .journal
             .checkpoints
-            .get(call_id)
+            .get(&done.call_id)
             .map(|(r, _)| r + 1)
             .unwrap_or(0);
+        let key = layout::checkpoint_key(&self.shared.exec_id, &done.call_id, revision);
         let rec = CheckpointRecord {
-            call_id: call_id.to_string(),
-            name: name.to_string(),
-            explicit_id,
-            checkpoint_type,
-            input_digest: input_digest.map(Digest),
+            call_id: done.call_id,
+            name: done.name,
+            explicit_id: done.explicit_id,
+            checkpoint_type: done.checkpoint_type,
+            input_digest: done.input_digest.map(Digest),
             output,
             attempts,
-            metadata_json,
+            metadata_json: done.metadata_json,
         };
-        let key = layout::checkpoint_key(&self.shared.exec_id, call_id, revision);
-        let bytes = encode(&self.shared.exec_id, call_id, &rec)?;
+        let bytes = encode(&self.shared.exec_id, &rec.call_id, &rec)?;
         if !self.shared.store.put_create(&key, bytes).await? {
             return Err(self.lost_race());
         }

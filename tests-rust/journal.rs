@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kitaru::execution::{self, Intent, RawValue, Runner};
+use kitaru::execution::{self, FinishedCall, Intent, RawValue, Runner};
 use kitaru::journal::record::{self, ByteBuf};
 use kitaru::journal::types::*;
 use kitaru::journal::{Journal, Scope};
@@ -47,10 +47,22 @@ fn failure(msg: &str) -> Failure {
     }
 }
 
+fn finished(call: &str, out: &str) -> FinishedCall {
+    FinishedCall {
+        call_id: call.into(),
+        name: call.into(),
+        explicit_id: false,
+        checkpoint_type: None,
+        input_digest: Some([1; 32]),
+        output: raw(out),
+        started_us: 1,
+        ended_us: 2,
+        metadata_json: None,
+    }
+}
+
 async fn record(r: &Runner, call: &str, out: &str) {
-    r.record_checkpoint(call, call, false, None, Some([1; 32]), raw(out), 1, 2, None)
-        .await
-        .unwrap();
+    r.record_checkpoint(finished(call, out)).await.unwrap();
 }
 
 /// Writes an execution whose runner is a process that no longer exists.
@@ -300,10 +312,7 @@ fn rerun_after_divergence_writes_a_new_revision() {
         assert_eq!(rec.output.body, Body::Inline(ByteBuf(b"new".to_vec())));
         assert_eq!(j.divergences.len(), 1);
         // a second write of the same revision is refused: nothing is overwritten
-        assert!(r2
-            .record_checkpoint("a", "a", false, None, None, raw("again"), 1, 2, None)
-            .await
-            .is_err());
+        assert!(r2.record_checkpoint(finished("a", "again")).await.is_err());
     });
 }
 
@@ -350,7 +359,7 @@ fn unknown_executions_and_bad_ids_are_clear_errors() {
             .await
             .unwrap();
         let err = r
-            .record_checkpoint("../x", "x", true, None, None, raw("v"), 1, 2, None)
+            .record_checkpoint(finished("../x", "v"))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");

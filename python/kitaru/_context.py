@@ -247,4 +247,3 @@ def check_lease(run: FlowRun) -> None:
 
 class FlowCancelled(BaseException):
     """Unwinds a flow whose execution was cancelled by another process."""
-

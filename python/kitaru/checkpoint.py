@@ -137,39 +137,6 @@ class Checkpoint(Generic[R]):
         bound.apply_defaults()
         return bound.arguments
 
-    def _prepare(
-        self, run: FlowRun, call_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Any, bytes | None]:
-        from . import serde
-
-        digest = serde.digest(self._bind(args, kwargs))
-        found, value = run.stored_result(call_id, digest)
-        return found, value, digest
-
-    def _failed(
-        self, run: FlowRun, call_id: str, digest: bytes | None, started: int, exc: BaseException
-    ) -> None:
-        origin, message, exc_type, tb = failure_of(exc)
-        run.runner.record_failed_attempt(
-            call_id,
-            self.name,
-            self.checkpoint_type,
-            digest,
-            started,
-            now_us(),
-            origin,
-            message,
-            exc_type,
-            tb,
-        )
-
-    def _serialize(self, call_id: str, value: Any) -> tuple[str, bytes]:
-        try:
-            tag, data = _serde().dumps(value, what=f"output of checkpoint {call_id!r}")
-        except Exception as exc:
-            raise runtime_error(str(exc), exc) from None
-        return tag, data
-
     def _run_sync(
         self,
         run: FlowRun,
@@ -178,24 +145,21 @@ class Checkpoint(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        found, value, digest = self._prepare(run, call_id, args, kwargs)
+        call = _Call(self, run, call_id, explicit)
+        found, value = call.prepare(args, kwargs)
         if found:
             return value
         for attempt in range(self.retries + 1):
-            check_lease(run)
-            scope = CheckpointScope(self.name, call_id, self.checkpoint_type, run.exec_id)
-            token = current_checkpoint.set(scope)
-            started = now_us()
+            call.begin()
             try:
                 value = self._func(*args, **kwargs)
             except Exception as exc:
-                self._failed(run, call_id, digest, started, exc)
-                if attempt == self.retries:
-                    raise
+                call.failed(exc, attempt)
                 continue
             finally:
-                current_checkpoint.reset(token)
-            return self._finish(run, call_id, explicit, digest, value, started, scope)
+                call.end()
+            run.runner.record_checkpoint(*call.record(value))
+            return call.done(value)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run_async(
@@ -206,66 +170,86 @@ class Checkpoint(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        found, value, digest = self._prepare(run, call_id, args, kwargs)
+        call = _Call(self, run, call_id, explicit)
+        found, value = call.prepare(args, kwargs)
         if found:
             return value
         for attempt in range(self.retries + 1):
-            check_lease(run)
-            scope = CheckpointScope(self.name, call_id, self.checkpoint_type, run.exec_id)
-            token = current_checkpoint.set(scope)
-            started = now_us()
+            call.begin()
             try:
                 value = await self._func(*args, **kwargs)  # type: ignore[misc]
             except Exception as exc:
-                self._failed(run, call_id, digest, started, exc)
-                if attempt == self.retries:
-                    raise
+                call.failed(exc, attempt)
                 continue
             finally:
-                current_checkpoint.reset(token)
-            ended = now_us()
-            tag, data = self._serialize(call_id, value)
-            await run.runner.record_checkpoint_async(
-                call_id,
-                self.name,
-                explicit,
-                self.checkpoint_type,
-                digest,
-                tag,
-                data,
-                started,
-                ended,
-                _meta_json(scope),
-            )
-            run.remember(call_id, tag, data, digest)
-            return value
+                call.end()
+            await run.runner.record_checkpoint_async(*call.record(value))
+            return call.done(value)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _finish(
-        self,
-        run: FlowRun,
-        call_id: str,
-        explicit: bool,
-        digest: bytes | None,
-        value: Any,
-        started: int,
-        scope: CheckpointScope,
-    ) -> Any:
-        ended = now_us()
-        tag, data = self._serialize(call_id, value)
-        run.runner.record_checkpoint(
-            call_id,
-            self.name,
-            explicit,
-            self.checkpoint_type,
-            digest,
-            tag,
-            data,
-            started,
-            ended,
-            _meta_json(scope),
+
+class _Call:
+    """One call of a checkpoint: its id, input digest and the attempt in progress."""
+
+    __slots__ = (
+        "call_id",
+        "cp",
+        "data",
+        "digest",
+        "explicit",
+        "run",
+        "scope",
+        "started",
+        "tag",
+        "token",
+    )
+
+    def __init__(self, cp: Checkpoint[Any], run: FlowRun, call_id: str, explicit: bool) -> None:
+        self.cp, self.run, self.call_id, self.explicit = cp, run, call_id, explicit
+        self.digest: bytes | None = None
+
+    def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        """(True, stored output) when the call finished in an earlier run."""
+        self.digest = _serde().digest(self.cp._bind(args, kwargs))
+        return self.run.stored_result(self.call_id, self.digest)
+
+    def begin(self) -> None:
+        check_lease(self.run)
+        self.scope = CheckpointScope(
+            self.cp.name, self.call_id, self.cp.checkpoint_type, self.run.exec_id
         )
-        run.remember(call_id, tag, data, digest)
+        self.token = current_checkpoint.set(self.scope)
+        self.started = now_us()
+
+    def end(self) -> None:
+        current_checkpoint.reset(self.token)
+
+    def failed(self, exc: Exception, attempt: int) -> None:
+        """Record a failed attempt; re-raise it when it was the last one."""
+        origin, message, exc_type, tb = failure_of(exc)
+        self.run.runner.record_failed_attempt(
+            self.call_id, self.cp.name, self.cp.checkpoint_type, self.digest, self.started, now_us(),
+            origin, message, exc_type, tb,
+        )  # fmt: skip
+        if attempt == self.cp.retries:
+            raise exc
+
+    def record(self, value: Any) -> tuple[Any, ...]:
+        """The arguments of `Runner.record_checkpoint` for a successful attempt."""
+        ended = now_us()
+        try:
+            self.tag, self.data = _serde().dumps(
+                value, what=f"output of checkpoint {self.call_id!r}"
+            )
+        except Exception as exc:
+            raise runtime_error(str(exc), exc) from None
+        meta = _meta_json(self.scope)
+        cp = self.cp
+        return (self.call_id, cp.name, self.explicit, cp.checkpoint_type, self.digest, self.tag, self.data,
+                self.started, ended, meta)  # fmt: skip
+
+    def done(self, value: Any) -> Any:
+        self.run.remember(self.call_id, self.tag, self.data, self.digest)
         return value
 
 

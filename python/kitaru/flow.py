@@ -200,13 +200,7 @@ class FlowDefinition(Generic[R]):
         _validate_options(stack, image, cache, retries, ".run()")
         n = self.retries if retries is None else retries
         runner = self._start(args, kwargs, n)
-        if self.is_async:
-            _no_running_loop(self.name)
-            import asyncio
-
-            asyncio.run(self._drive_async(runner, args, kwargs, n))
-        else:
-            self._drive(runner, args, kwargs, n)
+        self._execute(runner, args, kwargs, n)
         return FlowHandle(runner.exec_id)
 
     async def arun(
@@ -229,15 +223,21 @@ class FlowDefinition(Generic[R]):
         self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Run an execution claimed by retry/resume from the top (used by the client)."""
+        self._execute(runner, args, kwargs, self.retries)
+
+    # --- driving ------------------------------------------------------------------
+
+    def _execute(
+        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+    ) -> None:
+        """Run the body (with flow-level retries) to its end, blocking this thread."""
         if self.is_async:
             _no_running_loop(self.name)
             import asyncio
 
-            asyncio.run(self._drive_async(runner, args, kwargs, self.retries))
+            asyncio.run(self._drive_async(runner, args, kwargs, retries))
         else:
-            self._drive(runner, args, kwargs, self.retries)
-
-    # --- driving ------------------------------------------------------------------
+            self._drive(runner, args, kwargs, retries)
 
     def _drive(
         self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int

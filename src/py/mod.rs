@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::Error;
-use crate::execution::{self, Intent, RawValue, Runner};
+use crate::execution::{self, FinishedCall, Intent, RawValue, Runner};
 use crate::journal::record;
 use crate::journal::types::{EntryPoint, Failure, StartInfo};
 use crate::store::{Store, StoreOptions};
@@ -57,6 +57,32 @@ fn raw(serializer: String, data: &[u8]) -> RawValue {
         serializer,
         bytes: Bytes::copy_from_slice(data),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finished_call(
+    call_id: String,
+    name: String,
+    explicit_id: bool,
+    checkpoint_type: Option<String>,
+    input_digest: Option<&[u8]>,
+    serializer: String,
+    data: &[u8],
+    started_us: u64,
+    ended_us: u64,
+    metadata_json: Option<String>,
+) -> PyResult<FinishedCall> {
+    Ok(FinishedCall {
+        call_id,
+        name,
+        explicit_id,
+        checkpoint_type,
+        input_digest: digest(input_digest)?,
+        output: raw(serializer, data),
+        started_us,
+        ended_us,
+        metadata_json,
+    })
 }
 
 fn value_tuple<'py>(py: Python<'py>, v: RawValue) -> (String, Bound<'py, PyBytes>) {
@@ -341,25 +367,23 @@ impl PyRunner {
         ended_us: u64,
         metadata_json: Option<String>,
     ) -> PyResult<()> {
-        let digest = digest(input_digest)?;
-        let output = raw(serializer, data);
+        let done = finished_call(
+            call_id,
+            name,
+            explicit_id,
+            checkpoint_type,
+            input_digest,
+            serializer,
+            data,
+            started_us,
+            ended_us,
+            metadata_json,
+        )?;
         let r = self.inner.clone();
-        run(py, async move {
-            r.record_checkpoint(
-                &call_id,
-                &name,
-                explicit_id,
-                checkpoint_type,
-                digest,
-                output,
-                started_us,
-                ended_us,
-                metadata_json,
-            )
-            .await
-        })
+        run(py, async move { r.record_checkpoint(done).await })
     }
 
+    /// The awaitable twin of `record_checkpoint`.
     #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]
     #[allow(clippy::too_many_arguments)]
     fn record_checkpoint_async<'py>(
@@ -376,23 +400,20 @@ impl PyRunner {
         ended_us: u64,
         metadata_json: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let digest = digest(input_digest)?;
-        let output = raw(serializer, data);
+        let done = finished_call(
+            call_id,
+            name,
+            explicit_id,
+            checkpoint_type,
+            input_digest,
+            serializer,
+            data,
+            started_us,
+            ended_us,
+            metadata_json,
+        )?;
         let r = self.inner.clone();
-        asyncrt::into_py(py, async move {
-            Ok(r.record_checkpoint(
-                &call_id,
-                &name,
-                explicit_id,
-                checkpoint_type,
-                digest,
-                output,
-                started_us,
-                ended_us,
-                metadata_json,
-            )
-            .await?)
-        })
+        asyncrt::into_py(py, async move { Ok(r.record_checkpoint(done).await?) })
     }
 
     #[pyo3(signature = (call_id, name, checkpoint_type, input_digest, started_us, ended_us, origin, message, exception_type, traceback))]
