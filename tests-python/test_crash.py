@@ -92,6 +92,14 @@ def start_and_kill(
     return listing["items"][0]["exec_id"], ledger_path, env
 
 
+def result_in_new_process(exec_id: str, cwd: Path, env: dict[str, str]) -> object:
+    code = f"import kitaru, json; print(json.dumps(kitaru.KitaruClient().executions.result({exec_id!r})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
 def expected(kind: str, n: int) -> list:
     return (
         [i * 3 for i in range(n)]
@@ -134,19 +142,7 @@ def test_sigkill_then_retry_from_another_process(tmp_path: Path, kind: str, wher
     # Same result as an uninterrupted run.
     item = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
     assert item["status"] == "completed"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import kitaru, json; print(json.dumps(kitaru.KitaruClient().executions.result({exec_id!r})))",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(result.stdout) == expected(kind, 5)
+    assert result_in_new_process(exec_id, tmp_path, env) == expected(kind, 5)
     runs = {c["name"]: c["attempts"][-1]["run"] for c in item["checkpoints"]}
     base = "step" if kind == "sync" else "astep"
     assert [
@@ -170,19 +166,7 @@ def test_uninterrupted_run_matches(tmp_path: Path) -> None:
         check=True,
     )
     exec_id = json.loads(out.stdout)["exec_id"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import kitaru, json; print(json.dumps(kitaru.KitaruClient().executions.result({exec_id!r})))",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(result.stdout) == expected("sync", 5)
+    assert result_in_new_process(exec_id, tmp_path, env) == expected("sync", 5)
 
 
 def test_racing_retries_run_the_execution_once(tmp_path: Path) -> None:
