@@ -57,6 +57,25 @@ pub enum Error {
     )]
     Contention { exec_id: String, attempts: u32 },
 
+    #[error("execution {exec_id} has no pending wait named {name:?}; {}", describe_waits(.pending))]
+    WaitNotFound {
+        exec_id: String,
+        name: String,
+        pending: Vec<String>,
+    },
+
+    #[error(
+        "wait {name:?} of execution {exec_id} was already answered; an answer cannot be changed"
+    )]
+    WaitAnswered { exec_id: String, name: String },
+
+    #[error("execution {exec_id} is waiting for input on {}; give it with `kitaru executions input {exec_id} --value <json>`{}", .names.join(", "), if *.resume_hint { format!(", then run `kitaru executions resume {exec_id}`") } else { String::new() })]
+    WaitsPending {
+        exec_id: String,
+        names: Vec<String>,
+        resume_hint: bool,
+    },
+
     #[error("kitaru's I/O runtime could not start: {0}")]
     RuntimeStart(#[source] std::io::Error),
 
@@ -68,6 +87,14 @@ pub enum Error {
         call_id: String,
         reason: String,
     },
+}
+
+fn describe_waits(pending: &[String]) -> String {
+    if pending.is_empty() {
+        "it has no pending waits".to_string()
+    } else {
+        format!("available waits: {}", pending.join(", "))
+    }
 }
 
 fn describe_context(exec_id: &Option<String>, checkpoint: &Option<String>) -> String {

@@ -124,11 +124,11 @@ fn check(journal: &Journal, event: &Event) -> Result<State> {
 async fn append_event(
     store: &Store,
     exec_id: &str,
-    mut make: impl FnMut(&Journal) -> Event,
+    mut make: impl FnMut(&Journal) -> Result<Event>,
 ) -> Result<(u64, Journal)> {
     for _ in 0..MAX_RACES {
         let journal = Journal::load(store, exec_id, Scope::States).await?;
-        let event = make(&journal);
+        let event = make(&journal)?;
         check(&journal, &event)?;
         let seq = journal.next_seq();
         let rec = StateRecord {
@@ -154,11 +154,71 @@ async fn append_event(
 
 /// Cancels an execution: a running one stops at its next checkpoint boundary.
 pub async fn cancel(store: &Store, exec_id: &str, reason: &str) -> Result<()> {
-    append_event(store, exec_id, |_| Event::Cancelled {
-        reason: reason.to_string(),
+    append_event(store, exec_id, |_| {
+        Ok(Event::Cancelled {
+            reason: reason.to_string(),
+        })
     })
     .await
     .map(|_| ())
+}
+
+/// Answers (or aborts) a pending wait. An abort also cancels the execution. The answer is
+/// create-only: of two racing answers exactly one is kept, the other gets `WaitAnswered`.
+pub async fn answer(
+    store: &Store,
+    exec_id: &str,
+    name: &str,
+    value_json: Option<String>,
+    aborted: bool,
+) -> Result<()> {
+    let journal = Journal::load(store, exec_id, Scope::States).await?;
+    let pending: Vec<String> = journal
+        .pending_waits()
+        .iter()
+        .map(|w| w.name.clone())
+        .collect();
+    if journal.answers.contains_key(name) {
+        return Err(Error::WaitAnswered {
+            exec_id: exec_id.to_string(),
+            name: name.to_string(),
+        });
+    }
+    if !journal.waits.contains_key(name) {
+        return Err(Error::WaitNotFound {
+            exec_id: exec_id.to_string(),
+            name: name.to_string(),
+            pending,
+        });
+    }
+    let state = journal.state()?;
+    if !matches!(state, State::Running { .. } | State::Waiting) {
+        return Err(Error::Transition {
+            exec_id: exec_id.to_string(),
+            source: suspend::TransitionError::Illegal {
+                state: state.name(),
+                event: "given input",
+            },
+        });
+    }
+    let rec = AnswerRecord {
+        name: name.to_string(),
+        value_json: if aborted { None } else { value_json },
+        aborted,
+        at_us: now_us(),
+        by: lease::this_holder(),
+    };
+    let key = layout::answer_key(exec_id, name);
+    if !store.put_create(&key, encode(exec_id, name, &rec)?).await? {
+        return Err(Error::WaitAnswered {
+            exec_id: exec_id.to_string(),
+            name: name.to_string(),
+        });
+    }
+    if aborted {
+        cancel(store, exec_id, &format!("wait {name} was aborted")).await?;
+    }
+    Ok(())
 }
 
 /// The flow's return value of a completed execution.
@@ -226,6 +286,7 @@ pub struct Runner {
     journal: Journal,
     next_seq: Mutex<u64>,
     meta_n: AtomicU32,
+    log_n: AtomicU32,
     /// Failed attempts per call, from the journal and from this run.
     failures: Mutex<HashMap<String, Vec<Attempt>>>,
 }
@@ -273,13 +334,30 @@ impl Runner {
     ) -> Result<Runner> {
         let lease = lease::new_claim(ttl_ms);
         let token = lease.token;
-        let (seq, _) = append_event(&store, exec_id, |_| match intent {
-            Intent::Retry => Event::Retried {
-                lease: lease.clone(),
-            },
-            Intent::Resume => Event::Resumed {
-                lease: lease.clone(),
-            },
+        let (seq, _) = append_event(&store, exec_id, |journal| {
+            let pending: Vec<String> = journal
+                .pending_waits()
+                .iter()
+                .map(|w| w.name.clone())
+                .collect();
+            // A waiting execution (suspended, or whose runner died while it polled) moves on
+            // by input + resume, never by retry.
+            let waiting = matches!(journal.state()?, State::Waiting | State::Running { .. });
+            if !pending.is_empty() && waiting {
+                return Err(Error::WaitsPending {
+                    exec_id: exec_id.to_string(),
+                    names: pending,
+                    resume_hint: true,
+                });
+            }
+            Ok(match intent {
+                Intent::Retry => Event::Retried {
+                    lease: lease.clone(),
+                },
+                Intent::Resume => Event::Resumed {
+                    lease: lease.clone(),
+                },
+            })
         })
         .await?;
         let journal = Journal::load(&store, exec_id, Scope::Full).await?;
@@ -312,6 +390,7 @@ impl Runner {
             shared,
             journal,
             meta_n: AtomicU32::new(0),
+            log_n: AtomicU32::new(0),
             failures: Mutex::new(failures),
         }
     }
@@ -504,6 +583,50 @@ impl Runner {
         self.shared
             .store
             .put_create(&key, encode(&self.shared.exec_id, call_id, &rec)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the flow reached wait `name` (again, on a resume: then nothing is
+    /// written) and returns its answer if it has one.
+    pub async fn open_wait(&self, wait: WaitRecord) -> Result<Option<AnswerRecord>> {
+        ids::validate_call_id(&wait.name)?;
+        self.check_lease()?;
+        if let Some(answer) = self.journal.answers.get(&wait.name) {
+            return Ok(Some(answer.clone()));
+        }
+        if !self.journal.waits.contains_key(&wait.name) {
+            let key = layout::wait_key(&self.shared.exec_id, &wait.name);
+            self.shared
+                .store
+                .put_create(&key, encode(&self.shared.exec_id, &wait.name, &wait)?)
+                .await?;
+        }
+        self.poll_answer(&wait.name).await
+    }
+
+    /// The answer to wait `name`, if someone gave it.
+    pub async fn poll_answer(&self, name: &str) -> Result<Option<AnswerRecord>> {
+        ids::validate_call_id(name)?;
+        let key = layout::answer_key(&self.shared.exec_id, name);
+        match self.shared.store.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => crate::journal::decode_at(&key, &self.shared.exec_id, &bytes).map(Some),
+        }
+    }
+
+    /// Stores a batch of captured output (JSON lines).
+    pub async fn write_logs(&self, entries_jsonl: String) -> Result<()> {
+        let n = self.log_n.fetch_add(1, Ordering::Relaxed);
+        let rec = LogRecord {
+            claim_seq: self.shared.claim_seq,
+            n,
+            entries_jsonl,
+        };
+        let key = layout::log_key(&self.shared.exec_id, self.shared.claim_seq, n);
+        self.shared
+            .store
+            .put_create(&key, encode(&self.shared.exec_id, "log", &rec)?)
             .await?;
         Ok(())
     }

@@ -100,6 +100,39 @@ pub struct DivergenceView {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct WaitView {
+    pub name: String,
+    pub question: Option<String>,
+    pub schema_json: Option<String>,
+    pub schema_type: Option<String>,
+    pub metadata_json: String,
+    pub entered_waiting_at: f64,
+    /// pending, answered or aborted
+    pub status: &'static str,
+    pub answered_at: Option<f64>,
+    pub value_json: Option<String>,
+}
+
+fn wait_view(journal: &Journal, w: &WaitRecord) -> WaitView {
+    let answer = journal.answers.get(&w.name);
+    WaitView {
+        name: w.name.clone(),
+        question: w.question.clone(),
+        schema_json: w.schema_json.clone(),
+        schema_type: w.schema_type.clone(),
+        metadata_json: w.metadata_json.clone(),
+        entered_waiting_at: secs(w.created_us),
+        status: match answer {
+            None => "pending",
+            Some(a) if a.aborted => "aborted",
+            Some(_) => "answered",
+        },
+        answered_at: answer.map(|a| secs(a.at_us)),
+        value_json: answer.and_then(|a| a.value_json.clone()),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ExecutionView {
     pub exec_id: String,
     pub flow_name: String,
@@ -120,6 +153,10 @@ pub struct ExecutionView {
     /// `kitaru.log()` calls on the flow body, in order, as JSON strings.
     pub metadata_json: Vec<String>,
     pub events: Vec<EventView>,
+    /// Every wait the flow reached, in order.
+    pub waits: Vec<WaitView>,
+    /// The waits without an answer, oldest first.
+    pub pending_waits: Vec<WaitView>,
 }
 
 fn secs(us: u64) -> f64 {
@@ -169,7 +206,11 @@ impl ExecutionView {
         let start = journal.start();
         let claim = journal.current_claim();
         let mut failure = None;
+        let pending = journal.pending_waits();
         let status = match state {
+            // Polling for an answer, or its runner died while it polled: either way the
+            // execution waits for input, and nothing is lost.
+            State::Running { .. } if !pending.is_empty() => "waiting",
             State::Running { .. } if journal.lease_lapsed(now) => {
                 let holder = claim
                     .map(|(_, _, c)| c.holder.to_string())
@@ -291,6 +332,12 @@ impl ExecutionView {
                 .collect(),
             metadata_json: journal.meta.iter().map(|m| m.json.clone()).collect(),
             events: journal.states.iter().map(event_view).collect(),
+            waits: {
+                let mut waits: Vec<&WaitRecord> = journal.waits.values().collect();
+                waits.sort_by_key(|w| w.created_us);
+                waits.into_iter().map(|w| wait_view(journal, w)).collect()
+            },
+            pending_waits: pending.iter().map(|w| wait_view(journal, w)).collect(),
         })
     }
 }

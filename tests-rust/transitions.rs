@@ -155,7 +155,7 @@ fn expected(state: &str, event: &str) -> (Want, Want) {
         ("running", "completed_by_other" | "failed_by_other" | "suspended_by_other") => {
             (NotHolder, NotHolder)
         }
-        ("running", "retried") => (LeaseLive, To("running")),
+        ("running", "retried" | "resumed") => (LeaseLive, To("running")),
         ("running", "cancelled") => (To("cancelled"), To("cancelled")),
         ("waiting", "resumed") => (To("running"), To("running")),
         ("waiting", "cancelled") => (To("cancelled"), To("cancelled")),

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .flow import VERSION as __version__  # noqa: F401
 from .flow import FlowHandle, flow
+from .wait import wait
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from .client import KitaruClient
 
-# The names of Kitaru 0.4 that this release implements; wait, llm, save/load, memory,
+# The names of Kitaru 0.4 that this release implements; llm, save/load, memory,
 # replay, configure/connect and stacks arrive with later releases (see CHANGELOG.md).
 __all__ = [
     "FailureOrigin",
@@ -54,6 +55,7 @@ __all__ = [
     "checkpoint",
     "flow",
     "log",
+    "wait",
 ]
 
 

@@ -68,6 +68,20 @@ def lease_ttl_ms() -> int:
     return int(seconds * 1000)
 
 
+def wait_timeout() -> float:
+    """Seconds `wait()` polls for an answer before it suspends (`KITARU_WAIT_TIMEOUT`, 600)."""
+    raw = os.environ.get("KITARU_WAIT_TIMEOUT", "").strip()
+    if not raw:
+        return 600.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise KitaruUsageError(f"KITARU_WAIT_TIMEOUT={raw!r} must be a number of seconds >= 0.")
+    return value
+
+
 def allow_pickle() -> bool:
     """Whether values may be stored and loaded with pickle (`KITARU_ALLOW_PICKLE`)."""
     return env_flag("KITARU_ALLOW_PICKLE", True)

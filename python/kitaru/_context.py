@@ -166,6 +166,28 @@ class FlowRun:
         """Start a pass over the flow body (the first, or a flow-level retry)."""
         self.occurrences: dict[str, int] = {}
         self.explicit: set[str] = set()
+        self.wait_names: set[str] = set()
+        self.wait_count = 0
+
+    def allocate_wait(self, name: str | None) -> str:
+        """The name of the next wait: `name`, or `wait_1`, `wait_2`, ... in call order."""
+        with self._lock:
+            if name is not None:
+                if not isinstance(name, str) or not name.strip():
+                    raise KitaruUsageError(f"wait() name must be a non-empty string, got {name!r}.")
+                if name in self.wait_names:
+                    raise KitaruUsageError(
+                        f"wait() name {name!r} is used twice in one execution of flow {self.flow_name!r}; "
+                        "wait names must be unique."
+                    )
+            else:
+                while True:
+                    self.wait_count += 1
+                    name = f"wait_{self.wait_count}"
+                    if name not in self.wait_names:
+                        break
+            self.wait_names.add(name)
+            return name
 
     def allocate(self, name: str, explicit_id: str | None) -> str:
         """The call id of the next call of checkpoint `name`."""
@@ -246,4 +268,15 @@ def check_lease(run: FlowRun) -> None:
 
 
 class FlowCancelled(BaseException):
-    """Unwinds a flow whose execution was cancelled by another process."""
+    """Unwinds a flow whose execution was cancelled by another process (or a wait abort)."""
+
+
+class WaitSuspended(BaseException):
+    """Unwinds a flow whose wait ran out of polling time; the execution becomes `waiting`.
+
+    A BaseException, so `except Exception` in user code cannot swallow it.
+    """
+
+    def __init__(self, name: str, question: str | None) -> None:
+        super().__init__(f"waiting for input on {name!r}" + (f": {question}" if question else ""))
+        self.name = name

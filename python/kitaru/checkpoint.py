@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 
+from ._capture import flush_logs
 from ._context import (
     CheckpointScope,
     FlowRun,
@@ -226,6 +227,7 @@ class _Call:
 
     def failed(self, exc: Exception, attempt: int) -> None:
         """Record a failed attempt; re-raise it when it was the last one."""
+        flush_logs(self.run)
         origin, message, exc_type, tb = failure_of(exc)
         self.run.runner.record_failed_attempt(
             self.call_id, self.cp.name, self.cp.checkpoint_type, self.digest, self.started, now_us(),
@@ -250,6 +252,7 @@ class _Call:
 
     def done(self, value: Any) -> Any:
         self.run.remember(self.call_id, self.tag, self.data, self.digest)
+        flush_logs(self.run)
         return value
 
 

@@ -114,6 +114,13 @@ def _describe(e: Any) -> str:
         lines.append(f"Failure     [{e.failure.origin.value}] {e.failure.message}")
         if e.status.value == "failed":
             lines.append(f"Retry with  kitaru executions retry {e.exec_id}")
+    for w in e.pending_waits:
+        lines.append(f"Waiting on  {w.name}: {w.question or '(no question)'}")
+        lines.append(
+            f"            answer: kitaru executions input {e.exec_id} --wait {w.name} --value <json>"
+        )
+    if e.status.value == "waiting" and not e.pending_waits:
+        lines.append(f"Resume with kitaru executions resume {e.exec_id}")
     if e.metadata:
         lines.append(f"Metadata    {json.dumps(e.metadata)}")
     lines.append(f"Checkpoints {len(e.checkpoints)}")
@@ -157,10 +164,21 @@ def _list_text(items: list[Any]) -> str:
             e.status.value,
             _fmt_time(e.started_at),
             _fmt_duration(e.started_at, e.ended_at),
+            _note(e),
         ]
         for e in items
     ]
-    return _table(rows, ["EXECUTION", "FLOW", "STATUS", "STARTED", "DURATION"])
+    return _table(rows, ["EXECUTION", "FLOW", "STATUS", "STARTED", "DURATION", "NOTE"])
+
+
+def _note(e: Any) -> str:
+    if e.pending_wait is not None:
+        return f"{e.pending_wait.name}: {e.pending_wait.question or '(waiting for input)'}"[:70]
+    if e.status.value == "waiting":
+        return "input given; resume it"
+    if e.failure is not None:
+        return f"[{e.failure.origin.value}] {e.failure.message}"[:70]
+    return ""
 
 
 def cmd_executions(args: argparse.Namespace, out: Output) -> None:
@@ -178,9 +196,213 @@ def cmd_executions(args: argparse.Namespace, out: Output) -> None:
         out.item(e, lambda: _describe(e))
         if e.status.value in ("failed", "cancelled"):
             raise _Exit(1)
+    elif args.action == "resume":
+        e = client.executions.resume(args.exec_id)
+        out.item(e, lambda: _describe(e))
+        if e.status.value in ("failed", "cancelled"):
+            raise _Exit(1)
     elif args.action == "cancel":
         e = client.executions.cancel(args.exec_id)
         out.item(e, lambda: f"Execution {e.exec_id} is {e.status.value}.")
+    elif args.action == "input":
+        _input(client, args, out)
+    elif args.action == "logs":
+        _logs(client, args, out)
+
+
+def _input(client: Any, args: argparse.Namespace, out: Output) -> None:
+    from .errors import KitaruUsageError
+
+    chosen = [args.value is not None, args.abort, args.interactive]
+    if sum(chosen) != 1:
+        raise KitaruUsageError("Give exactly one of --value JSON, --abort or --interactive.")
+    if args.interactive:
+        if out.json or not sys.stdin.isatty():
+            raise KitaruUsageError("--interactive needs a terminal and text output.")
+        _interactive_input(client, args.exec_id, args.wait)
+        return
+    if args.abort:
+        e = client.executions.abort_wait(args.exec_id, wait=args.wait)
+        out.item(e, lambda: f"Wait aborted; execution {e.exec_id} is {e.status.value}.")
+        return
+    try:
+        value = json.loads(args.value)
+    except ValueError as exc:
+        raise KitaruUsageError(
+            f"--value must be JSON ({exc}); quote strings: --value '\"text\"', or use true/false/numbers/objects."
+        ) from None
+    e = client.executions.input(args.exec_id, wait=args.wait, value=value)
+
+    def text() -> str:
+        if e.pending_waits:
+            return (
+                f"Input recorded. Execution {e.exec_id} still waits on {e.pending_waits[0].name}."
+            )
+        return f"Input recorded. Continue it with: kitaru executions resume {e.exec_id}"
+
+    out.item(e, text)
+
+
+def _interactive_input(client: Any, exec_id: str, wait: str | None) -> None:
+    from .errors import KitaruWaitValidationError
+    from .wait import parse_value
+
+    for w in client.executions.pending_waits(exec_id):
+        if wait is not None and w.name != wait:
+            continue
+        print(f"{w.name}: {w.question or '(no question)'}")
+        if w.schema is not None:
+            print(f"  schema: {json.dumps(w.schema)}")
+        while True:
+            choice = input("  [c]ontinue / [a]bort / [s]kip / [q]uit: ").strip().lower()[:1]
+            if choice == "q":
+                return
+            if choice == "s":
+                break
+            if choice == "a":
+                client.executions.abort_wait(exec_id, wait=w.name)
+                print("  aborted")
+                return
+            if choice == "c":
+                raw = input("  value (JSON; empty = null): ").strip()
+                try:
+                    client.executions.input(
+                        exec_id, wait=w.name, value=parse_value(raw) if raw else None
+                    )
+                except KitaruWaitValidationError as exc:
+                    print(f"  {exc}")
+                    continue
+                print(f"  recorded; continue with: kitaru executions resume {exec_id}")
+                break
+
+
+def _logs(client: Any, args: argparse.Namespace, out: Output) -> None:
+    import time
+
+    def fmt(e: Any) -> str:
+        where = f"[{e.checkpoint_name}] " if e.checkpoint_name else ""
+        return f"{_fmt_time(e.timestamp)} {(e.level or ''):<7} {where}{e.message}"
+
+    source = "runner" if args.runner else "step"
+    entries = client.executions.logs(
+        args.exec_id, checkpoint=args.checkpoint, source=source, limit=args.limit
+    )
+    if not args.follow:
+        out.items(entries, lambda: "\n".join(fmt(e) for e in entries) or "No log entries found.")
+        return
+    seen = 0
+    while True:
+        entries = client.executions.logs(args.exec_id, checkpoint=args.checkpoint, source=source)
+        for e in entries[seen:]:
+            print(json.dumps({"command": out.command, "event": "log", "item": to_jsonable(e)}) if out.json else fmt(e),
+                  flush=True)  # fmt: skip
+        seen = len(entries)
+        status = client.executions.get(args.exec_id).status.value
+        if status in ("completed", "failed", "cancelled", "waiting"):
+            item = {
+                "status": status,
+                "recovery_command": f"kitaru executions retry {args.exec_id}"
+                if status == "failed"
+                else None,
+            }
+            if out.json:
+                print(
+                    json.dumps(
+                        {
+                            "command": out.command,
+                            "event": "terminal" if status != "waiting" else "waiting",
+                            "item": item,
+                        }
+                    )
+                )
+            else:
+                print(
+                    f"-- execution {status}"
+                    + (
+                        f"; retry with: {item['recovery_command']}"
+                        if item["recovery_command"]
+                        else ""
+                    )
+                )
+            if status in ("failed", "cancelled"):
+                raise _Exit(1)
+            return
+        time.sleep(args.interval)
+
+
+# --- init, status, info ---------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, out: Output) -> None:
+    import os
+
+    from .errors import KitaruUsageError
+
+    root = os.path.abspath(args.path or ".")
+    if not os.path.isdir(root):
+        raise KitaruUsageError(f"{root} is not a directory.")
+    marker = os.path.join(root, ".kitaru")
+    if os.path.exists(marker):
+        raise KitaruUsageError(f"{marker} already exists: {root} is already a kitaru project.")
+    os.mkdir(marker)
+    item = {"path": marker, "repository_directory": root}
+    out.item(item, lambda: f"Initialized a kitaru project in {root} ({marker}).")
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> None:
+    import os
+
+    from . import _config
+
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("KITARU_")}
+    counts: dict[str, int] = {}
+    store_error = None
+    try:
+        from .client import KitaruClient
+
+        for e in KitaruClient().executions.list():
+            counts[e.status.value] = counts.get(e.status.value, 0) + 1
+    except KitaruError as exc:
+        store_error = str(exc)
+    item = {
+        "store": _config.store_location(),
+        "config_dir": _config.config_dir(),
+        "environment": env,
+        "executions": counts,
+        "store_error": store_error,
+    }
+
+    def text() -> str:
+        lines = [f"Store       {item['store']}", f"Config dir  {item['config_dir']}"]
+        if store_error:
+            lines.append(f"Store error {store_error}")
+        else:
+            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+            lines.append(f"Executions  {summary}")
+        for k, v in env.items():
+            lines.append(f"{k:<24} {v}")
+        return "\n".join(lines)
+
+    out.item(item, text)
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> None:
+    import platform
+
+    from . import _config
+    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION
+    from .flow import VERSION
+
+    item = {
+        "kitaru": VERSION,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "store_layout_version": LAYOUT_VERSION,
+        "record_format_version": RECORD_FORMAT_VERSION,
+        "store": _config.store_location(),
+        "config_dir": _config.config_dir(),
+    }
+    out.item(item, lambda: "\n".join(f"{k:<22} {v}" for k, v in item.items()))
 
 
 # --- store ----------------------------------------------------------------------------
@@ -236,10 +458,39 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (
         ("get", "show one execution with its checkpoints"),
         ("retry", "run a failed execution again from the top, reusing finished checkpoints"),
+        ("resume", "run a waiting execution whose waits are answered, reusing finished work"),
         ("cancel", "cancel an execution"),
     ):
         c = exs.add_parser(name, help=helptext, parents=[common])
         c.add_argument("exec_id", metavar="EXEC_ID")
+    inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=[common])
+    inp.add_argument("exec_id", metavar="EXEC_ID")
+    inp.add_argument("--value", help="the answer as JSON, e.g. true, 3, '\"text\"', '{\"a\": 1}'")
+    inp.add_argument(
+        "--abort", action="store_true", help="abort the wait: the execution is cancelled"
+    )
+    inp.add_argument("--wait", help="which wait, when several are pending")
+    inp.add_argument(
+        "-i", "--interactive", action="store_true", help="prompt for each pending wait"
+    )
+    lg = exs.add_parser("logs", help="captured stdout, stderr and logging output", parents=[common])
+    lg.add_argument("exec_id", metavar="EXEC_ID")
+    lg.add_argument("--checkpoint", help="only this checkpoint call (e.g. fetch_2)")
+    lg.add_argument("--runner", action="store_true", help="only the flow body's output")
+    lg.add_argument("--limit", type=int, help="at most N entries")
+    lg.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing until the execution stops"
+    )
+    lg.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls with --follow"
+    )
+
+    ini = sub.add_parser(
+        "init", help="mark a directory as a kitaru project (.kitaru/)", parents=[common]
+    )
+    ini.add_argument("path", nargs="?", metavar="PATH")
+    sub.add_parser("status", help="store, config and executions at a glance", parents=[common])
+    sub.add_parser("info", help="versions and locations, for bug reports", parents=[common])
 
     st = sub.add_parser("store", help="the store: location and raw records", parents=[common])
     sts = st.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -259,9 +510,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.group:
         parser.print_help()
         return 0
-    command = f"{args.group}.{args.action}"
+    command = f"{args.group}.{args.action}" if getattr(args, "action", None) else args.group
     out = Output(command, getattr(args, "output", "text"))
-    handlers = {"executions": cmd_executions, "store": cmd_store}
+    handlers = {
+        "executions": cmd_executions,
+        "store": cmd_store,
+        "init": cmd_init,
+        "status": cmd_status,
+        "info": cmd_info,
+    }
     try:
         handlers[args.group](args, out)
     except _Exit as e:

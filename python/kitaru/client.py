@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ __all__ = [
     "KitaruClient",
     "LogEntry",
     "PendingWait",
+    "WaitInfo",
 ]
 
 
@@ -150,6 +152,56 @@ class PendingWait:
     metadata: dict[str, Any]
     entered_waiting_at: datetime | None
 
+    @classmethod
+    def from_view(cls, exec_id: str, v: dict[str, Any]) -> PendingWait:
+        return cls(
+            wait_id=f"{exec_id}/{v['name']}",
+            name=v["name"],
+            question=v.get("question"),
+            schema=json.loads(v["schema_json"]) if v.get("schema_json") else None,
+            metadata=json.loads(v.get("metadata_json") or "{}"),
+            entered_waiting_at=_ts(v.get("entered_waiting_at")),
+        )
+
+
+@dataclass(frozen=True)
+class WaitInfo:
+    """A wait the flow reached, with its answer once given."""
+
+    name: str
+    question: str | None
+    schema: dict[str, Any] | None
+    metadata: dict[str, Any]
+    entered_waiting_at: datetime | None
+    status: str
+    """pending, answered or aborted"""
+    answered_at: datetime | None
+    value: Any
+
+    @classmethod
+    def from_view(cls, v: dict[str, Any]) -> WaitInfo:
+        return cls(
+            name=v["name"],
+            question=v.get("question"),
+            schema=json.loads(v["schema_json"]) if v.get("schema_json") else None,
+            metadata=json.loads(v.get("metadata_json") or "{}"),
+            entered_waiting_at=_ts(v.get("entered_waiting_at")),
+            status=v["status"],
+            answered_at=_ts(v.get("answered_at")),
+            value=json.loads(v["value_json"]) if v.get("value_json") else None,
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """One state change of an execution (started, suspended, resumed, retried, ...)."""
+
+    seq: int
+    at: datetime | None
+    event: str
+    holder: str | None
+    detail: str | None
+
 
 @dataclass(frozen=True)
 class LogEntry:
@@ -204,6 +256,9 @@ class Execution:
     divergences: list[Divergence] = field(default_factory=list)
     entry: dict[str, Any] | None = None
     holder: str | None = None
+    pending_waits: list[PendingWait] = field(default_factory=list)
+    waits: list[WaitInfo] = field(default_factory=list)
+    events: list[ExecutionEvent] = field(default_factory=list)
 
     @classmethod
     def from_view(cls, v: dict[str, Any]) -> Execution:
@@ -220,7 +275,11 @@ class Execution:
             metadata=_merged_metadata(v.get("metadata_json") or []),
             status_reason=failure.message if failure else None,
             failure=failure,
-            pending_wait=None,
+            pending_wait=(
+                PendingWait.from_view(v["exec_id"], v["pending_waits"][0])
+                if v.get("pending_waits")
+                else None
+            ),
             frozen_execution_spec=json.loads(v["options_json"]) if v.get("options_json") else None,
             original_exec_id=None,
             checkpoints=[
@@ -240,6 +299,14 @@ class Execution:
             ],
             entry=entry,
             holder=v.get("holder"),
+            pending_waits=[
+                PendingWait.from_view(v["exec_id"], w) for w in v.get("pending_waits", [])
+            ],
+            waits=[WaitInfo.from_view(w) for w in v.get("waits", [])],
+            events=[
+                ExecutionEvent(e["seq"], _ts(e["at"]), e["event"], e.get("holder"), e.get("detail"))
+                for e in v.get("events", [])
+            ],
         )
 
     def list_checkpoints(self) -> list[CheckpointCall]:
@@ -256,6 +323,9 @@ class Execution:
 
     def cancel(self) -> Execution:
         return KitaruClient().executions.cancel(self.exec_id)
+
+    def resume(self) -> Execution:
+        return KitaruClient().executions.resume(self.exec_id)
 
 
 class ExecutionsAPI:
@@ -321,6 +391,105 @@ class ExecutionsAPI:
         runner = store.claim(exec_id, intent, _config.lease_ttl_ms())
         definition.resume_execution(runner, tuple(saved["args"]), dict(saved["kwargs"]))
         return self.get(exec_id)
+
+    def resume(self, exec_id: str) -> Execution:
+        """Run a waiting execution whose waits are answered again from the top, in this process.
+
+        Finished checkpoints and answered waits return their stored values at once.
+        """
+        return self._rerun(_check_id(exec_id), "resume")
+
+    def pending_waits(self, exec_id: str) -> builtins.list[PendingWait]:
+        """The waits of an execution that have no answer yet, oldest first."""
+        view = json.loads(self._store.inspect(_check_id(exec_id), full=False))
+        return [PendingWait.from_view(view["exec_id"], w) for w in view["pending_waits"]]
+
+    def _find_wait(self, exec_id: str, wait: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        from .errors import KitaruStateError
+
+        view = json.loads(self._store.inspect(_check_id(exec_id), full=False))
+        pending = view["pending_waits"]
+        names = ", ".join(w["name"] for w in pending) or "none"
+        if wait is None:
+            if len(pending) != 1:
+                raise KitaruStateError(
+                    f"Execution {exec_id} has {len(pending)} pending waits ({names}); name one with wait=..."
+                    if pending
+                    else f"Execution {exec_id} has no pending wait (status: {view['status']})."
+                )
+            return view, pending[0]
+        key = wait.rsplit("/", 1)[-1]  # a wait_id is "<exec id>/<name>"
+        for w in pending:
+            if w["name"] == key:
+                return view, w
+        raise KitaruStateError(
+            f"Execution {exec_id} has no pending wait {wait!r}. Available waits: {names}."
+        )
+
+    def input(self, exec_id: str, *, wait: str | None = None, value: Any = None) -> Execution:
+        """Answer a pending wait (by name or wait id; optional when only one is pending).
+
+        The value is validated against the wait's schema first; a bad value raises
+        `KitaruWaitValidationError` and the execution keeps waiting, unchanged.
+        """
+        from . import _schema
+
+        view, w = self._find_wait(exec_id, wait)
+        accepted = _schema.validate(w, value, (view.get("entry") or {}).get("cwd"))
+        self._store.answer(view["exec_id"], w["name"], json.dumps(accepted))
+        return self.get(view["exec_id"])
+
+    def abort_wait(self, exec_id: str, *, wait: str | None = None) -> Execution:
+        """Abort a pending wait: the execution is cancelled."""
+        view, w = self._find_wait(exec_id, wait)
+        self._store.answer(view["exec_id"], w["name"], None, aborted=True)
+        return self.get(view["exec_id"])
+
+    def logs(
+        self,
+        exec_id: str,
+        *,
+        checkpoint: str | None = None,
+        source: str = "step",
+        limit: int | None = None,
+    ) -> builtins.list[LogEntry]:
+        """Captured stdout, stderr and logging output, oldest first.
+
+        `source="step"` gives every line (each tagged with its checkpoint, or None for the
+        flow body); `source="runner"` only the flow body's; `checkpoint` filters by call id.
+        """
+        if source not in ("step", "runner"):
+            raise KitaruUsageError(f"source must be 'step' or 'runner', got {source!r}.")
+        if checkpoint is not None and source == "runner":
+            raise KitaruUsageError(
+                "checkpoint= filters step logs; it cannot be combined with source='runner'."
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise KitaruUsageError(f"limit must be a positive integer, got {limit!r}.")
+        out: list[LogEntry] = []
+        for line in self._store.logs(_check_id(exec_id)).splitlines():
+            e = json.loads(line)
+            if source == "runner" and e.get("checkpoint") is not None:
+                continue
+            if checkpoint is not None and e.get("checkpoint") != checkpoint:
+                continue
+            out.append(
+                LogEntry(
+                    message=e["message"],
+                    level=e.get("level"),
+                    timestamp=_ts(e.get("ts")),
+                    source=e.get("source"),
+                    checkpoint_name=e.get("checkpoint"),
+                    module=e.get("module"),
+                    filename=e.get("filename"),
+                    lineno=e.get("lineno"),
+                )
+            )
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def cancel(self, exec_id: str) -> Execution:
         """Cancel an execution; a running one stops at its next checkpoint boundary."""

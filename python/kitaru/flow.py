@@ -6,10 +6,12 @@ import os
 import sys
 import time
 
+from . import _capture
 from ._context import (
     DIVERGENCE_POLICIES,
     FlowCancelled,
     FlowRun,
+    WaitSuspended,
     copy_identity,
     current_checkpoint,
     current_flow,
@@ -243,40 +245,52 @@ class FlowDefinition(Generic[R]):
         self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
     ) -> None:
         run = FlowRun(runner, self.name, self.divergence)
-        for attempt in range(retries + 1):
-            run.reset()
-            token = current_flow.set(run)
-            try:
-                result = self._func(*args, **kwargs)
-            except BaseException as exc:
-                if self._on_error(run, exc, attempt, retries):
-                    continue
+        _capture.install()
+        try:
+            for attempt in range(retries + 1):
+                run.reset()
+                token = current_flow.set(run)
+                try:
+                    result = self._func(*args, **kwargs)
+                except BaseException as exc:
+                    if self._on_error(run, exc, attempt, retries):
+                        continue
+                    return
+                finally:
+                    current_flow.reset(token)
+                self._complete(run, result)
                 return
-            finally:
-                current_flow.reset(token)
-            self._complete(run, result)
-            return
+        finally:
+            _capture.uninstall()
 
     async def _drive_async(
         self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
     ) -> None:
         run = FlowRun(runner, self.name, self.divergence)
-        for attempt in range(retries + 1):
-            run.reset()
-            token = current_flow.set(run)
-            try:
-                result = await self._func(*args, **kwargs)  # type: ignore[misc]
-            except BaseException as exc:
-                if self._on_error(run, exc, attempt, retries):
-                    continue
+        _capture.install()
+        try:
+            for attempt in range(retries + 1):
+                run.reset()
+                token = current_flow.set(run)
+                try:
+                    result = await self._func(*args, **kwargs)  # type: ignore[misc]
+                except BaseException as exc:
+                    if self._on_error(run, exc, attempt, retries):
+                        continue
+                    return
+                finally:
+                    current_flow.reset(token)
+                self._complete(run, result)
                 return
-            finally:
-                current_flow.reset(token)
-            self._complete(run, result)
-            return
+        finally:
+            _capture.uninstall()
 
     def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
         """Record a failed pass of the body; True when the body should run again."""
+        _capture.flush_logs(run)
+        if isinstance(exc, WaitSuspended):
+            run.runner.suspend(str(exc))
+            return False
         if isinstance(exc, FlowCancelled):
             run.runner.release()
             return False
@@ -297,6 +311,7 @@ class FlowDefinition(Generic[R]):
     def _complete(self, run: FlowRun, result: Any) -> None:
         from . import serde
 
+        _capture.flush_logs(run)
         try:
             tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
         except Exception as exc:

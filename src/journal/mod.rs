@@ -21,7 +21,7 @@ use types::*;
 /// Which parts of an execution to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// State events and heartbeats: enough for status.
+    /// State events, heartbeats, waits and answers: enough for status and pending waits.
     States,
     /// Everything: what a resume or `executions get` needs.
     Full,
@@ -40,6 +40,10 @@ pub struct Journal {
     pub divergences: Vec<DivergenceRecord>,
     /// claim seq → heartbeat.
     pub heartbeats: BTreeMap<u64, Heartbeat>,
+    /// wait name → the wait the flow reached.
+    pub waits: BTreeMap<String, WaitRecord>,
+    /// wait name → its answer.
+    pub answers: BTreeMap<String, AnswerRecord>,
 }
 
 pub(crate) fn decode_at<R: Record>(key: &str, exec_id: &str, bytes: &[u8]) -> Result<R> {
@@ -56,11 +60,13 @@ impl Journal {
         };
         let mut keys = store.list(&prefix).await?;
         if scope == Scope::States {
-            keys.extend(
-                store
-                    .list(&format!("{}/lease", layout::exec_prefix(exec_id)))
-                    .await?,
-            );
+            for dir in ["lease", "wait", "answer"] {
+                keys.extend(
+                    store
+                        .list(&format!("{}/{dir}", layout::exec_prefix(exec_id)))
+                        .await?,
+                );
+            }
         }
         let wanted: Vec<String> = keys
             .into_iter()
@@ -135,7 +141,15 @@ impl Journal {
             }
             Some(ExecKey::Meta) => self.meta.push(decode_at(key, &exec_id, bytes)?),
             Some(ExecKey::Divergence) => self.divergences.push(decode_at(key, &exec_id, bytes)?),
-            Some(ExecKey::Other) | None => {}
+            Some(ExecKey::Wait) => {
+                let w: WaitRecord = decode_at(key, &exec_id, bytes)?;
+                self.waits.insert(w.name.clone(), w);
+            }
+            Some(ExecKey::Answer) => {
+                let a: AnswerRecord = decode_at(key, &exec_id, bytes)?;
+                self.answers.insert(a.name.clone(), a);
+            }
+            Some(ExecKey::Log | ExecKey::Other) | None => {}
         }
         Ok(())
     }
@@ -214,6 +228,17 @@ impl Journal {
         }
     }
 
+    /// Waits the flow reached that have no answer yet, oldest first.
+    pub fn pending_waits(&self) -> Vec<&WaitRecord> {
+        let mut pending: Vec<&WaitRecord> = self
+            .waits
+            .values()
+            .filter(|w| !self.answers.contains_key(&w.name))
+            .collect();
+        pending.sort_by_key(|w| w.created_us);
+        pending
+    }
+
     pub fn ended_at_us(&self) -> Option<u64> {
         let last = self.states.last()?;
         match last.event {
@@ -224,4 +249,19 @@ impl Journal {
             _ => None,
         }
     }
+}
+
+/// The captured output of an execution, in the order it was written.
+pub async fn load_logs(store: &Store, exec_id: &str) -> Result<Vec<LogRecord>> {
+    ids::validate_exec_id(exec_id)?;
+    let keys = store.list(&layout::log_prefix(exec_id)).await?;
+    let values = store.get_many(&keys).await?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, bytes) in keys.iter().zip(values) {
+        if let Some(bytes) = bytes {
+            out.push(decode_at::<LogRecord>(key, exec_id, &bytes)?);
+        }
+    }
+    out.sort_by_key(|r| (r.claim_seq, r.n));
+    Ok(out)
 }

@@ -50,6 +50,9 @@ pub enum Kind {
     FailedAttempt = 4,
     Meta = 5,
     Divergence = 6,
+    Wait = 7,
+    Answer = 8,
+    Log = 9,
 }
 
 impl Kind {
@@ -61,6 +64,9 @@ impl Kind {
             4 => Kind::FailedAttempt,
             5 => Kind::Meta,
             6 => Kind::Divergence,
+            7 => Kind::Wait,
+            8 => Kind::Answer,
+            9 => Kind::Log,
             _ => return None,
         })
     }
@@ -73,6 +79,9 @@ impl Kind {
             Kind::FailedAttempt => "failed_attempt",
             Kind::Meta => "meta",
             Kind::Divergence => "divergence",
+            Kind::Wait => "wait",
+            Kind::Answer => "answer",
+            Kind::Log => "log",
         }
     }
 }
@@ -178,6 +187,9 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
         Kind::FailedAttempt => j::<FailedAttemptRecord>(payload)?,
         Kind::Meta => j::<MetaRecord>(payload)?,
         Kind::Divergence => j::<DivergenceRecord>(payload)?,
+        Kind::Wait => j::<WaitRecord>(payload)?,
+        Kind::Answer => j::<AnswerRecord>(payload)?,
+        Kind::Log => j::<LogRecord>(payload)?,
     };
     Ok(serde_json::json!({
         "kind": kind.name(),

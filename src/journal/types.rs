@@ -243,3 +243,48 @@ pub struct DivergenceRecord {
 impl Record for DivergenceRecord {
     const KIND: Kind = Kind::Divergence;
 }
+
+/// A `kitaru.wait()` the flow reached: what it asks and what answer it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitRecord {
+    pub name: String,
+    pub question: Option<String>,
+    /// JSON Schema of the expected answer (None: a continue/abort gate).
+    pub schema_json: Option<String>,
+    /// `module:qualname` of the schema type when it can be imported, for exact validation.
+    pub schema_type: Option<String>,
+    pub metadata_json: String,
+    pub created_us: u64,
+    pub claim_seq: u64,
+}
+
+impl Record for WaitRecord {
+    const KIND: Kind = Kind::Wait;
+}
+
+/// The answer to a wait (create-only: the first answer wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    pub name: String,
+    /// The validated value as JSON; None when the wait was aborted.
+    pub value_json: Option<String>,
+    pub aborted: bool,
+    pub at_us: u64,
+    pub by: Holder,
+}
+
+impl Record for AnswerRecord {
+    const KIND: Kind = Kind::Answer;
+}
+
+/// A batch of captured output (stdout, stderr, logging) of a run, as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub claim_seq: u64,
+    pub n: u32,
+    pub entries_jsonl: String,
+}
+
+impl Record for LogRecord {
+    const KIND: Kind = Kind::Log;
+}

@@ -29,7 +29,11 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
         | Error::RuntimeStart(_) => class!(py, "KitaruBackendError"),
         Error::Corrupt { .. } => class!(py, "KitaruCorruptionError"),
         Error::ExecutionNotFound { .. } => class!(py, "KitaruExecutionNotFoundError"),
-        Error::Transition { .. } | Error::Cancelled { .. } => class!(py, "KitaruStateError"),
+        Error::Transition { .. }
+        | Error::Cancelled { .. }
+        | Error::WaitNotFound { .. }
+        | Error::WaitAnswered { .. }
+        | Error::WaitsPending { .. } => class!(py, "KitaruStateError"),
         Error::LeaseHeld { .. } | Error::LeaseLost { .. } | Error::Contention { .. } => {
             class!(py, "KitaruLeaseError")
         }

@@ -13,7 +13,7 @@ use pyo3::types::PyBytes;
 use crate::error::Error;
 use crate::execution::{self, FinishedCall, Intent, RawValue, Runner};
 use crate::journal::record;
-use crate::journal::types::{EntryPoint, Failure, StartInfo};
+use crate::journal::types::{EntryPoint, Failure, StartInfo, WaitRecord};
 use crate::store::{Store, StoreOptions};
 use crate::view::{self, ListFilter};
 use crate::{ids, runtime};
@@ -264,6 +264,35 @@ impl PyStore {
         })
     }
 
+    /// Answers (or aborts) a pending wait; the value is JSON, already validated.
+    #[pyo3(signature = (exec_id, name, value_json, *, aborted = false))]
+    fn answer(
+        &self,
+        py: Python<'_>,
+        exec_id: String,
+        name: String,
+        value_json: Option<String>,
+        aborted: bool,
+    ) -> PyResult<()> {
+        let store = self.inner.clone();
+        run(py, async move {
+            execution::answer(&store, &exec_id, &name, value_json, aborted).await
+        })
+    }
+
+    /// The captured output of an execution as JSON lines, oldest first.
+    fn logs(&self, py: Python<'_>, exec_id: String) -> PyResult<String> {
+        let store = self.inner.clone();
+        let records = run(py, async move {
+            crate::journal::load_logs(&store, &exec_id).await
+        })?;
+        Ok(records
+            .into_iter()
+            .map(|r| r.entries_jsonl)
+            .collect::<Vec<_>>()
+            .join(""))
+    }
+
     /// The record stored at `key` as JSON, or None when the key does not exist.
     fn dump_key(&self, py: Python<'_>, key: String) -> PyResult<Option<String>> {
         let store = self.inner.clone();
@@ -463,6 +492,48 @@ impl PyRunner {
         run(py, async move {
             r.record_divergence(&call_id, stored, new, &policy).await
         })
+    }
+
+    /// Records that the flow reached a wait; its answer as (aborted, value JSON) if given.
+    #[pyo3(signature = (name, question, schema_json, schema_type, metadata_json))]
+    fn open_wait(
+        &self,
+        py: Python<'_>,
+        name: String,
+        question: Option<String>,
+        schema_json: Option<String>,
+        schema_type: Option<String>,
+        metadata_json: String,
+    ) -> PyResult<Option<(bool, Option<String>)>> {
+        let r = self.inner.clone();
+        let wait = WaitRecord {
+            name,
+            question,
+            schema_json,
+            schema_type,
+            metadata_json,
+            created_us: ids::now_us(),
+            claim_seq: r.claim_seq(),
+        };
+        let a = run(py, async move { r.open_wait(wait).await })?;
+        Ok(a.map(|a| (a.aborted, a.value_json)))
+    }
+
+    /// The answer to wait `name` as (aborted, value JSON), if someone gave it.
+    fn poll_answer(
+        &self,
+        py: Python<'_>,
+        name: String,
+    ) -> PyResult<Option<(bool, Option<String>)>> {
+        let r = self.inner.clone();
+        let a = run(py, async move { r.poll_answer(&name).await })?;
+        Ok(a.map(|a| (a.aborted, a.value_json)))
+    }
+
+    /// Stores a batch of captured output (JSON lines).
+    fn write_logs(&self, py: Python<'_>, entries_jsonl: String) -> PyResult<()> {
+        let r = self.inner.clone();
+        run(py, async move { r.write_logs(entries_jsonl).await })
     }
 
     fn log_metadata(&self, py: Python<'_>, json: String) -> PyResult<()> {

@@ -10,6 +10,9 @@
 //! executions/<exec id>/cpfail/<call id>@<attempt:04>   failed attempt of a call
 //! executions/<exec id>/meta/<seq:08>-<n:06> kitaru.log() on the flow body, by the run of claim <seq>
 //! executions/<exec id>/div/<seq:08>-<call id> divergence seen by the run of claim <seq>
+//! executions/<exec id>/wait/<name>          a wait the flow reached (create-only)
+//! executions/<exec id>/answer/<name>        its answer or abort (create-only: the first wins)
+//! executions/<exec id>/log/<seq:08>-<n:06>  captured output of the run of claim <seq>
 //! ```
 
 pub const LAYOUT_VERSION: u32 = 1;
@@ -99,6 +102,22 @@ pub fn divergence_key(exec_id: &str, claim_seq: u64, call_id: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/div/{claim_seq:08}-{call_id}")
 }
 
+pub fn wait_key(exec_id: &str, name: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}/wait/{name}")
+}
+
+pub fn answer_key(exec_id: &str, name: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}/answer/{name}")
+}
+
+pub fn log_prefix(exec_id: &str) -> String {
+    format!("{EXECUTIONS}/{exec_id}/log")
+}
+
+pub fn log_key(exec_id: &str, claim_seq: u64, n: u32) -> String {
+    format!("{EXECUTIONS}/{exec_id}/log/{claim_seq:08}-{n:06}")
+}
+
 /// What a key under `executions/<id>/` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecKey<'a> {
@@ -108,6 +127,9 @@ pub enum ExecKey<'a> {
     FailedAttempt(&'a str, u32),
     Meta,
     Divergence,
+    Wait,
+    Answer,
+    Log,
     Other,
 }
 
@@ -135,6 +157,9 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         },
         "meta" => ExecKey::Meta,
         "div" => ExecKey::Divergence,
+        "wait" => ExecKey::Wait,
+        "answer" => ExecKey::Answer,
+        "log" => ExecKey::Log,
         _ => ExecKey::Other,
     })
 }

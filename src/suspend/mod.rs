@@ -10,7 +10,7 @@
 //!                 │  ├────Suspended──► Waiting ──Resumed──► Running
 //!                 │  ├────Cancelled──► Cancelled   (also from Waiting and Failed)
 //!                 │  └─FlowAttemptFailed─► Running (same claim)
-//!                 └─(lease lapsed)─Retried──► Running (new claim)
+//!                 └─(lease lapsed)─Retried / Resumed──► Running (new claim)
 //! ```
 
 use crate::journal::types::Event;
@@ -116,6 +116,14 @@ pub fn transition(
             Waiting => Ok(Running {
                 claim_seq: seq,
                 token: lease.token,
+            }),
+            // The runner died while it polled for an answer: nothing is lost, resume it.
+            Running { .. } if facts.lease_lapsed => Ok(Running {
+                claim_seq: seq,
+                token: lease.token,
+            }),
+            Running { .. } => Err(TransitionError::LeaseLive {
+                event: event.name(),
             }),
             _ => Err(illegal()),
         },
