@@ -385,3 +385,73 @@ def _call_wait_with(**kwargs: object) -> None:
         kitaru.wait(**kwargs)  # type: ignore[arg-type]
     finally:
         current_flow.reset(token)
+
+
+def test_abort_while_polling_stops_the_runner(tmp_path: Path) -> None:
+    env, ledger_path = start(tmp_path, timeout="60")
+    proc = subprocess.Popen(
+        [sys.executable, "release.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        exec_id = _wait_for_status(tmp_path, "waiting")
+        run_cli("executions", "input", exec_id, "--abort", cwd=tmp_path, env=env, check=True)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "cancelled"
+    item = status(exec_id, tmp_path)
+    assert item["status"] == "cancelled" and item["waits"][0]["status"] == "aborted"
+    assert ledger(ledger_path) == ["write_draft"]
+
+
+def test_suspension_releases_the_lease(tmp_path: Path) -> None:
+    env, _ = start(tmp_path)
+    exec_id = run_release(tmp_path, env)["exec_id"]
+    item = status(exec_id, tmp_path)
+    assert item["holder"] is None
+    assert [e["event"] for e in item["events"]] == ["started", "suspended"]
+    assert not list((tmp_path / "store" / "executions" / exec_id).glob("lease/*"))
+
+
+def test_prompt_on_a_terminal_answers_in_place(tmp_path: Path) -> None:
+    import pty
+
+    env, ledger_path = start(tmp_path, timeout="60")
+    env.pop("CI", None)
+    env["KITARU_STORE"] = str(tmp_path / "store")
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "release.py"], cwd=tmp_path, env=env, stdin=secondary,
+                            stdout=secondary, stderr=subprocess.PIPE)  # fmt: skip
+    os.close(secondary)
+    seen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while needle not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += os.read(main, 4096)
+
+    try:
+        read_until(b"Approve draft?")
+        read_until(b"> ")
+        os.write(main, b"not-a-bool\n")
+        read_until(b"does not match its schema")
+        os.write(main, b"true\n")
+        read_until(b"major_version")
+        seen = b""
+        read_until(b"> ")
+        os.write(main, b'{"notes": "Bug fixes", "major_version": 2}\n')
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        read_until(b'"status": "completed"')
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        os.close(main)
+    assert ledger(ledger_path) == ["write_draft", "approved", "publish"]
