@@ -455,3 +455,21 @@ def test_prompt_on_a_terminal_answers_in_place(tmp_path: Path) -> None:
             proc.stderr.close()
         os.close(main)
     assert ledger(ledger_path) == ["write_draft", "approved", "publish"]
+
+
+def test_cancel_while_polling_stops_the_runner_quietly(tmp_path: Path) -> None:
+    env, ledger_path = start(tmp_path, timeout="60")
+    env["KITARU_LEASE_TTL"] = "0.6"  # the runner notices within a heartbeat (0.2 s)
+    proc = subprocess.Popen([sys.executable, "release.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        exec_id = _wait_for_status(tmp_path, "waiting")
+        run_cli("executions", "cancel", exec_id, cwd=tmp_path, env=env, check=True)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "cancelled"
+    assert ledger(ledger_path) == ["write_draft"]

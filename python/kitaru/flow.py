@@ -291,7 +291,8 @@ class FlowDefinition(Generic[R]):
         if isinstance(exc, WaitSuspended):
             run.runner.suspend(str(exc))
             return False
-        if isinstance(exc, FlowCancelled):
+        if isinstance(exc, FlowCancelled) or getattr(exc, "cancelled", False):
+            # Cancelled by another process, which already recorded it.
             run.runner.release()
             return False
         if isinstance(exc, KitaruLeaseError):

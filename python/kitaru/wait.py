@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import _config
-from ._context import FlowCancelled, WaitSuspended, current_checkpoint, current_flow
+from ._context import FlowCancelled, WaitSuspended, check_lease, current_checkpoint, current_flow
 from .errors import KitaruContextError, KitaruUsageError, KitaruWaitValidationError
 
 TYPE_CHECKING = False
@@ -136,7 +136,7 @@ def _poll(
         answer = run.runner.poll_answer(name)
         if answer is not None:
             return answer
-        run.runner.check_lease()
+        check_lease(run)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WaitSuspended(name, question)
@@ -183,7 +183,7 @@ class _Prompt:
             return None
         text = line.strip()
         if text.lower() == "abort":
-            self.run.runner.check_lease()
+            check_lease(self.run)
             _store().answer(self.run.exec_id, self.name, None, aborted=True)
             return True, None
         try:
