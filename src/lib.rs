@@ -10,6 +10,7 @@ pub mod lease;
 pub mod runtime;
 pub mod store;
 pub mod suspend;
+pub mod verify;
 pub mod view;
 
 #[cfg(feature = "python")]

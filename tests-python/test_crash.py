@@ -169,7 +169,7 @@ def test_uninterrupted_run_matches(tmp_path: Path) -> None:
     assert result_in_new_process(exec_id, tmp_path, env) == expected("sync", 5)
 
 
-def test_racing_retries_run_the_execution_once(tmp_path: Path) -> None:
+def test_eight_racing_retries_run_the_execution_once(tmp_path: Path) -> None:
     exec_id, ledger_path, env = start_and_kill(tmp_path, "sync", "after 1")
     env["SLOW"] = "0.3"
     procs = [
@@ -181,7 +181,7 @@ def test_racing_retries_run_the_execution_once(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(6)
+        for _ in range(8)
     ]
     outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     winners = [o for o in outcomes if o[0] == 0]

@@ -415,6 +415,25 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
     if args.action == "info":
         info = {"location": store.url, "config_dir": str(_config.config_dir())}
         out.item(info, lambda: f"Store       {info['location']}\nConfig dir  {info['config_dir']}")
+    elif args.action == "verify":
+        report = json.loads(store.verify())
+
+        def text() -> str:
+            lines = [
+                f"Checked {report['executions']} executions, {report['records']} records and "
+                f"{report['blobs']} blobs in {store.url}."
+            ]
+            lines += [f"  {f['kind']:<9} {f['key']}: {f['detail']}" for f in report["findings"]]
+            lines.append(
+                f"{len(report['findings'])} problem(s) found."
+                if report["findings"]
+                else "No problems found."
+            )
+            return "\n".join(lines)
+
+        out.item(report, text)
+        if report["findings"]:
+            raise _Exit(1)
     elif args.action == "dump":
         key = args.key
         if "/" not in key:  # an execution id: every record of it
@@ -495,6 +514,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("store", help="the store: location and raw records", parents=[common])
     sts = st.add_subparsers(dest="action", metavar="ACTION", required=True)
     sts.add_parser("info", help="where the store is", parents=[common])
+    sts.add_parser(
+        "verify", help="re-read and re-hash everything; exit 1 on any problem", parents=[common]
+    )
     d = sts.add_parser(
         "dump",
         help="print records as JSON (a key, or every record of an execution id)",

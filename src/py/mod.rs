@@ -306,6 +306,13 @@ impl PyStore {
         }
     }
 
+    /// Reads every record and blob; a JSON report of what is corrupt, dangling or out of sequence.
+    fn verify(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.inner.clone();
+        let report = run(py, async move { crate::verify::verify(&store).await })?;
+        json(&report)
+    }
+
     /// Every key under `prefix`, sorted.
     fn keys(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<String>> {
         let store = self.inner.clone();

@@ -1,0 +1,172 @@
+//! `kitaru store verify`: read every record and blob, re-hash, and report what is corrupt,
+//! dangling or out of sequence. Reads only; repairs nothing.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::journal::record::{self, Record};
+use crate::journal::types::*;
+use crate::store::layout::{self, ExecKey};
+use crate::store::Store;
+use crate::suspend;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// `corrupt`, `dangling` or `sequence`.
+    pub kind: &'static str,
+    pub key: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub executions: usize,
+    pub records: usize,
+    pub blobs: usize,
+    pub findings: Vec<Finding>,
+}
+
+fn check<R: Record>(bytes: &[u8], key: &str, report: &mut Report) -> Option<R> {
+    match record::decode::<R>(bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            report.findings.push(Finding {
+                kind: "corrupt",
+                key: key.to_string(),
+                detail: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Blobs a stored value refers to.
+fn blob_of(value: &Value) -> Option<[u8; 32]> {
+    match &value.body {
+        Body::Blob { hash, .. } => Some(hash.0),
+        Body::Inline(_) => None,
+    }
+}
+
+pub async fn verify(store: &Store) -> Result<Report> {
+    let mut report = Report::default();
+    let mut present: HashSet<[u8; 32]> = HashSet::new();
+    let blob_keys = store.list("blobs").await?;
+    for chunk in blob_keys.chunks(256) {
+        let values = store.get_many(chunk).await?;
+        for (key, bytes) in chunk.iter().zip(values) {
+            let Some(bytes) = bytes else { continue };
+            report.blobs += 1;
+            let name = key.rsplit('/').next().and_then(layout::parse_hex32);
+            match name {
+                Some(hash) if blake3::hash(&bytes).as_bytes() == &hash => {
+                    present.insert(hash);
+                }
+                Some(_) => report.findings.push(Finding {
+                    kind: "corrupt",
+                    key: key.clone(),
+                    detail: "the content does not match its blake3 name".into(),
+                }),
+                None => report.findings.push(Finding {
+                    kind: "corrupt",
+                    key: key.clone(),
+                    detail: "not a blob name".into(),
+                }),
+            }
+        }
+    }
+    let mut refs: Vec<(String, [u8; 32])> = Vec::new();
+    for exec_id in store.list_dirs(layout::EXECUTIONS).await? {
+        report.executions += 1;
+        let keys = store.list(&layout::exec_prefix(&exec_id)).await?;
+        let values = store.get_many(&keys).await?;
+        let mut states: Vec<StateRecord> = Vec::new();
+        for (key, bytes) in keys.iter().zip(values) {
+            let Some(bytes) = bytes else { continue };
+            report.records += 1;
+            match layout::classify(&exec_id, key) {
+                Some(ExecKey::State(_)) => {
+                    if let Some(s) = check::<StateRecord>(&bytes, key, &mut report) {
+                        match &s.event {
+                            Event::Started { start, .. } => {
+                                refs.extend(blob_of(&start.args).map(|h| (key.clone(), h)))
+                            }
+                            Event::Completed { result, .. } => {
+                                refs.extend(blob_of(result).map(|h| (key.clone(), h)))
+                            }
+                            _ => {}
+                        }
+                        states.push(s);
+                    }
+                }
+                Some(ExecKey::Checkpoint(..)) => {
+                    if let Some(c) = check::<CheckpointRecord>(&bytes, key, &mut report) {
+                        refs.extend(blob_of(&c.output).map(|h| (key.clone(), h)));
+                    }
+                }
+                Some(ExecKey::Lease(_)) => {
+                    let _ = check::<Heartbeat>(&bytes, key, &mut report);
+                }
+                Some(ExecKey::FailedAttempt(..)) => {
+                    drop(check::<FailedAttemptRecord>(&bytes, key, &mut report))
+                }
+                Some(ExecKey::Meta) => {
+                    let _ = check::<MetaRecord>(&bytes, key, &mut report);
+                }
+                Some(ExecKey::Divergence) => {
+                    drop(check::<DivergenceRecord>(&bytes, key, &mut report))
+                }
+                Some(ExecKey::Wait) => {
+                    let _ = check::<WaitRecord>(&bytes, key, &mut report);
+                }
+                Some(ExecKey::Answer) => {
+                    let _ = check::<AnswerRecord>(&bytes, key, &mut report);
+                }
+                Some(ExecKey::Log) => {
+                    let _ = check::<LogRecord>(&bytes, key, &mut report);
+                }
+                Some(ExecKey::Other) | None => report.findings.push(Finding {
+                    kind: "corrupt",
+                    key: key.clone(),
+                    detail: "a key kitaru does not write".into(),
+                }),
+            }
+        }
+        states.sort_by_key(|s| s.seq);
+        let gap = states.iter().enumerate().find(|(i, s)| s.seq != *i as u64);
+        if let Some((i, _)) = gap {
+            report.findings.push(Finding {
+                kind: "sequence",
+                key: layout::state_key(&exec_id, i as u64),
+                detail: "a state event is missing from the sequence".into(),
+            });
+        } else if states.is_empty() {
+            report.findings.push(Finding {
+                kind: "sequence",
+                key: layout::exec_prefix(&exec_id),
+                detail: "records without a Started event".into(),
+            });
+        } else if let Err((seq, e)) = suspend::replay(states.iter().map(|s| (s.seq, &s.event))) {
+            report.findings.push(Finding {
+                kind: "sequence",
+                key: layout::state_key(&exec_id, seq),
+                detail: format!("recorded events are not a legal sequence: {e}"),
+            });
+        }
+    }
+    for (key, hash) in refs {
+        if !present.contains(&hash) {
+            report.findings.push(Finding {
+                kind: "dangling",
+                key,
+                detail: format!(
+                    "refers to blob {} which is missing or corrupt",
+                    layout::hex(&hash)
+                ),
+            });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,247 @@
+"""The fault suite: random SIGKILLs, corruption, read-only and full stores.
+
+`KITARU_FAULT_KILLS=200 pytest tests-python/test_faults.py -s` runs a longer kill campaign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import kitaru
+from conftest import cli_json, run_cli, write_script
+from kitaru._kitaru import Store
+
+TWENTY = """
+import os, random, sys, time
+from kitaru import checkpoint, flow
+
+def mark(event):
+    with open(os.environ["LEDGER"], "a") as f:
+        f.write(f"{time.time_ns() // 1000} {os.getpid()} {event}\\n")
+
+@checkpoint
+def step(i: int) -> dict:
+    mark(f"start {i}")
+    time.sleep(random.random() * 0.01)
+    return {"i": i, "payload": "x" * (i * 1000)}  # the last ones are blobs (> 16 KiB)
+
+@flow
+def twenty() -> list:
+    return [step(i)["i"] for i in range(20)]
+
+if __name__ == "__main__":
+    if sys.argv[1] == "run":
+        twenty.run()
+    else:
+        import kitaru
+        kitaru.KitaruClient().executions.retry(sys.argv[2])
+"""
+
+
+def _only_execution(store: Path) -> str | None:
+    root = store / "executions"
+    ids = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    if ids and (root / ids[0] / "state" / "00000000").exists():
+        return ids[0]
+    return None
+
+
+def _check_no_rerun(view: dict, ledger: list[str]) -> None:
+    """No checkpoint body started after its result was committed."""
+    starts: dict[int, list[int]] = {}
+    for line in ledger:
+        ts, _pid, _what, i = line.split()
+        starts.setdefault(int(i), []).append(int(ts))
+    for cp in view["checkpoints"]:
+        i = int(cp["name"].rsplit("_", 1)[1]) - 1 if "_" in cp["name"] else 0
+        committed_us = cp["attempts"][-1]["ended_at"] * 1e6
+        late = [ts for ts in starts.get(i, []) if ts > committed_us + 1]
+        assert not late, f"checkpoint {cp['name']} ran again after it finished"
+
+
+def test_random_sigkills_never_lose_or_repeat_finished_work(tmp_path: Path) -> None:
+    target = int(os.environ.get("KITARU_FAULT_KILLS", "50"))
+    script = write_script(tmp_path, "twenty.py", TWENTY)
+    rng = random.Random(int(os.environ.get("KITARU_FAULT_SEED", "7")))
+    kills = executions = 0
+    started = time.monotonic()
+    while kills < target:
+        executions += 1
+        store = tmp_path / f"store-{executions}"
+        ledger_path = tmp_path / f"ledger-{executions}.txt"
+        env = {**os.environ, "KITARU_STORE": str(store), "LEDGER": str(ledger_path)}
+        exec_id = None
+        for _round in range(200):
+            args = ["run"] if exec_id is None else ["retry", exec_id]
+            proc = subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+            try:
+                proc.wait(timeout=rng.uniform(0.1, 0.4))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+            assert proc.stderr is not None
+            err = proc.stderr.read().decode()
+            proc.stderr.close()
+            assert proc.returncode in (0, -signal.SIGKILL), err
+            exec_id = exec_id or _only_execution(store)
+            if exec_id is None:
+                continue  # killed before the execution existed: start again
+            view = json.loads(Store(str(store)).inspect(exec_id, full=True))
+            if view["status"] == "completed":
+                break
+            assert view["status"] == "failed" and view["failure"]["origin"] == "runner_died", view
+        else:
+            raise AssertionError("execution never completed")
+        s = Store(str(store))
+        tag, data = s.result(exec_id)  # type: ignore[misc]
+        assert json.loads(data) == list(range(20))
+        _check_no_rerun(view, ledger_path.read_text().splitlines())
+        report = json.loads(s.verify())
+        assert report["findings"] == [], report
+    elapsed = time.monotonic() - started
+    print(f"\n{kills} SIGKILLs over {executions} executions in {elapsed:.0f} s: no torn record, "
+          "no finished checkpoint re-run, every result equal to an uninterrupted run's")  # fmt: skip
+
+
+def _completed_execution(tmp_path: Path) -> tuple[str, Path]:
+    script = write_script(tmp_path, "twenty.py", TWENTY)
+    env = {**os.environ, "LEDGER": str(tmp_path / "ledger.txt")}
+    subprocess.run([sys.executable, str(script), "run"], cwd=tmp_path, env=env, check=True)
+    store = Path(os.environ["KITARU_STORE"])
+    exec_id = _only_execution(store)
+    assert exec_id is not None
+    return exec_id, store
+
+
+def test_verify_reports_flipped_bytes_and_missing_blobs(tmp_path: Path) -> None:
+    exec_id, store = _completed_execution(tmp_path)
+    ok = cli_json("store", "verify")["item"]
+    assert ok["findings"] == [] and ok["executions"] == 1 and ok["blobs"] >= 1
+    record = store / "executions" / exec_id / "cp" / "step_3"
+    data = bytearray(record.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    record.write_bytes(bytes(data))
+    blob = next((store / "blobs").rglob("*"))
+    while blob.is_dir():
+        blob = next(blob.iterdir())
+    blob.unlink()
+    proc = run_cli("store", "verify", "-o", "json")
+    assert proc.returncode == 1
+    findings = json.loads(proc.stdout)["item"]["findings"]
+    kinds = {
+        (f["kind"], f["key"].rsplit("/", 2)[-2] if f["kind"] == "corrupt" else "") for f in findings
+    }
+    assert ("corrupt", "cp") in kinds
+    assert any(f["kind"] == "dangling" for f in findings)
+    # reading the execution names the corrupt record instead of returning a wrong value
+    with pytest.raises(
+        kitaru.errors.KitaruCorruptionError, match=f"executions/{exec_id}/cp/step_3"
+    ):
+        kitaru.KitaruClient().executions.get(exec_id)
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()})")
+
+
+def test_full_store_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    _mount_tmpfs(mnt, "256k")
+    try:
+        env = {**os.environ, "KITARU_STORE": str(mnt / "store")}
+        script = write_script(tmp_path, "fill.py", """
+            import json
+            from kitaru import checkpoint, flow
+
+            @checkpoint
+            def chunk(i: int) -> bytes:
+                return bytes([i % 251]) * 40_000
+
+            @flow
+            def fill(n: int) -> int:
+                return sum(len(chunk(i)) for i in range(n))
+
+            if __name__ == "__main__":
+                h = fill.run(50)
+                print(json.dumps({"exec_id": h.exec_id, "status": str(h.status)}))
+        """)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        store = Store(str(mnt / "store"))
+        exec_id = _only_execution(mnt / "store")
+        assert exec_id is not None
+        view = json.loads(store.inspect(exec_id, full=True))
+        if out.returncode == 0:  # the failure itself still fit on the disk: it is recorded
+            assert view["status"] == "failed" and view["failure"]["origin"] == "backend", view[
+                "failure"
+            ]
+            message = view["failure"]["message"]
+        else:
+            message = out.stderr
+        assert "the disk is full" in message and "nothing stored earlier was lost" in message, (
+            message
+        )
+        # everything stored before the disk filled up is intact and readable
+        assert len(view["checkpoints"]) >= 3
+        first = store.checkpoint_output(exec_id, "chunk")
+        assert first is not None and first[1] == bytes([0]) * 40_000
+        assert json.loads(store.verify())["findings"] == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_read_only_store_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    _mount_tmpfs(mnt, "8m")
+    try:
+        env = {
+            **os.environ,
+            "KITARU_STORE": str(mnt / "store"),
+            "LEDGER": str(tmp_path / "ledger.txt"),
+        }
+        script = write_script(tmp_path, "twenty.py", TWENTY)
+        subprocess.run([sys.executable, str(script), "run"], cwd=tmp_path, env=env, check=True)
+        before = sorted(str(p) for p in (mnt / "store").rglob("*"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        out = subprocess.run([sys.executable, str(script), "run"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True)  # fmt: skip
+        assert out.returncode != 0
+        assert "not writable" in out.stderr or "Read-only file system" in out.stderr, out.stderr
+        # reading still works, and nothing changed
+        listing = cli_json("executions", "list", env={"KITARU_STORE": str(mnt / "store")})
+        assert listing["count"] == 1 and listing["items"][0]["status"] == "completed"
+        assert sorted(str(p) for p in (mnt / "store").rglob("*")) == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_missing_or_unusable_store_locations(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = run_cli("executions", "list", env={"KITARU_STORE": str(blocker / "store")})
+    assert proc.returncode == 1 and "cannot use" in proc.stderr and str(blocker) in proc.stderr
+    proc = run_cli("executions", "list", env={"KITARU_STORE": "s3://bucket/prefix"})
+    assert proc.returncode == 1 and "s3://" in proc.stderr and "does not support yet" in proc.stderr
+    # a store directory that does not exist yet is created on first use
+    fresh = tmp_path / "new" / "store"
+    assert cli_json("executions", "list", env={"KITARU_STORE": str(fresh)})["count"] == 0
+    assert fresh.is_dir()
+    shutil.rmtree(tmp_path / "new")
