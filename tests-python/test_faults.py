@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import kitaru
+import pytest
 from conftest import cli_json, run_cli, write_script
 from kitaru._kitaru import Store
 
