@@ -105,6 +105,7 @@ def test_random_sigkills_never_lose_or_repeat_finished_work(tmp_path: Path) -> N
             raise AssertionError("execution never completed")
         s = Store(str(store))
         tag, data = s.result(exec_id)  # type: ignore[misc]
+        assert tag == "json"
         assert json.loads(data) == list(range(20))
         _check_no_rerun(view, ledger_path.read_text().splitlines())
         report = json.loads(s.verify())
