@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-rust clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -50,6 +50,9 @@ lint: build dev-deps ## clippy, ruff, mypy and stubtest
 
 bench: build-release dev-deps ## Python benchmarks (results: benches/README.md)
 	$(BIN)/python benches/bench_core.py
+
+bench-rust: ## Rust micro-benchmarks of the core (divan)
+	cargo bench --bench core
 
 clean:
 	rm -rf target $(VENV)
