@@ -206,5 +206,9 @@ fn journal_lookup(bencher: Bencher) {
         j.checkpoints
             .insert(format!("step_{i}"), (0, sample_record()));
     }
-    bencher.bench(|| j.checkpoints.get(black_box("step_500")).map(|(rev, _)| *rev));
+    bencher.bench(|| {
+        j.checkpoints
+            .get(black_box("step_500"))
+            .map(|(rev, _)| *rev)
+    });
 }

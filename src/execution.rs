@@ -287,6 +287,10 @@ pub struct Runner {
     next_seq: Mutex<u64>,
     meta_n: AtomicU32,
     log_n: AtomicU32,
+    /// Calls recorded by this run: a second record of one call is a bug, refused.
+    recorded: Mutex<std::collections::HashSet<String>>,
+    /// Local stores: the append-only file of this run's checkpoint records.
+    segment: Mutex<Option<std::fs::File>>,
     /// Failed attempts per call, from the journal and from this run.
     failures: Mutex<HashMap<String, Vec<Attempt>>>,
 }
@@ -391,6 +395,8 @@ impl Runner {
             journal,
             meta_n: AtomicU32::new(0),
             log_n: AtomicU32::new(0),
+            segment: Mutex::new(None),
+            recorded: Mutex::new(Default::default()),
             failures: Mutex::new(failures),
         }
     }
@@ -555,8 +561,60 @@ impl Runner {
             metadata_json: done.metadata_json,
         };
         let bytes = encode(&self.shared.exec_id, &rec.call_id, &rec)?;
+        if !self.recorded.lock().insert(rec.call_id.clone()) {
+            return Err(Error::LeaseLost {
+                exec_id: self.shared.exec_id.clone(),
+                by: format!("this run (checkpoint {} was recorded twice)", rec.call_id),
+            });
+        }
+        if let Some(dir) = self.shared.store.local_dir() {
+            return self.append_segment(dir, &bytes);
+        }
         if !self.shared.store.put_create(&key, bytes).await? {
             return Err(self.lost_race());
+        }
+        Ok(())
+    }
+
+    /// Local stores: appends a checkpoint record to this run's segment, one `write` on an
+    /// open file instead of a file per record. Only this run (the lease holder) writes the
+    /// segment; a crash mid-append leaves a short last frame, which readers drop.
+    fn append_segment(&self, dir: &std::path::Path, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let key = layout::segment_key(&self.shared.exec_id, self.shared.claim_seq);
+        let io = |e: std::io::Error| -> Error {
+            crate::store::StoreError::LocalIo {
+                op: "append",
+                key: key.clone(),
+                source: e,
+            }
+            .into()
+        };
+        let mut slot = self.segment.lock();
+        if slot.is_none() {
+            let path = dir.join(&key);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            if self.shared.store.fsync() {
+                if let Some(parent) = path.parent() {
+                    std::fs::File::open(parent)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io)?;
+                }
+            }
+            *slot = Some(file);
+        }
+        if let Some(file) = slot.as_mut() {
+            file.write_all(bytes).map_err(io)?;
+            if self.shared.store.fsync() {
+                file.sync_data().map_err(io)?;
+            }
         }
         Ok(())
     }

@@ -129,25 +129,27 @@ def test_verify_reports_flipped_bytes_and_missing_blobs(tmp_path: Path) -> None:
     exec_id, store = _completed_execution(tmp_path)
     ok = cli_json("store", "verify")["item"]
     assert ok["findings"] == [] and ok["executions"] == 1 and ok["blobs"] >= 1
-    record = store / "executions" / exec_id / "cp" / "step_3"
-    data = bytearray(record.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    record.write_bytes(bytes(data))
-    blob = next((store / "blobs").rglob("*"))
-    while blob.is_dir():
-        blob = next(blob.iterdir())
+    blob = next(p for p in (store / "blobs").rglob("*") if p.is_file())
     blob.unlink()
     proc = run_cli("store", "verify", "-o", "json")
     assert proc.returncode == 1
     findings = json.loads(proc.stdout)["item"]["findings"]
-    kinds = {
-        (f["kind"], f["key"].rsplit("/", 2)[-2] if f["kind"] == "corrupt" else "") for f in findings
-    }
-    assert ("corrupt", "cp") in kinds
-    assert any(f["kind"] == "dangling" for f in findings)
+    assert [f["kind"] for f in findings] == ["dangling"] and blob.name in findings[0]["detail"], (
+        findings
+    )
+    segment = store / "executions" / exec_id / "seg" / "00000000"
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0x10  # inside the first checkpoint record
+    segment.write_bytes(bytes(data))
+    proc = run_cli("store", "verify", "-o", "json")
+    assert proc.returncode == 1
+    findings = json.loads(proc.stdout)["item"]["findings"]
+    assert any(f["kind"] == "corrupt" and f["key"].endswith("/seg/00000000") for f in findings), (
+        findings
+    )
     # reading the execution names the corrupt record instead of returning a wrong value
     with pytest.raises(
-        kitaru.errors.KitaruCorruptionError, match=f"executions/{exec_id}/cp/step_3"
+        kitaru.errors.KitaruCorruptionError, match=f"executions/{exec_id}/seg/00000000"
     ):
         kitaru.KitaruClient().executions.get(exec_id)
 

@@ -127,9 +127,18 @@ impl Journal {
                         record::RecordError::Payload(format!("record is for call {}", rec.call_id)),
                     ));
                 }
-                let keep = self.checkpoints.get(call_id).is_none_or(|(r, _)| *r < rev);
-                if keep {
-                    self.checkpoints.insert(call_id.to_string(), (rev, rec));
+                self.add_checkpoint(rev, rec);
+            }
+            Some(ExecKey::Segment(_)) => {
+                let (frames, tail) = record::split_frames(bytes);
+                // A short last frame is an append cut off by a crash: it never counted.
+                if let Some(err) = tail.filter(|e| !matches!(e, record::RecordError::Truncated(_)))
+                {
+                    return Err(Error::corrupt_record(key, Some(&exec_id), err));
+                }
+                for frame in frames {
+                    let rec: CheckpointRecord = decode_at(key, &exec_id, frame)?;
+                    self.add_checkpoint(0, rec);
                 }
             }
             Some(ExecKey::FailedAttempt(call_id, _)) => {
@@ -152,6 +161,21 @@ impl Journal {
             Some(ExecKey::Log | ExecKey::Other) | None => {}
         }
         Ok(())
+    }
+
+    /// Keeps the newest result of a call: the one from the latest run, then the highest
+    /// revision (a re-run after a divergence).
+    fn add_checkpoint(&mut self, rev: u32, rec: CheckpointRecord) {
+        let order = |rev: u32, r: &CheckpointRecord| {
+            (r.attempts.last().map(|a| a.claim_seq).unwrap_or(0), rev)
+        };
+        let newer = self
+            .checkpoints
+            .get(&rec.call_id)
+            .is_none_or(|(r0, old)| order(*r0, old) < order(rev, &rec));
+        if newer {
+            self.checkpoints.insert(rec.call_id.clone(), (rev, rec));
+        }
     }
 
     /// State events must be numbered 0, 1, 2, ... with no gap (create-only puts never skip).

@@ -149,6 +149,30 @@ pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
     Ok((kind, &bytes[HEADER_LEN..body_end]))
 }
 
+/// Splits a segment (records appended one after another) into whole frames. A torn or
+/// damaged tail (a crash mid-append) ends the segment: it is returned as the error, and
+/// every frame before it stands.
+pub fn split_frames(mut bytes: &[u8]) -> (Vec<&[u8]>, Option<RecordError>) {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < HEADER_LEN {
+            return (frames, Some(RecordError::Truncated(bytes.len())));
+        }
+        let len = u32::from_le_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]) as usize;
+        let total = HEADER_LEN.saturating_add(len).saturating_add(CHECK_LEN);
+        if len > MAX_PAYLOAD || bytes.len() < total {
+            return (frames, Some(RecordError::Truncated(bytes.len())));
+        }
+        let (frame, rest) = bytes.split_at(total);
+        if let Err(e) = unframe(frame) {
+            return (frames, Some(e));
+        }
+        frames.push(frame);
+        bytes = rest;
+    }
+    (frames, None)
+}
+
 pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
     let (kind, payload) = unframe(bytes)?;
     if kind != R::KIND {

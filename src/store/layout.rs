@@ -10,6 +10,7 @@
 //! executions/<exec id>/cpfail/<call id>@<attempt:04>   failed attempt of a call
 //! executions/<exec id>/meta/<seq:08>-<n:06> kitaru.log() on the flow body, by the run of claim <seq>
 //! executions/<exec id>/div/<seq:08>-<call id> divergence seen by the run of claim <seq>
+//! executions/<exec id>/seg/<seq:08>         local stores: checkpoint records of claim <seq>, appended
 //! executions/<exec id>/wait/<name>          a wait the flow reached (create-only)
 //! executions/<exec id>/answer/<name>        its answer or abort (create-only: the first wins)
 //! executions/<exec id>/log/<seq:08>-<n:06>  captured output of the run of claim <seq>
@@ -102,6 +103,12 @@ pub fn divergence_key(exec_id: &str, claim_seq: u64, call_id: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/div/{claim_seq:08}-{call_id}")
 }
 
+/// On a local store, the checkpoint records of the run of claim `claim_seq`, appended to
+/// one file (see `Runner::record_checkpoint`).
+pub fn segment_key(exec_id: &str, claim_seq: u64) -> String {
+    format!("{EXECUTIONS}/{exec_id}/seg/{claim_seq:08}")
+}
+
 pub fn wait_key(exec_id: &str, name: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/wait/{name}")
 }
@@ -124,6 +131,7 @@ pub enum ExecKey<'a> {
     State(u64),
     Lease(u64),
     Checkpoint(&'a str, u32),
+    Segment(u64),
     FailedAttempt(&'a str, u32),
     Meta,
     Divergence,
@@ -157,6 +165,7 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         },
         "meta" => ExecKey::Meta,
         "div" => ExecKey::Divergence,
+        "seg" => name.parse().map(ExecKey::Segment).unwrap_or(ExecKey::Other),
         "wait" => ExecKey::Wait,
         "answer" => ExecKey::Answer,
         "log" => ExecKey::Log,

@@ -102,6 +102,7 @@ pub struct Store {
     /// The directory of a local store: bulk reads and listings go straight to the file
     /// system there (one blocking task per batch instead of one per object).
     local_dir: Option<std::path::PathBuf>,
+    fsync: bool,
     known_blobs: Mutex<HashSet<[u8; 32]>>,
 }
 
@@ -126,10 +127,21 @@ impl Store {
             root,
             url: parsed.display(),
             local_dir,
+            fsync: options.fsync,
             known_blobs: Mutex::new(HashSet::new()),
         });
         store.check_layout().await?;
         Ok(store)
+    }
+
+    /// The directory of a local store (where append-only segments can live).
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
+    /// Whether writes are fsynced before they count as done.
+    pub fn fsync(&self) -> bool {
+        self.fsync
     }
 
     /// The location of the store as shown to users (never with credentials).
