@@ -81,6 +81,15 @@ pub async fn load_value(
     let bytes = match &value.body {
         Body::Inline(b) => Bytes::from(b.0.clone()),
         Body::Blob { hash, .. } => store.get_blob(&hash.0, Some(exec_id), checkpoint).await?,
+        // Only checkpoint outputs are deltas, and they are read through `delta::resolve`.
+        Body::Delta { .. } => {
+            return Err(Error::Corrupt {
+                key: layout::exec_prefix(exec_id),
+                exec_id: Some(exec_id.to_string()),
+                checkpoint: checkpoint.map(str::to_string),
+                reason: "a delta where only a whole value may be".into(),
+            })
+        }
     };
     Ok(RawValue {
         serializer: value.serializer.clone(),
@@ -287,6 +296,10 @@ pub struct Runner {
     next_seq: Mutex<u64>,
     meta_n: AtomicU32,
     log_n: AtomicU32,
+    /// The last output of each checkpoint name: the base of the next one's delta.
+    bases: Mutex<HashMap<String, crate::delta::Base>>,
+    /// Rebuilt delta values by digest.
+    resolved: tokio::sync::Mutex<HashMap<[u8; 32], Bytes>>,
     /// Calls recorded by this run: a second record of one call is a bug, refused.
     recorded: Mutex<std::collections::HashSet<String>>,
     /// Local stores: the append-only file of this run's checkpoint records.
@@ -397,6 +410,8 @@ impl Runner {
             log_n: AtomicU32::new(0),
             segment: Mutex::new(None),
             recorded: Mutex::new(Default::default()),
+            bases: Mutex::new(HashMap::new()),
+            resolved: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(failures),
         }
     }
@@ -529,7 +544,17 @@ impl Runner {
     pub async fn record_checkpoint(&self, done: FinishedCall) -> Result<()> {
         ids::validate_call_id(&done.call_id)?;
         self.check_lease()?;
-        let output = store_value(&self.shared.store, done.output).await?;
+        let (delta, base) = {
+            let bases = self.bases.lock();
+            crate::delta::encode(bases.get(&done.name), &done.call_id, &done.output.bytes)
+        };
+        let output = match delta {
+            Some(body) => Value {
+                serializer: done.output.serializer.clone(),
+                body,
+            },
+            None => store_value(&self.shared.store, done.output).await?,
+        };
         let mut attempts = self
             .failures
             .lock()
@@ -567,13 +592,53 @@ impl Runner {
                 by: format!("this run (checkpoint {} was recorded twice)", rec.call_id),
             });
         }
+        let name = rec.name;
         if let Some(dir) = self.shared.store.local_dir() {
-            return self.append_segment(dir, &bytes);
-        }
-        if !self.shared.store.put_create(&key, bytes).await? {
+            self.append_segment(dir, &bytes)?;
+        } else if !self.shared.store.put_create(&key, bytes).await? {
             return Err(self.lost_race());
         }
+        // Only a stored value may be the base of the next delta.
+        self.bases.lock().insert(name, base);
         Ok(())
+    }
+
+    /// The stored output of `call_id` (rebuilt if it is a delta) and its input digest, from
+    /// the journal loaded when this runner took the lease. The value becomes the base of
+    /// the next delta of its checkpoint.
+    pub async fn lookup_output(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(RawValue, Option<[u8; 32]>)>> {
+        let Some((_, rec)) = self.journal.checkpoints.get(call_id) else {
+            return Ok(None);
+        };
+        let bytes = {
+            let mut cache = self.resolved.lock().await;
+            crate::delta::resolve(
+                &self.shared.store,
+                &self.journal,
+                call_id,
+                &rec.output,
+                &mut cache,
+            )
+            .await?
+        };
+        let depth = match &rec.output.body {
+            Body::Delta { depth, .. } => *depth,
+            _ => 0,
+        };
+        if bytes.len() > layout::INLINE_LIMIT {
+            let base = crate::delta::Base::full(call_id, bytes.clone(), depth);
+            self.bases.lock().insert(rec.name.clone(), base);
+        }
+        Ok(Some((
+            RawValue {
+                serializer: rec.output.serializer.clone(),
+                bytes,
+            },
+            rec.input_digest.map(|d| d.0),
+        )))
     }
 
     /// Local stores: appends a checkpoint record to this run's segment, one `write` on an

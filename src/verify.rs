@@ -49,7 +49,7 @@ fn check<R: Record>(bytes: &[u8], key: &str, report: &mut Report) -> Option<R> {
 fn blob_of(value: &Value) -> Option<[u8; 32]> {
     match &value.body {
         Body::Blob { hash, .. } => Some(hash.0),
-        Body::Inline(_) => None,
+        Body::Inline(_) | Body::Delta { .. } => None,
     }
 }
 
@@ -174,6 +174,28 @@ pub async fn verify(store: &Store) -> Result<Report> {
                 key: layout::state_key(&exec_id, seq),
                 detail: format!("recorded events are not a legal sequence: {e}"),
             });
+        }
+    }
+    // Deltas: every one must rebuild to its digest from the bases in its execution.
+    for exec_id in store.list_dirs(layout::EXECUTIONS).await? {
+        let Ok(journal) =
+            crate::journal::Journal::load(store, &exec_id, crate::journal::Scope::Full).await
+        else {
+            continue; // already reported record by record above
+        };
+        let mut cache = std::collections::HashMap::new();
+        for (call_id, (_, rec)) in &journal.checkpoints {
+            if let Body::Delta { .. } = rec.output.body {
+                if let Err(e) =
+                    crate::delta::resolve(store, &journal, call_id, &rec.output, &mut cache).await
+                {
+                    report.findings.push(Finding {
+                        kind: "corrupt",
+                        key: format!("{}/{call_id}", layout::exec_prefix(&exec_id)),
+                        detail: e.to_string(),
+                    });
+                }
+            }
         }
     }
     for (key, hash) in refs {

@@ -54,6 +54,7 @@ impl From<&Value> for ValueView {
         let (stored, blob) = match &v.body {
             Body::Inline(_) => ("inline", None),
             Body::Blob { hash, .. } => ("blob", Some(layout::hex(&hash.0))),
+            Body::Delta { .. } => ("delta", None),
         };
         ValueView {
             serializer: v.serializer.clone(),

@@ -40,6 +40,8 @@ pub struct Journal {
     pub divergences: Vec<DivergenceRecord>,
     /// claim seq → heartbeat.
     pub heartbeats: BTreeMap<u64, Heartbeat>,
+    /// Older results of calls that were recorded again (kept to rebuild deltas on them).
+    pub superseded: Vec<CheckpointRecord>,
     /// wait name → the wait the flow reached.
     pub waits: BTreeMap<String, WaitRecord>,
     /// wait name → its answer.
@@ -174,7 +176,11 @@ impl Journal {
             .get(&rec.call_id)
             .is_none_or(|(r0, old)| order(*r0, old) < order(rev, &rec));
         if newer {
-            self.checkpoints.insert(rec.call_id.clone(), (rev, rec));
+            if let Some((_, old)) = self.checkpoints.insert(rec.call_id.clone(), (rev, rec)) {
+                self.superseded.push(old);
+            }
+        } else {
+            self.superseded.push(rec);
         }
     }
 

@@ -56,6 +56,18 @@ pub enum Body {
     Inline(ByteBuf),
     /// Larger values are blobs named by their blake3 hash.
     Blob { hash: Digest, size: u64 },
+    /// A value that extends an earlier output of the same checkpoint in this execution (a
+    /// growing conversation): the first `keep` bytes of the output of call `base_call`
+    /// whose value hashes to `base_digest`, then `suffix`. `digest` is the blake3 hash of
+    /// the whole value, checked when it is rebuilt; `depth` counts the deltas below it.
+    Delta {
+        base_call: String,
+        base_digest: Digest,
+        keep: u64,
+        suffix: ByteBuf,
+        digest: Digest,
+        depth: u32,
+    },
 }
 
 impl Body {
@@ -63,6 +75,7 @@ impl Body {
         match self {
             Body::Inline(b) => b.0.len() as u64,
             Body::Blob { size, .. } => *size,
+            Body::Delta { keep, suffix, .. } => keep + suffix.0.len() as u64,
         }
     }
 }

@@ -247,9 +247,16 @@ impl PyStore {
                 crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::Full)
                     .await?;
             match journal.checkpoints.get(&call_id) {
-                Some((_, rec)) => Ok(Some(
-                    execution::load_value(&store, &rec.output, &exec_id, Some(&call_id)).await?,
-                )),
+                Some((_, rec)) => {
+                    let mut cache = std::collections::HashMap::new();
+                    let bytes =
+                        crate::delta::resolve(&store, &journal, &call_id, &rec.output, &mut cache)
+                            .await?;
+                    Ok(Some(RawValue {
+                        serializer: rec.output.serializer.clone(),
+                        bytes,
+                    }))
+                }
                 None => Ok(None),
             }
         })?;
@@ -371,12 +378,9 @@ impl PyRunner {
             )));
         }
         let runner = self.inner.clone();
-        let output = rec.output.clone();
         let call = call_id.to_string();
-        let v = run(py, async move {
-            execution::load_value(runner.store(), &output, runner.exec_id(), Some(&call)).await
-        })?;
-        Ok(Some((v.serializer, PyBytes::new(py, &v.bytes), digest)))
+        let found = run(py, async move { runner.lookup_output(&call).await })?;
+        Ok(found.map(|(v, _)| (v.serializer, PyBytes::new(py, &v.bytes), digest)))
     }
 
     fn failed_attempts(&self, call_id: &str) -> u32 {
