@@ -429,11 +429,13 @@ def test_prompt_on_a_terminal_answers_in_place(tmp_path: Path) -> None:
     seen = b""
 
     def read_until(needle: bytes) -> None:
+        """Read until `needle` appears after what earlier calls consumed."""
         nonlocal seen
         deadline = time.monotonic() + 60
         while needle not in seen:
             assert time.monotonic() < deadline, seen
             seen += os.read(main, 4096)
+        seen = seen[seen.index(needle) + len(needle) :]
 
     try:
         read_until(b"Approve draft?")
@@ -442,7 +444,6 @@ def test_prompt_on_a_terminal_answers_in_place(tmp_path: Path) -> None:
         read_until(b"does not match its schema")
         os.write(main, b"true\n")
         read_until(b"major_version")
-        seen = b""
         read_until(b"> ")
         os.write(main, b'{"notes": "Bug fixes", "major_version": 2}\n')
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
