@@ -28,7 +28,9 @@ pub const MIN_PREFIX: usize = 4096;
 pub struct Base {
     pub call_id: String,
     pub bytes: Bytes,
-    pub digest: [u8; 32],
+    /// blake3 of `bytes`, computed when first needed (a value that never becomes a base is
+    /// not hashed twice: its blob put hashes it already).
+    pub digest: Option<[u8; 32]>,
     pub depth: u32,
     /// Suffix bytes stored since the last full value, and that value's size.
     pub chain_bytes: u64,
@@ -37,16 +39,20 @@ pub struct Base {
 
 impl Base {
     pub fn full(call_id: &str, bytes: Bytes, depth: u32) -> Base {
-        let digest = *blake3::hash(&bytes).as_bytes();
         let full_size = bytes.len() as u64;
         Base {
             call_id: call_id.to_string(),
             bytes,
-            digest,
+            digest: None,
             depth,
             chain_bytes: 0,
             full_size,
         }
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        self.digest
+            .unwrap_or_else(|| *blake3::hash(&self.bytes).as_bytes())
     }
 }
 
@@ -66,20 +72,12 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 /// The delta body for `new` over `base`, with the base for the call after it, or None
 /// when `new` is better stored whole.
 pub fn encode(base: Option<&Base>, call_id: &str, new: &Bytes) -> (Option<Body>, Base) {
+    let whole = || Base::full(call_id, new.clone(), 0);
     if new.len() <= MIN_PREFIX {
-        return (None, Base::full(call_id, new.clone(), 0));
+        return (None, whole());
     }
-    let digest = *blake3::hash(new).as_bytes();
-    let whole = |new: &Bytes| Base {
-        call_id: call_id.to_string(),
-        bytes: new.clone(),
-        digest,
-        depth: 0,
-        chain_bytes: 0,
-        full_size: new.len() as u64,
-    };
     let Some(base) = base else {
-        return (None, whole(new));
+        return (None, whole());
     };
     let keep = common_prefix(&base.bytes, new);
     let suffix = &new[keep..];
@@ -89,11 +87,12 @@ pub fn encode(base: Option<&Base>, call_id: &str, new: &Bytes) -> (Option<Body>,
         || base.depth >= MAX_DEPTH
         || chain_bytes > 2 * base.full_size
     {
-        return (None, whole(new));
+        return (None, whole());
     }
+    let digest = *blake3::hash(new).as_bytes();
     let body = Body::Delta {
         base_call: base.call_id.clone(),
-        base_digest: Digest(base.digest),
+        base_digest: Digest(base.digest()),
         keep: keep as u64,
         suffix: ByteBuf(suffix.to_vec()),
         digest: Digest(digest),
@@ -102,7 +101,7 @@ pub fn encode(base: Option<&Base>, call_id: &str, new: &Bytes) -> (Option<Body>,
     let next = Base {
         call_id: call_id.to_string(),
         bytes: new.clone(),
-        digest,
+        digest: Some(digest),
         depth: base.depth + 1,
         chain_bytes,
         full_size: base.full_size,

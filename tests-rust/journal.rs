@@ -461,7 +461,12 @@ fn list_is_newest_first_and_filters() {
 
 fn history(turns: usize) -> String {
     (0..turns)
-        .map(|i| format!("{{\"role\":\"user\",\"content\":\"message {i} {}\"}}", "lorem ipsum ".repeat(80)))
+        .map(|i| {
+            format!(
+                "{{\"role\":\"user\",\"content\":\"message {i} {}\"}}",
+                "lorem ipsum ".repeat(80)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -492,20 +497,33 @@ fn a_growing_history_stores_roughly_the_new_bytes_per_turn() {
         let r = Runner::start(store.clone(), start_info(), 1).await.unwrap();
         let mut call = finished("turn", "");
         for t in 1..=100 {
-            call.call_id = if t == 1 { "turn".into() } else { format!("turn_{t}") };
+            call.call_id = if t == 1 {
+                "turn".into()
+            } else {
+                format!("turn_{t}")
+            };
             call.name = "turn".into();
             call.output = raw(&history(t));
             r.record_checkpoint(call.clone()).await.unwrap();
         }
         let final_size = history(100).len() as u64;
         let stored = dir_size(dir.path());
-        assert!(stored < 2 * final_size, "stored {stored} bytes for a final history of {final_size}");
+        assert!(
+            stored < 2 * final_size,
+            "stored {stored} bytes for a final history of {final_size}"
+        );
         r.fail(failure("stop")).await.unwrap();
 
         // every turn rebuilds exactly, from a new runner's journal
-        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000).await.unwrap();
+        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)
+            .await
+            .unwrap();
         for t in (1..=100).rev() {
-            let id = if t == 1 { "turn".to_string() } else { format!("turn_{t}") };
+            let id = if t == 1 {
+                "turn".to_string()
+            } else {
+                format!("turn_{t}")
+            };
             let (v, _) = r2.lookup_output(&id).await.unwrap().unwrap();
             assert_eq!(v.bytes, Bytes::from(history(t)), "turn {t}");
         }
@@ -525,12 +543,21 @@ fn a_delta_whose_base_is_damaged_is_a_corruption_error() {
             r.record_checkpoint(call).await.unwrap();
         }
         // replace the base's blob with other content of the same name: the rebuild catches it
-        let j = Journal::load(&store, r.exec_id(), Scope::Full).await.unwrap();
-        assert!(matches!(j.checkpoints["turn_2"].1.output.body, Body::Delta { .. }));
-        let Body::Blob { hash, .. } = &j.checkpoints["turn"].1.output.body else { panic!("base is a blob") };
+        let j = Journal::load(&store, r.exec_id(), Scope::Full)
+            .await
+            .unwrap();
+        assert!(matches!(
+            j.checkpoints["turn_2"].1.output.body,
+            Body::Delta { .. }
+        ));
+        let Body::Blob { hash, .. } = &j.checkpoints["turn"].1.output.body else {
+            panic!("base is a blob")
+        };
         store.delete(&layout::blob_key(&hash.0)).await.unwrap();
         r.fail(failure("stop")).await.unwrap();
-        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000).await.unwrap();
+        let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)
+            .await
+            .unwrap();
         let err = r2.lookup_output("turn_2").await.unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     });

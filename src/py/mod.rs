@@ -52,11 +52,40 @@ fn failure(
     }
 }
 
-fn raw(serializer: String, data: &[u8]) -> RawValue {
-    RawValue {
-        serializer,
-        bytes: Bytes::copy_from_slice(data),
+/// The bytes of an immutable Python `bytes` object, kept alive by a reference: large
+/// values reach the store without a copy.
+struct PyBytesOwner {
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is into the buffer of an immutable `bytes` object that `_obj` keeps
+// alive; reading it needs no GIL, and dropping `_obj` off the GIL defers the decref.
+unsafe impl Send for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see above; `len` is the object's size and it never changes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
+}
+
+/// Below this a copy is cheaper than keeping a reference.
+const BORROW_FROM: usize = 64 * 1024;
+
+fn raw(serializer: String, data: &Bound<'_, PyBytes>) -> RawValue {
+    let slice = data.as_bytes();
+    let bytes = if slice.len() < BORROW_FROM {
+        Bytes::copy_from_slice(slice)
+    } else {
+        Bytes::from_owner(PyBytesOwner {
+            ptr: slice.as_ptr(),
+            len: slice.len(),
+            _obj: data.clone().unbind(),
+        })
+    };
+    RawValue { serializer, bytes }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -67,7 +96,7 @@ fn finished_call(
     checkpoint_type: Option<String>,
     input_digest: Option<&[u8]>,
     serializer: String,
-    data: &[u8],
+    data: &Bound<'_, PyBytes>,
     started_us: u64,
     ended_us: u64,
     metadata_json: Option<String>,
@@ -123,7 +152,7 @@ impl PyStore {
         script: Option<String>,
         cwd: String,
         args_serializer: String,
-        args: &[u8],
+        args: &Bound<'_, PyBytes>,
         kitaru_version: String,
         options_json: String,
         ttl_ms: u64,
@@ -402,7 +431,7 @@ impl PyRunner {
         checkpoint_type: Option<String>,
         input_digest: Option<&[u8]>,
         serializer: String,
-        data: &[u8],
+        data: &Bound<'_, PyBytes>,
         started_us: u64,
         ended_us: u64,
         metadata_json: Option<String>,
@@ -435,7 +464,7 @@ impl PyRunner {
         checkpoint_type: Option<String>,
         input_digest: Option<&[u8]>,
         serializer: String,
-        data: &[u8],
+        data: &Bound<'_, PyBytes>,
         started_us: u64,
         ended_us: u64,
         metadata_json: Option<String>,
@@ -552,7 +581,12 @@ impl PyRunner {
         run(py, async move { r.log_metadata(json).await })
     }
 
-    fn complete(&self, py: Python<'_>, serializer: String, data: &[u8]) -> PyResult<()> {
+    fn complete(
+        &self,
+        py: Python<'_>,
+        serializer: String,
+        data: &Bound<'_, PyBytes>,
+    ) -> PyResult<()> {
         let v = raw(serializer, data);
         let r = self.inner.clone();
         run(py, async move { r.complete(v).await })
