@@ -157,8 +157,6 @@ class FlowRun:
         self.finished = set(runner.finished_calls())
         # results recorded by this process (reused by a flow-level retry)
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
-        self.reused: list[str] = []
-        self.executed: list[str] = []
         self._lock = _thread.allocate_lock()
         self.reset()
 
@@ -236,12 +234,10 @@ class FlowRun:
         from . import serde
 
         value = serde.loads(tag, data, what=f"stored output of checkpoint {call_id!r}")
-        self.reused.append(call_id)
         return True, value
 
     def remember(self, call_id: str, tag: str, data: bytes, digest: bytes | None) -> None:
         self.done[call_id] = (tag, data, digest)
-        self.executed.append(call_id)
 
     def log(self, values: dict[str, Any]) -> None:
         import json
