@@ -192,10 +192,9 @@ elif WORK == "e":
 """
 )
 
-SYSTEMS = {"kitaru": KITARU, "dbos": DBOS, "langgraph": LANGGRAPH}
-IMPORTS = {"kitaru": "import kitaru", "dbos": "import dbos",
+IMPORTS = {
+    "kitaru021": "import kitaru","kitaru": "import kitaru", "dbos": "import dbos",
            "langgraph": "import langgraph.graph, langgraph.checkpoint.sqlite"}  # fmt: skip
-FINAL_HISTORY = None
 
 
 def peers_python(with_kitaru_021: bool) -> str:
@@ -255,6 +254,47 @@ def _timed(fn: object) -> float:
     return time.perf_counter() - t0
 
 
+def workload(
+    py: str, source: str, name: str, work: str, n: int, base: Path
+) -> tuple[list[dict], int]:
+    """Runs one workload in a fresh directory; its results and the bytes it left on disk."""
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        cwd = Path(d)
+        script = cwd / f"{name}_bench.py"
+        script.write_text(textwrap.dedent(source))
+        before = du(cwd)
+        if work == "b":
+            run(py, script, "b1", cwd, n)
+            work = "b2"
+        got = run(py, script, work, cwd, n)
+        return got, du(cwd) - before
+
+
+def measure(
+    name: str, py: str, source: str, n: int, base: Path, works: tuple[str, ...]
+) -> dict[str, float]:
+    final_history = len(json.dumps(
+        [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "lorem ipsum " * 80}
+         for i in range(100)]).encode())  # fmt: skip
+    r = {"import_ms": import_ms(py, IMPORTS[name])}
+    if "a" in works:
+        got, _ = workload(py, source, name, "a", n, base)
+        r["a_per_checkpoint_ms"] = next(x["median_ms"] for x in got if "median_ms" in x)
+    if "b" in works:
+        got, _ = workload(py, source, name, "b", n, base)
+        t0 = next(x["t0"] for x in got if "t0" in x)
+        live = next(x["live_at"] for x in got if "live_at" in x)
+        r["b_resume_ms"] = (live - t0) * 1e3
+    if "d" in works:
+        _, stored = workload(py, source, name, "d", n, base)
+        r["d_bytes_per_history_byte"] = stored / final_history
+    if "e" in works:
+        got, _ = workload(py, source, name, "e", n, base)
+        r["e_save_MBps"] = 100 * 1.048576 / next(x["save_s"] for x in got if "save_s" in x)
+        r["e_load_MBps"] = 100 * 1.048576 / next(x["load_s"] for x in got if "load_s" in x)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
@@ -266,58 +306,30 @@ def main() -> None:
     ap.add_argument("--skip-big", action="store_true", help="skip workload (e), 100 MB")
     args = ap.parse_args()
     peer_py = peers_python(args.with_kitaru_021)
-    pythons = {"kitaru": sys.executable, "dbos": peer_py, "langgraph": peer_py}
     base = REPO / "target" / "bench-tmp"
     base.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, float]] = {name: {} for name in SYSTEMS}
-    final_history = len(json.dumps(
-        [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "lorem ipsum " * 80}
-         for i in range(100)]).encode())  # fmt: skip
-    for name, source in SYSTEMS.items():
-        py = pythons[name]
-        r = results[name]
-        r["import_ms"] = import_ms(py, IMPORTS[name])
-        with tempfile.TemporaryDirectory(dir=base) as d:
-            cwd = Path(d)
-            script = cwd / f"{name}_bench.py"
-            script.write_text(textwrap.dedent(source))
-            got = run(py, script, "a", cwd, args.n)
-            r["a_per_checkpoint_ms"] = next(x["median_ms"] for x in got if "median_ms" in x)
-        with tempfile.TemporaryDirectory(dir=base) as d:
-            cwd = Path(d)
-            script = cwd / f"{name}_bench.py"
-            script.write_text(textwrap.dedent(source))
-            run(py, script, "b1", cwd, args.n)
-            got = run(py, script, "b2", cwd, args.n)
-            t0 = next(x["t0"] for x in got if "t0" in x)
-            live = next(x["live_at"] for x in got if "live_at" in x)
-            r["b_resume_ms"] = (live - t0) * 1e3
-        with tempfile.TemporaryDirectory(dir=base) as d:
-            cwd = Path(d)
-            script = cwd / f"{name}_bench.py"
-            script.write_text(textwrap.dedent(source))
-            before = du(cwd)
-            run(py, script, "d", cwd, args.n)
-            r["d_bytes_per_history_byte"] = (du(cwd) - before) / final_history
-        if not args.skip_big:
-            with tempfile.TemporaryDirectory(dir=base) as d:
-                cwd = Path(d)
-                script = cwd / f"{name}_bench.py"
-                script.write_text(textwrap.dedent(source))
-                got = run(py, script, "e", cwd, args.n)
-                save = next(x["save_s"] for x in got if "save_s" in x)
-                load = next(x for x in got if "load_s" in x)
-                r["e_save_MBps"] = 100 * 1.048576 / save
-                r["e_load_MBps"] = 100 * 1.048576 / load["load_s"]
-        print(f"{name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    works = ("a", "b", "d") if args.skip_big else ("a", "b", "d", "e")
+    plan = [
+        ("kitaru", sys.executable, KITARU, args.n, works),
+        ("dbos", peer_py, DBOS, args.n, works),
+        ("langgraph", peer_py, LANGGRAPH, args.n, works),
+    ]
+    if args.with_kitaru_021:
+        # ~0.25 s per checkpoint: (a) with 30 steps, (c) and (d); same flow code as kitaru's.
+        plan.append(("kitaru021", peer_py, KITARU, 30, ("a", "d")))
+    results: dict[str, dict[str, float]] = {}
+    for name, py, source, n, w in plan:
+        results[name] = measure(name, py, source, n, base, w)
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    names = list(results)
     keys = sorted({k for r in results.values() for k in r})
-    print(f"{'metric':<28}" + "".join(f"{n:>14}" for n in SYSTEMS) + "   ratio peer/kitaru")
+    print(f"{'metric':<28}" + "".join(f"{n:>14}" for n in names) + "   ratio peer/kitaru")
     for k in keys:
-        row = f"{k:<28}" + "".join(f"{results[n].get(k, float('nan')):>14.3f}" for n in SYSTEMS)
+        row = f"{k:<28}" + "".join(f"{results[n].get(k, float('nan')):>14.3f}" for n in names)
         kit = results["kitaru"].get(k)
         ratios = ", ".join(
             f"{n} {results[n][k] / kit:.1f}x"
-            for n in SYSTEMS
+            for n in names
             if n != "kitaru" and kit and k in results[n]
         )
         print(row + "   " + ratios)
