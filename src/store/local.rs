@@ -109,3 +109,60 @@ pub async fn list(dir: &Path, prefix: &str) -> Result<Vec<String>> {
     });
     join(task, &key).await
 }
+
+/// Writes a large blob without hashing it first: the hash runs on a second thread while
+/// this one writes a staged file (`blobs/staging/<random>#1`, skipped by listings), then
+/// the file is published under its hash with a hard link, which is create-only: if the
+/// blob already exists the existing one stands and the staged copy is removed.
+pub fn put_blob(dir: &Path, bytes: &Bytes, fsync: bool) -> Result<[u8; 32]> {
+    use std::io::Write;
+    let staging = dir.join("blobs").join("staging");
+    let key = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    std::fs::create_dir_all(&staging).map_err(|e| io_err("put", &key(&staging), e))?;
+    let mut tag = [0u8; 8];
+    let _ = getrandom::fill(&mut tag);
+    let staged = staging.join(format!(
+        "{}-{}#1",
+        std::process::id(),
+        super::layout::hex(&tag)
+    ));
+    let (hash, written) = std::thread::scope(|s| {
+        let hasher = s.spawn(|| *blake3::hash(bytes).as_bytes());
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staged)?;
+            f.write_all(bytes)?;
+            if fsync {
+                f.sync_all()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        (hasher.join(), written)
+    });
+    let cleanup = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&staged);
+        io_err("put", &key(&staged), e)
+    };
+    written.map_err(cleanup)?;
+    let hash = hash.map_err(|_| cleanup(std::io::Error::other("the hashing thread panicked")))?;
+    let dest = dir.join(super::layout::blob_key(&hash));
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(cleanup)?;
+    }
+    match std::fs::hard_link(&staged, &dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(cleanup(e)),
+    }
+    let _ = std::fs::remove_file(&staged);
+    if fsync {
+        if let Some(parent) = dest.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err("put", &key(&dest), e))?;
+        }
+    }
+    Ok(hash)
+}

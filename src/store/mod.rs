@@ -314,6 +314,19 @@ impl Store {
     /// is already there (seen by this process, or found by the create-only put) is not
     /// written again.
     pub async fn put_blob(&self, bytes: Bytes) -> Result<[u8; 32]> {
+        if let (Some(dir), true) = (&self.local_dir, bytes.len() > layout::BLOB_HEAD_THRESHOLD) {
+            // Large local blobs: hash while writing (see local::put_blob).
+            let (dir, fsync) = (dir.clone(), self.fsync);
+            let hash = tokio::task::spawn_blocking(move || local::put_blob(&dir, &bytes, fsync))
+                .await
+                .map_err(|e| StoreError::LocalIo {
+                    op: "put",
+                    key: "blobs".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+            self.known_blobs.lock().insert(hash);
+            return Ok(hash);
+        }
         let hash = *blake3::hash(&bytes).as_bytes();
         if self.known_blobs.lock().contains(&hash) {
             return Ok(hash);
