@@ -311,8 +311,11 @@ impl Store {
     }
 
     /// Stores `bytes` as a blob named by its blake3 hash and returns the hash. A blob that
-    /// is already there (seen by this process, or found by the create-only put) is not
-    /// written again.
+    /// is already there is never rewritten: one this process saw is skipped outright; on
+    /// object stores a large one is looked up (HEAD) first; on local stores a large one is
+    /// hashed while a staged copy is written, and the copy is dropped if the blob exists
+    /// (re-saving identical large content across processes is rare; hiding the hash behind
+    /// the write is what makes big saves fast).
     pub async fn put_blob(&self, bytes: Bytes) -> Result<[u8; 32]> {
         if let (Some(dir), true) = (&self.local_dir, bytes.len() > layout::BLOB_HEAD_THRESHOLD) {
             // Large local blobs: hash while writing (see local::put_blob).
