@@ -8,7 +8,6 @@ import sys
 import warnings
 
 import pytest
-
 from kitaru import KitaruClient, checkpoint, flow
 
 
