@@ -49,6 +49,22 @@ def run_cli(
     return proc
 
 
+def race_cli(n: int, *args: str, cwd: Path, env: dict[str, str]) -> list[tuple[int, str, str]]:
+    """Start `n` `kitaru` commands at once; (exit code, stdout, stderr) of each."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kitaru.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    return [(p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
 def cli_json(*args: str, **kw: Any) -> dict[str, Any]:
     proc = run_cli(*args, "-o", "json", check=True, **kw)
     return json.loads(proc.stdout)

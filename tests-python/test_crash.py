@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
+from conftest import cli_json, ledger, race_cli, run_cli, wait_for_line, write_script
 
 AGENT = """
 import asyncio, json, os, sys, time
@@ -172,18 +172,7 @@ def test_uninterrupted_run_matches(tmp_path: Path) -> None:
 def test_eight_racing_retries_run_the_execution_once(tmp_path: Path) -> None:
     exec_id, ledger_path, env = start_and_kill(tmp_path, "sync", "after 1")
     env["SLOW"] = "0.3"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kitaru.cli", "executions", "retry", exec_id],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    outcomes = race_cli(8, "executions", "retry", exec_id, cwd=tmp_path, env=env)
     winners = [o for o in outcomes if o[0] == 0]
     losers = [o for o in outcomes if o[0] != 0]
     assert len(winners) == 1, outcomes

@@ -13,7 +13,7 @@ from pathlib import Path
 import kitaru
 import pydantic
 import pytest
-from conftest import cli_json, ledger, run_cli, write_script
+from conftest import cli_json, ledger, race_cli, run_cli, write_script
 from kitaru import KitaruClient, checkpoint, flow
 
 RELEASE = """
@@ -192,18 +192,7 @@ def test_racing_resumers_run_the_execution_once(tmp_path: Path) -> None:
     exec_id = run_release(tmp_path, env)["exec_id"]
     run_cli("executions", "input", exec_id, "--value", "true", cwd=tmp_path, env=env, check=True)
     env["WAIT_TIMEOUT"] = "1.5"  # the winner holds the lease while it polls the second wait
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kitaru.cli", "executions", "resume", exec_id],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
-    outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    outcomes = race_cli(6, "executions", "resume", exec_id, cwd=tmp_path, env=env)
     winners = [o for o in outcomes if o[0] == 0]
     assert len(winners) == 1, outcomes
     for code, _out, err in outcomes:
