@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6"
+	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27"
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml $(VENV)/.deps

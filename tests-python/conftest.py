@@ -20,9 +20,50 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     store = tmp_path / "store"
     monkeypatch.setenv("KITARU_STORE", str(store))
     monkeypatch.setenv("KITARU_CONFIG_PATH", str(tmp_path / "config"))
-    for var in ("KITARU_ALLOW_PICKLE", "KITARU_LEASE_TTL", "KITARU_FSYNC"):
+    for var in (
+        "KITARU_ALLOW_PICKLE",
+        "KITARU_LEASE_TTL",
+        "KITARU_FSYNC",
+        *LLM_ENV,
+    ):
         monkeypatch.delenv(var, raising=False)
     return store
+
+
+# Provider settings of the developer's shell must not leak into tests.
+LLM_ENV = (
+    "KITARU_LLM_MOCK_RESPONSE",
+    "KITARU_DEFAULT_MODEL",
+    "KITARU_MODEL_REGISTRY",
+    "KITARU_LLM_TIMEOUT",
+    "KITARU_LLM_MAX_RETRIES",
+    "KITARU_LLM_MAX_RETRY_WAIT",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OLLAMA_HOST",
+    "OPENROUTER_API_KEY",
+    "OPENROUTER_BASE_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+@pytest.fixture
+def fake_llm() -> Any:
+    """A local OpenAI + Anthropic compatible server (tests-python/fake_llm.py)."""
+    from fake_llm import FakeLLM
+
+    server = FakeLLM()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def write_script(directory: Path, name: str, source: str) -> Path:

@@ -7,11 +7,13 @@ runs the flow again from the top and finished checkpoints return their stored ou
 
 from __future__ import annotations
 
+from ._llm import LLMResponse, LLMUsage, ToolCall, allm, llm
 from ._metadata import log
 from .checkpoint import checkpoint
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
+    KitaruBudgetExceededError,
     KitaruContextError,
     KitaruDivergenceError,
     KitaruError,
@@ -32,14 +34,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._models import list_model_aliases, register_model_alias, resolve_model_selection
     from .client import KitaruClient
 
-# The names of Kitaru 0.4 that this release implements; llm, save/load, memory,
-# replay, configure/connect and stacks arrive with later releases (see CHANGELOG.md).
+# The names of Kitaru 0.4 that this release implements (save/load, memory, replay,
+# configure/connect and stacks arrive with later releases, see CHANGELOG.md), plus
+# kitaru's own: allm, LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError.
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
     "KitaruBackendError",
+    "KitaruBudgetExceededError",
     "KitaruClient",
     "KitaruContextError",
     "KitaruDivergenceError",
@@ -52,11 +57,21 @@ __all__ = [
     "KitaruUsageError",
     "KitaruUserCodeError",
     "KitaruWaitValidationError",
+    "LLMResponse",
+    "LLMUsage",
+    "ToolCall",
+    "allm",
     "checkpoint",
     "flow",
+    "list_model_aliases",
+    "llm",
     "log",
+    "register_model_alias",
+    "resolve_model_selection",
     "wait",
 ]
+
+_MODEL_REGISTRY_API = ("list_model_aliases", "register_model_alias", "resolve_model_selection")
 
 
 def __getattr__(name: str) -> Any:
@@ -65,4 +80,8 @@ def __getattr__(name: str) -> Any:
         from .client import KitaruClient
 
         return KitaruClient
+    if name in _MODEL_REGISTRY_API:
+        from . import _models
+
+        return getattr(_models, name)
     raise AttributeError(f"module 'kitaru' has no attribute {name!r}")

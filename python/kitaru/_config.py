@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from .errors import KitaruUsageError
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from ._kitaru import Store
@@ -102,3 +103,28 @@ def get_store(location: str | None = None) -> Store:
         store = Store(loc, fsync=fsync)
         _stores[key] = store
     return store
+
+
+def write_private_file(path: str, text: str) -> None:
+    """Write `text` to `path` atomically, readable by the owner only (0600 in a 0700 dir).
+
+    A crash leaves the old file or the new one, never a mix: the text goes to a temporary
+    file in the same directory, which is then renamed over `path`.
+    """
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -14,6 +14,7 @@ import time
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
+    KitaruBudgetExceededError,
     KitaruContextError,
     KitaruCorruptionError,
     KitaruDivergenceError,
@@ -48,7 +49,7 @@ DIVERGENCE_POLICIES = ("reuse", "rerun", "error")
 class CheckpointScope:
     """The checkpoint call whose body is running."""
 
-    __slots__ = ("call_id", "checkpoint_type", "exec_id", "metadata", "name")
+    __slots__ = ("call_id", "checkpoint_type", "exec_id", "llm_count", "metadata", "name")
 
     def __init__(self, name: str, call_id: str, checkpoint_type: str | None, exec_id: str) -> None:
         self.name, self.call_id, self.checkpoint_type, self.exec_id = (
@@ -58,6 +59,7 @@ class CheckpointScope:
             exec_id,
         )
         self.metadata: dict[str, Any] = {}
+        self.llm_count = 0
 
 
 current_flow: contextvars.ContextVar[FlowRun | None] = contextvars.ContextVar(
@@ -121,7 +123,9 @@ def merge_metadata(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 def failure_of(exc: BaseException) -> tuple[str, str, str | None, str | None]:
     """(origin, message, exception type, traceback) describing `exc`."""
-    if isinstance(exc, KitaruDivergenceError):
+    if isinstance(exc, KitaruBudgetExceededError):
+        origin = FailureOrigin.BUDGET
+    elif isinstance(exc, KitaruDivergenceError):
         origin = FailureOrigin.DIVERGENCE
     elif isinstance(exc, (KitaruBackendError, KitaruCorruptionError)):
         origin = FailureOrigin.BACKEND
@@ -158,6 +162,14 @@ class FlowRun:
         # results recorded by this process (reused by a flow-level retry)
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self._lock = _thread.allocate_lock()
+        # The LLM ledger: budget, spend (of every run so far, read when first needed),
+        # and what this run got from stored calls instead of paying again.
+        self.budget_usd: float | None = None
+        self._spent: float | None = None
+        self._spend_n = 0
+        self.saved_usd = 0.0
+        self.saved_calls = 0
+        self._saved_written = (0, 0.0)
         self.reset()
 
     def reset(self) -> None:
@@ -166,6 +178,7 @@ class FlowRun:
         self.explicit: set[str] = set()
         self.wait_names: set[str] = set()
         self.wait_count = 0
+        self.llm_count = 0
 
     def allocate_wait(self, name: str | None) -> str:
         """The name of the next wait: `name`, or `wait_1`, `wait_2`, ... in call order."""
@@ -234,7 +247,107 @@ class FlowRun:
         from . import serde
 
         value = serde.loads(tag, data, what=f"stored output of checkpoint {call_id!r}")
+        if call_id not in self.done:
+            self.note_reused(call_id)
         return True, value
+
+    # --- the LLM ledger -------------------------------------------------------------
+
+    def _earlier_metadata(self) -> list[dict[str, Any]]:
+        import json
+
+        out = []
+        for raw in self.runner.execution_metadata():
+            if "kitaru_" in raw:
+                out.append(json.loads(raw))
+        return out
+
+    def set_budget(self, declared: float | None, override: float | None) -> None:
+        """The budget of this run: `override` (recorded, so later runs keep it), else the
+        last override recorded by an earlier run, else the flow's declared budget."""
+        if override is not None:
+            self.budget_usd = override
+            self.log({"kitaru_budget_usd": override})
+            return
+        recorded = [
+            m["kitaru_budget_usd"] for m in self._earlier_metadata() if "kitaru_budget_usd" in m
+        ]
+        self.budget_usd = recorded[-1] if recorded else declared
+
+    @property
+    def spent_usd(self) -> float:
+        """Dollars spent on LLM calls by every run of this execution so far."""
+        if self._spent is None:
+            total = 0.0
+            for meta in self._earlier_metadata():
+                for entry in (meta.get("kitaru_llm") or {}).values():
+                    total += entry.get("cost_usd") or 0.0
+            self._spent = total
+        return self._spent
+
+    def record_spend(self, call: str, checkpoint: str | None, info: dict[str, Any]) -> None:
+        """Write a call that reached a provider to the execution's ledger, at once."""
+        with self._lock:
+            self._spend_n += 1
+            key = f"{self.runner.claim_seq:08}.{self._spend_n:06}"
+        self._spent = self.spent_usd + (info.get("cost_usd") or 0.0)
+        entry = {"call": call, **({"checkpoint": checkpoint} if checkpoint else {}), **info}
+        self.log({"kitaru_llm": {key: entry}})
+        if self.budget_usd is not None and info.get("cost_usd") is None:
+            import warnings
+
+            warnings.warn(
+                f"kitaru.llm() call {call!r} to {info.get('resolved_model')} has no known price, so "
+                f"the budget of flow {self.flow_name!r} cannot count it; register the alias with "
+                "--input-price/--output-price (USD per million tokens).",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def check_budget(self) -> None:
+        """Stop the flow when its LLM spend went over its budget."""
+        if self.budget_usd is None or self.spent_usd <= self.budget_usd:
+            return
+        self.flush_ledger()
+        raise KitaruBudgetExceededError(
+            f"Execution {self.exec_id} of flow {self.flow_name!r} spent ${self.spent_usd:.4f} on "
+            f"LLM calls, over its budget of ${self.budget_usd:.4f}. Retry it with a larger budget: "
+            f"`kitaru executions retry {self.exec_id} --budget-usd <dollars>` (finished "
+            "checkpoints and LLM calls are reused, not paid for again).",
+            exec_id=self.exec_id,
+            status="failed",
+            failure_origin=FailureOrigin.BUDGET,
+        )
+
+    def note_reused(self, call_id: str) -> None:
+        """A stored checkpoint output was reused: count the LLM calls made inside it."""
+        raw = self.runner.call_metadata(call_id)
+        if raw is None or '"llm_calls"' not in raw:
+            return
+        import json
+
+        calls = json.loads(raw).get("llm_calls") or {}
+        if not isinstance(calls, dict):
+            return
+        with self._lock:
+            for info in calls.values():
+                self.saved_calls += 1
+                self.saved_usd += (info.get("cost_usd") or 0.0) if isinstance(info, dict) else 0.0
+
+    def flush_ledger(self) -> None:
+        """Record what this run saved by reusing stored LLM calls (once per change)."""
+        with self._lock:
+            now = (self.saved_calls, round(self.saved_usd, 10))
+            if now == self._saved_written or not self.saved_calls:
+                return
+            self._saved_written = now
+        self.log(
+            {
+                "kitaru_llm_saved": {
+                    f"{self.runner.claim_seq:08}": {"calls": now[0], "cost_usd": now[1]}
+                }
+            }
+        )
 
     def remember(self, call_id: str, tag: str, data: bytes, digest: bytes | None) -> None:
         self.done[call_id] = (tag, data, digest)

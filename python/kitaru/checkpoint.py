@@ -18,7 +18,7 @@ from ._context import (
     runtime_error,
     sanitize_name,
 )
-from .errors import KitaruContextError, KitaruUsageError
+from .errors import FailureOrigin, KitaruContextError, KitaruUsageError
 
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
 TYPE_CHECKING = False
@@ -215,6 +215,7 @@ class _Call:
         return self.run.stored_result(self.call_id, self.digest)
 
     def begin(self) -> None:
+        self.run.check_budget()
         check_lease(self.run)
         self.scope = CheckpointScope(
             self.cp.name, self.call_id, self.cp.checkpoint_type, self.run.exec_id
@@ -229,6 +230,8 @@ class _Call:
         """Record a failed attempt; re-raise it when it was the last one."""
         flush_logs(self.run)
         origin, message, exc_type, tb = failure_of(exc)
+        if origin == FailureOrigin.BUDGET:
+            attempt = self.cp.retries  # no point in trying again: the budget is spent
         self.run.runner.record_failed_attempt(
             self.call_id, self.cp.name, self.cp.checkpoint_type, self.digest, self.started, now_us(),
             origin, message, exc_type, tb,

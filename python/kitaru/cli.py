@@ -151,7 +151,50 @@ def _describe(e: Any) -> str:
         lines.append(
             f"Divergence  {d.call_id}: inputs changed since it finished; policy {d.policy}"
         )
+    lines.extend(_llm_lines(e))
     return "\n".join(lines)
+
+
+def _usd(v: float | None) -> str:
+    return "?" if v is None else f"${v:.4f}" if v < 100 else f"${v:,.2f}"
+
+
+def _llm_lines(e: Any) -> list[str]:
+    cost = e.llm_cost
+    if cost is None or (not cost.calls and not cost.saved_calls and cost.budget_usd is None):
+        return []
+    total = f"LLM cost    {_usd(cost.cost_usd)} spent on {cost.calls} call{'s' * (cost.calls != 1)}"
+    total += f" ({cost.tokens_input} tokens in, {cost.tokens_output} out)"
+    if cost.unpriced_calls:
+        total += f"; {cost.unpriced_calls} without a known price"
+    lines = [total]
+    if cost.saved_calls:
+        lines.append(
+            f"LLM saved   {_usd(cost.saved_usd)} by reusing {cost.saved_calls} stored call"
+            + "s" * (cost.saved_calls != 1)
+            + " on resume"
+        )
+    if cost.budget_usd is not None:
+        lines.append(f"LLM budget  {_usd(cost.budget_usd)}")
+    rows = [
+        [
+            c.call,
+            str(c.run),
+            c.checkpoint or "",
+            c.model or "",
+            "" if c.tokens_input is None else str(c.tokens_input),
+            "" if c.tokens_output is None else str(c.tokens_output),
+            "" if c.latency_ms is None else f"{c.latency_ms:.0f}ms",
+            _usd(c.cost_usd),
+        ]
+        for c in e.llm_calls
+    ]
+    if rows:
+        table = _table(
+            rows, ["LLM CALL", "RUN", "IN CHECKPOINT", "MODEL", "IN", "OUT", "LATENCY", "COST"]
+        )
+        lines.extend("  " + line for line in table.splitlines())
+    return lines
 
 
 def _list_text(items: list[Any]) -> str:
@@ -192,12 +235,12 @@ def cmd_executions(args: argparse.Namespace, out: Output) -> None:
         e = client.executions.get(args.exec_id)
         out.item(e, lambda: _describe(e))
     elif args.action == "retry":
-        e = client.executions.retry(args.exec_id)
+        e = client.executions.retry(args.exec_id, budget_usd=args.budget_usd)
         out.item(e, lambda: _describe(e))
         if e.status.value in ("failed", "cancelled"):
             raise _Exit(1)
     elif args.action == "resume":
-        e = client.executions.resume(args.exec_id)
+        e = client.executions.resume(args.exec_id, budget_usd=args.budget_usd)
         out.item(e, lambda: _describe(e))
         if e.status.value in ("failed", "cancelled"):
             raise _Exit(1)
@@ -482,6 +525,13 @@ def _parser() -> argparse.ArgumentParser:
     ):
         c = exs.add_parser(name, help=helptext, parents=[common])
         c.add_argument("exec_id", metavar="EXEC_ID")
+        if name in ("retry", "resume"):
+            c.add_argument(
+                "--budget-usd",
+                type=float,
+                metavar="USD",
+                help="a new LLM budget for the execution (e.g. after a budget stop)",
+            )
     inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=[common])
     inp.add_argument("exec_id", metavar="EXEC_ID")
     inp.add_argument("--value", help="the answer as JSON, e.g. true, 3, '\"text\"', '{\"a\": 1}'")
@@ -523,7 +573,23 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     d.add_argument("key", metavar="KEY_OR_EXEC_ID")
+
+    from . import _cli_llm
+
+    _cli_llm.add_parsers(sub, common)
     return p
+
+
+def _cmd_model(args: argparse.Namespace, out: Output) -> None:
+    from . import _cli_llm
+
+    _cli_llm.cmd_model(args, out)
+
+
+def _cmd_secrets(args: argparse.Namespace, out: Output) -> None:
+    from . import _cli_llm
+
+    _cli_llm.cmd_secrets(args, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -540,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "init": cmd_init,
         "status": cmd_status,
         "info": cmd_info,
+        "model": _cmd_model,
+        "secrets": _cmd_secrets,
     }
     try:
         handlers[args.group](args, out)

@@ -25,6 +25,8 @@ __all__ = [
     "ExecutionStatus",
     "FailureInfo",
     "KitaruClient",
+    "LLMCall",
+    "LLMCost",
     "LogEntry",
     "PendingWait",
     "WaitInfo",
@@ -226,6 +228,74 @@ class Divergence:
     policy: str
 
 
+@dataclass(frozen=True)
+class LLMCall:
+    """One `kitaru.llm()` call that reached a provider (an entry of the cost ledger)."""
+
+    call: str
+    checkpoint: str | None
+    run: int
+    model: str | None
+    alias: str | None
+    tokens_input: int | None
+    tokens_output: int | None
+    total_tokens: int | None
+    latency_ms: float | None
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class LLMCost:
+    """The execution's LLM spend over all its runs, and what reusing stored calls saved."""
+
+    calls: int
+    tokens_input: int
+    tokens_output: int
+    cost_usd: float
+    unpriced_calls: int
+    saved_calls: int
+    saved_usd: float
+    budget_usd: float | None
+
+
+def _ledger(
+    metadata: dict[str, Any], options: dict[str, Any] | None, events: list[dict[str, Any]]
+) -> tuple[list[LLMCall], LLMCost]:
+    """Takes kitaru's ledger keys out of `metadata` into calls and totals."""
+    claims = [e["seq"] for e in events if e.get("holder")]
+    entries = metadata.pop("kitaru_llm", None) or {}
+    saved = metadata.pop("kitaru_llm_saved", None) or {}
+    budget = metadata.pop("kitaru_budget_usd", None)
+    if budget is None and options:
+        budget = options.get("budget_usd")
+    calls = [
+        LLMCall(
+            call=e.get("call", ""),
+            checkpoint=e.get("checkpoint"),
+            run=sum(1 for seq in claims if seq <= int(key.split(".", 1)[0])),
+            model=e.get("resolved_model"),
+            alias=e.get("alias"),
+            tokens_input=e.get("tokens_input"),
+            tokens_output=e.get("tokens_output"),
+            total_tokens=e.get("total_tokens"),
+            latency_ms=e.get("latency_ms"),
+            cost_usd=e.get("cost_usd"),
+        )
+        for key, e in sorted(entries.items())
+    ]
+    cost = LLMCost(
+        calls=len(calls),
+        tokens_input=sum(c.tokens_input or 0 for c in calls),
+        tokens_output=sum(c.tokens_output or 0 for c in calls),
+        cost_usd=round(sum(c.cost_usd or 0.0 for c in calls), 10),
+        unpriced_calls=sum(1 for c in calls if c.cost_usd is None),
+        saved_calls=sum(int(v.get("calls", 0)) for v in saved.values()),
+        saved_usd=round(sum(float(v.get("cost_usd", 0.0)) for v in saved.values()), 10),
+        budget_usd=budget,
+    )
+    return calls, cost
+
+
 def _merged_metadata(entries: list[str]) -> dict[str, Any]:
     from ._context import merge_metadata
 
@@ -259,11 +329,16 @@ class Execution:
     pending_waits: list[PendingWait] = field(default_factory=list)
     waits: list[WaitInfo] = field(default_factory=list)
     events: list[ExecutionEvent] = field(default_factory=list)
+    llm_calls: list[LLMCall] = field(default_factory=list)
+    llm_cost: LLMCost | None = None
 
     @classmethod
     def from_view(cls, v: dict[str, Any]) -> Execution:
         entry = v.get("entry")
         failure = FailureInfo.from_view(v.get("failure"))
+        options = json.loads(v["options_json"]) if v.get("options_json") else None
+        metadata = _merged_metadata(v.get("metadata_json") or [])
+        llm_calls, llm_cost = _ledger(metadata, options, v.get("events") or [])
         return cls(
             exec_id=v["exec_id"],
             flow_id=f"{entry['module']}.{entry['qualname']}" if entry else None,
@@ -272,7 +347,7 @@ class Execution:
             started_at=_ts(v.get("started_at")),
             ended_at=_ts(v.get("ended_at")),
             stack_name=None,
-            metadata=_merged_metadata(v.get("metadata_json") or []),
+            metadata=metadata,
             status_reason=failure.message if failure else None,
             failure=failure,
             pending_wait=(
@@ -280,7 +355,7 @@ class Execution:
                 if v.get("pending_waits")
                 else None
             ),
-            frozen_execution_spec=json.loads(v["options_json"]) if v.get("options_json") else None,
+            frozen_execution_spec=options,
             original_exec_id=None,
             checkpoints=[
                 CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])
@@ -307,6 +382,8 @@ class Execution:
                 ExecutionEvent(e["seq"], _ts(e["at"]), e["event"], e.get("holder"), e.get("detail"))
                 for e in v.get("events", [])
             ],
+            llm_calls=llm_calls,
+            llm_cost=llm_cost,
         )
 
     def list_checkpoints(self) -> list[CheckpointCall]:
@@ -371,14 +448,15 @@ class ExecutionsAPI:
         found = self._store.result(_check_id(exec_id))
         return None if found is None else serde.loads(*found, what=f"result of execution {exec_id}")
 
-    def retry(self, exec_id: str) -> Execution:
+    def retry(self, exec_id: str, *, budget_usd: float | None = None) -> Execution:
         """Run a failed execution (or one whose runner died) again from the top, in this process.
 
-        Finished checkpoints return their stored outputs; the rest run live.
+        Finished checkpoints return their stored outputs; the rest run live. `budget_usd`
+        replaces the execution's LLM budget from now on (e.g. after a budget stop).
         """
-        return self._rerun(_check_id(exec_id), "retry")
+        return self._rerun(_check_id(exec_id), "retry", budget_usd)
 
-    def _rerun(self, exec_id: str, intent: str) -> Execution:
+    def _rerun(self, exec_id: str, intent: str, budget_usd: float | None = None) -> Execution:
         from . import _entry
 
         store = self._store
@@ -386,18 +464,22 @@ class ExecutionsAPI:
         if not view.get("entry"):
             raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
         definition = _entry.load_flow(view["entry"])
+        if budget_usd is not None:
+            from .flow import _check_budget
+
+            budget_usd = _check_budget(budget_usd, intent)
         tag, data = store.start_args(exec_id)
         saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}")
         runner = store.claim(exec_id, intent, _config.lease_ttl_ms())
-        definition.resume_execution(runner, tuple(saved["args"]), dict(saved["kwargs"]))
+        definition.resume_execution(runner, tuple(saved["args"]), dict(saved["kwargs"]), budget_usd)
         return self.get(exec_id)
 
-    def resume(self, exec_id: str) -> Execution:
+    def resume(self, exec_id: str, *, budget_usd: float | None = None) -> Execution:
         """Run a waiting execution whose waits are answered again from the top, in this process.
 
         Finished checkpoints and answered waits return their stored values at once.
         """
-        return self._rerun(_check_id(exec_id), "resume")
+        return self._rerun(_check_id(exec_id), "resume", budget_usd)
 
     def pending_waits(self, exec_id: str) -> builtins.list[PendingWait]:
         """The waits of an execution that have no answer yet, oldest first."""

@@ -20,6 +20,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "FailureOrigin",
     "KitaruBackendError",
+    "KitaruBudgetExceededError",
     "KitaruContextError",
     "KitaruCorruptionError",
     "KitaruDivergenceError",
@@ -48,6 +49,7 @@ class FailureOrigin(StrEnum):
     BACKEND = "backend"
     DIVERGENCE = "divergence"
     RUNNER_DIED = "runner_died"
+    BUDGET = "budget"
     UNKNOWN = "unknown"
 
 
@@ -94,6 +96,14 @@ class KitaruUserCodeError(KitaruExecutionError):
 
 class KitaruDivergenceError(KitaruExecutionError):
     """A finished checkpoint was called again with different inputs under the `error` policy."""
+
+
+class KitaruBudgetExceededError(KitaruExecutionError):
+    """The execution spent more on LLM calls than its `budget_usd`.
+
+    Retry it with a larger budget (``kitaru executions retry <id> --budget-usd N``):
+    finished checkpoints and LLM calls are reused, not paid for again.
+    """
 
 
 class KitaruBackendError(KitaruRuntimeError):
@@ -143,6 +153,7 @@ def format_recovery_hint(exec_id: str, status: object) -> str | None:
 _ORIGIN_CLASSES: dict[str, type[KitaruExecutionError]] = {
     FailureOrigin.USER_CODE: KitaruUserCodeError,
     FailureOrigin.DIVERGENCE: KitaruDivergenceError,
+    FailureOrigin.BUDGET: KitaruBudgetExceededError,
 }
 
 

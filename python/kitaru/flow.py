@@ -46,7 +46,7 @@ else:
 __all__ = ["FlowDefinition", "FlowHandle", "flow"]
 
 
-_RESERVED = ("stack", "image", "cache", "retries")
+_RESERVED = ("stack", "image", "cache", "retries", "budget_usd")
 VERSION = "0.1.0"
 
 
@@ -73,6 +73,16 @@ def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: s
         )
     if isinstance(image, str) and not image.strip():
         raise KitaruUsageError(f"Flow image must not be empty ({where}).")
+
+
+def _check_budget(budget: Any, where: str) -> float | None:
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
+        raise KitaruUsageError(
+            f"budget_usd must be a number of US dollars >= 0, got {budget!r} ({where})."
+        )
+    return float(budget)
 
 
 def _entry_point(func: Callable[..., Any]) -> tuple[str, str, str | None]:
@@ -104,8 +114,10 @@ class FlowDefinition(Generic[R]):
         cache: bool | None,
         retries: int | None,
         divergence: str,
+        budget_usd: float | None = None,
     ) -> None:
         copy_identity(self, func)
+        self.budget_usd = budget_usd
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
         self.stack, self.image, self.cache = stack, image, cache
@@ -138,6 +150,7 @@ class FlowDefinition(Generic[R]):
         opts = {
             "retries": retries,
             "divergence": self.divergence,
+            "budget_usd": self.budget_usd,
             "stack": self.stack,
             "cache": self.cache,
             "image": self.image if isinstance(self.image, (str, type(None))) else repr(self.image),
@@ -192,17 +205,20 @@ class FlowDefinition(Generic[R]):
         image: Any = None,
         cache: bool | None = None,
         retries: int | None = None,
+        budget_usd: float | None = None,
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """Start a new execution and run it in this process; returns its handle when it ends.
 
+        ``budget_usd`` overrides the flow's budget for this execution (and its retries).
         ``stack``, ``image`` and ``cache`` are validated and recorded; stacks and remote
         images arrive in a later release (every execution runs here, on ``KITARU_STORE``).
         """
         _validate_options(stack, image, cache, retries, ".run()")
+        budget = _check_budget(budget_usd, ".run()")
         n = self.retries if retries is None else retries
         runner = self._start(args, kwargs, n)
-        self._execute(runner, args, kwargs, n)
+        self._execute(runner, args, kwargs, n, budget)
         return FlowHandle(runner.exec_id)
 
     async def arun(
@@ -212,39 +228,64 @@ class FlowDefinition(Generic[R]):
         image: Any = None,
         cache: bool | None = None,
         retries: int | None = None,
+        budget_usd: float | None = None,
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
         _validate_options(stack, image, cache, retries, ".arun()")
+        budget = _check_budget(budget_usd, ".arun()")
         n = self.retries if retries is None else retries
         runner = self._start(args, kwargs, n)
-        await self._drive_async(runner, args, kwargs, n)
+        await self._drive_async(runner, args, kwargs, n, budget)
         return FlowHandle(runner.exec_id)
 
     def resume_execution(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        budget_usd: float | None = None,
     ) -> None:
         """Run an execution claimed by retry/resume from the top (used by the client)."""
-        self._execute(runner, args, kwargs, self.retries)
+        self._execute(runner, args, kwargs, self.retries, budget_usd)
 
     # --- driving ------------------------------------------------------------------
 
     def _execute(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        budget: float | None,
     ) -> None:
         """Run the body (with flow-level retries) to its end, blocking this thread."""
         if self.is_async:
             _no_running_loop(self.name)
             import asyncio
 
-            asyncio.run(self._drive_async(runner, args, kwargs, retries))
+            asyncio.run(self._drive_async(runner, args, kwargs, retries, budget))
         else:
-            self._drive(runner, args, kwargs, retries)
+            self._drive(runner, args, kwargs, retries, budget)
+
+    def _new_run(self, runner: Runner, budget: float | None) -> FlowRun:
+        run = FlowRun(runner, self.name, self.divergence)
+        try:
+            run.set_budget(self.budget_usd, budget)
+        except BaseException:
+            runner.release()
+            raise
+        return run
 
     def _drive(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        budget: float | None,
     ) -> None:
-        run = FlowRun(runner, self.name, self.divergence)
+        run = self._new_run(runner, budget)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -264,9 +305,14 @@ class FlowDefinition(Generic[R]):
             _capture.uninstall()
 
     async def _drive_async(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        budget: float | None,
     ) -> None:
-        run = FlowRun(runner, self.name, self.divergence)
+        run = self._new_run(runner, budget)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -288,6 +334,7 @@ class FlowDefinition(Generic[R]):
     def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
         """Record a failed pass of the body; True when the body should run again."""
         _capture.flush_logs(run)
+        _flush_ledger(run)
         if isinstance(exc, WaitSuspended):
             run.runner.suspend(str(exc))
             return False
@@ -313,12 +360,20 @@ class FlowDefinition(Generic[R]):
         from . import serde
 
         _capture.flush_logs(run)
+        _flush_ledger(run)
         try:
             tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
         except Exception as exc:
             run.runner.fail(str(FailureOrigin.RUNTIME), str(exc), type(exc).__name__, None)
             return
         run.runner.complete(tag, data)
+
+
+def _flush_ledger(run: FlowRun) -> None:
+    try:
+        run.flush_ledger()
+    except Exception:
+        pass
 
 
 def _no_running_loop(name: str) -> None:
@@ -446,6 +501,7 @@ def flow(
     cache: bool | None = None,
     retries: int | None = None,
     divergence: str = "reuse",
+    budget_usd: float | None = None,
 ) -> Callable[[Callable[..., R]], FlowDefinition[R]]: ...
 
 
@@ -458,6 +514,7 @@ def flow(
     cache: bool | None = None,
     retries: int | None = None,
     divergence: str = "reuse",
+    budget_usd: float | None = None,
 ) -> Any:
     """Mark the function that drives an agent as a durable flow (sync or ``async def``).
 
@@ -467,10 +524,14 @@ def flow(
         divergence: what to do when a finished checkpoint is called again with different
             inputs: ``"reuse"`` its stored output (default), ``"rerun"`` it, or ``"error"``
             (raise ``KitaruDivergenceError``). Every divergence is recorded on the execution.
+        budget_usd: the most the execution may spend on ``kitaru.llm()`` calls; once its
+            spend exceeds it, the next LLM call or checkpoint stops the flow with
+            ``KitaruBudgetExceededError`` (retry with ``--budget-usd`` to continue).
         stack, image, cache: accepted and validated for Kitaru compatibility; their behaviour
             arrives in a later release.
     """
     _validate_options(stack, image, cache, retries, "@flow")
+    budget = _check_budget(budget_usd, "@flow")
     if divergence not in DIVERGENCE_POLICIES:
         raise KitaruUsageError(
             f"Flow divergence policy must be one of {', '.join(DIVERGENCE_POLICIES)}, got {divergence!r}."
@@ -480,7 +541,13 @@ def flow(
         if not callable(f):
             raise KitaruUsageError(f"@flow decorates a function, got {f!r}.")
         return FlowDefinition(
-            f, stack=stack, image=image, cache=cache, retries=retries, divergence=divergence
+            f,
+            stack=stack,
+            image=image,
+            cache=cache,
+            retries=retries,
+            divergence=divergence,
+            budget_usd=budget,
         )
 
     return wrap(func) if func is not None else wrap

@@ -412,6 +412,23 @@ impl PyRunner {
         Ok(found.map(|(v, _)| (v.serializer, PyBytes::new(py, &v.bytes), digest)))
     }
 
+    /// The metadata recorded with `call_id`'s stored result (JSON), if any.
+    fn call_metadata(&self, call_id: &str) -> Option<String> {
+        let (_, rec) = self.inner.journal().checkpoints.get(call_id)?;
+        rec.metadata_json.clone()
+    }
+
+    /// The execution metadata (`kitaru.log()` on the flow body) of earlier runs, oldest
+    /// first, as loaded when the lease was taken: one JSON object per record.
+    fn execution_metadata(&self) -> Vec<String> {
+        self.inner
+            .journal()
+            .meta
+            .iter()
+            .map(|m| m.json.clone())
+            .collect()
+    }
+
     fn failed_attempts(&self, call_id: &str) -> u32 {
         self.inner.failed_attempts(call_id)
     }

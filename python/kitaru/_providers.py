@@ -1,0 +1,600 @@
+"""LLM providers over plain HTTP (httpx): OpenAI chat completions (also OpenRouter, Ollama
+and any OpenAI-compatible server) and Anthropic messages.
+
+Requests are built from kitaru's normalized messages (the OpenAI chat format), responses
+are reduced to one normalized dict (text, tool calls, usage, finish reason). Credentials
+are read from the environment or the alias's secret into the request headers only; error
+messages are scrubbed of them. Transient failures (429, 5xx, timeouts, dropped
+connections) are retried with backoff, honouring `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+
+from .errors import KitaruBackendError, KitaruRuntimeError, KitaruUsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import httpx
+
+    from ._models import ResolvedModel
+
+# provider → (API key variable, base URL variable, default base URL)
+_ENDPOINTS: dict[str, tuple[str | None, str, str]] = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+    "openrouter": ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1"),
+    "ollama": (None, "OLLAMA_HOST", "http://localhost:11434"),
+}
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise KitaruUsageError(f"{name}={raw!r} must be a number between {low:g} and {high:g}.")
+    return value
+
+
+def default_timeout() -> float:
+    """Seconds one HTTP attempt may take (`KITARU_LLM_TIMEOUT`, default 120)."""
+    return _env_float("KITARU_LLM_TIMEOUT", 120.0, 0.01, 3600.0)
+
+
+def max_retries() -> int:
+    """Extra attempts after a transient failure (`KITARU_LLM_MAX_RETRIES`, default 3)."""
+    return int(_env_float("KITARU_LLM_MAX_RETRIES", 3, 0, 20))
+
+
+def max_retry_wait() -> float:
+    """The longest `Retry-After` kitaru sleeps for (`KITARU_LLM_MAX_RETRY_WAIT`, 120 s)."""
+    return _env_float("KITARU_LLM_MAX_RETRY_WAIT", 120.0, 0.0, 3600.0)
+
+
+class Endpoint:
+    """Where and how one call is sent. `secret_values` are kept only to scrub errors."""
+
+    __slots__ = (
+        "credential_source",
+        "headers",
+        "key_var",
+        "provider",
+        "redact",
+        "url",
+        "what",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        url: str,
+        headers: dict[str, str],
+        credential_source: str | None,
+        key_var: str | None,
+        redact: list[str],
+        what: str,
+    ) -> None:
+        self.provider, self.url, self.headers = provider, url, headers
+        self.credential_source, self.key_var, self.redact, self.what = (
+            credential_source,
+            key_var,
+            redact,
+            what,
+        )
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.redact)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` without any secret in it, nor any long fragment of one (providers echo
+    masked keys such as 'sk-abc***wxyz')."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "[redacted]")
+
+    def fragment(m: re.Match[str]) -> str:
+        token = m.group(0)
+        parts = [p for p in re.split(r"\*+|\.{3,}", token) if len(p) >= 6]
+        if any(p in value for p in parts for value in secrets if len(value) >= 8):
+            return "[redacted]"
+        return token
+
+    return re.sub(r"[A-Za-z0-9_\-*.]{8,}", fragment, text)
+
+
+def _strip_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@\s]*@", "//", url)
+
+
+def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
+    """The URL and headers of a call to `resolved`, with credentials from the environment
+    first, then the alias's secret (read into the request, never into `os.environ`)."""
+    provider = resolved.provider
+    key_var, base_var, default_base = _ENDPOINTS[provider]
+    alias = resolved.alias
+    secret: dict[str, str] = {}
+    if alias is not None and alias.secret:
+        from . import _secrets
+
+        try:
+            secret = _secrets.get_secret(alias.secret)
+        except KitaruRuntimeError as exc:
+            exc.kitaru_runtime = True  # type: ignore[attr-defined]
+            raise
+    what = f"kitaru.llm() call {call!r} to {resolved.target}" + (
+        f" (model alias {alias.alias!r})" if alias else ""
+    )
+    base = resolved.base_url or os.environ.get(base_var, "").strip() or secret.get(base_var, "")
+    base = (base or default_base).strip().rstrip("/")
+    if provider == "ollama":
+        if not re.match(r"^https?://", base):
+            base = "http://" + base
+        if not base.endswith("/v1"):
+            base += "/v1"
+    key: str | None = None
+    source: str | None = None
+    if key_var is not None:
+        env_key = os.environ.get(key_var, "").strip()
+        if env_key:
+            key, source = env_key, "environment"
+        elif secret.get(key_var, "").strip():
+            key, source = secret[key_var].strip(), "secret"
+    custom_base = base != default_base
+    if key is None and key_var is not None and not custom_base:
+        if alias is not None and alias.secret:
+            hint = (
+                f"secret {alias.secret!r} of alias {alias.alias!r} has no {key_var}: run "
+                f"`kitaru secrets set {alias.secret} --{key_var}=...`, or set {key_var}"
+            )
+        elif alias is not None:
+            hint = (
+                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}=...` "
+                f"and register the alias with `kitaru model register {alias.alias} --model "
+                f"{alias.model} --secret <name>`"
+            )
+        else:
+            hint = f"set {key_var}, or use a model alias whose secret holds {key_var}"
+        err = KitaruRuntimeError(f"{what} has no API key: {hint}.")
+        err.kitaru_runtime = True  # type: ignore[attr-defined]  # a setup problem, not user code
+        raise err
+    headers = {"content-type": "application/json", "user-agent": "kitaru"}
+    if provider == "anthropic":
+        if key:
+            headers["x-api-key"] = key
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+    else:
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        url = base + "/chat/completions"
+    redact = [v for v in secret.values() if v] + ([key] if key else [])
+    return Endpoint(provider, url, headers, source, key_var, redact, what)
+
+
+# --- request bodies ----------------------------------------------------------------------
+
+
+def openai_body(resolved: ResolvedModel, req: dict[str, Any], official: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": resolved.model, "messages": req["messages"]}
+    if req.get("temperature") is not None:
+        body["temperature"] = req["temperature"]
+    if req.get("max_tokens") is not None:
+        # OpenAI's own API wants max_completion_tokens (reasoning models reject max_tokens);
+        # compatible servers know max_tokens.
+        body["max_completion_tokens" if official else "max_tokens"] = req["max_tokens"]
+    tools = req.get("tools")
+    if tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t["name"],
+                    "description": t.get("description", ""),
+                    "parameters": t["parameters"],
+                },
+            }
+            for t in tools
+        ]
+        choice = req.get("tool_choice")
+        if choice in ("auto", "required", "none"):
+            body["tool_choice"] = choice
+        elif choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    schema = req.get("schema")
+    if schema:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": schema["name"], "schema": schema["json"], "strict": False},
+        }
+    return body
+
+
+def _anthropic_content(content: Any) -> Any:
+    if isinstance(content, str) or content is None:
+        return content or ""
+    blocks = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            url = part.get("image_url", {})
+            url = url.get("url") if isinstance(url, dict) else url
+            m = re.match(r"^data:([^;]+);base64,(.*)$", url or "", re.S)
+            if m:
+                blocks.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": m.group(1), "data": m.group(2)},
+                    }
+                )
+            else:
+                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
+        else:
+            blocks.append(part)
+    return blocks
+
+
+def anthropic_body(resolved: ResolvedModel, req: dict[str, Any]) -> dict[str, Any]:
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(req["messages"]):
+        role = m["role"]
+        if role == "system":
+            if messages:
+                raise KitaruUsageError(
+                    f"Message {i} is a system message after the conversation started; Anthropic "
+                    "models take system messages only at the start."
+                )
+            system.append(
+                m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
+            )
+            continue
+        if role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id", ""),
+                "content": m["content"]
+                if isinstance(m["content"], str)
+                else json.dumps(m["content"]),
+            }
+            if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list) \
+                    and messages[-1]["content"] and messages[-1]["content"][0].get("type") == "tool_result":  # fmt: skip
+                messages[-1]["content"].append(block)
+            else:
+                messages.append({"role": "user", "content": [block]})
+            continue
+        if role == "assistant" and m.get("tool_calls"):
+            blocks: list[dict[str, Any]] = []
+            if m.get("content"):
+                text = m["content"]
+                blocks.append(
+                    {"type": "text", "text": text if isinstance(text, str) else json.dumps(text)}
+                )
+            for tc in m["tool_calls"]:
+                fn = tc.get("function", {})
+                args = fn.get("arguments") or "{}"
+                try:
+                    parsed = json.loads(args) if isinstance(args, str) else args
+                except ValueError:
+                    parsed = {"_raw": args}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tc.get("id", ""),
+                        "name": fn.get("name", ""),
+                        "input": parsed,
+                    }
+                )
+            messages.append({"role": "assistant", "content": blocks})
+            continue
+        messages.append({"role": role, "content": _anthropic_content(m.get("content"))})
+    body: dict[str, Any] = {
+        "model": resolved.model,
+        "messages": messages,
+        "max_tokens": req.get("max_tokens") or ANTHROPIC_DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    if req.get("temperature") is not None:
+        body["temperature"] = req["temperature"]
+    tools = [
+        {
+            "name": t["name"],
+            "description": t.get("description", ""),
+            "input_schema": t["parameters"],
+        }
+        for t in req.get("tools") or ()
+    ]
+    choice = req.get("tool_choice")
+    schema = req.get("schema")
+    if schema:
+        # Anthropic's way to a structured answer: one tool whose input is the answer.
+        tools.append(
+            {
+                "name": schema["name"],
+                "description": "Give the final answer in this structure.",
+                "input_schema": schema["json"],
+            }
+        )
+        choice = schema["name"]
+    if tools:
+        body["tools"] = tools
+        if choice == "auto":
+            body["tool_choice"] = {"type": "auto"}
+        elif choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif choice == "none":
+            body["tool_choice"] = {"type": "none"}
+        elif choice:
+            body["tool_choice"] = {"type": "tool", "name": choice}
+    return body
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def parse_openai(data: Any) -> dict[str, Any]:
+    try:
+        choice = data["choices"][0]
+        msg = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise KitaruBackendError(
+            f"the provider's answer has no choices[0].message: {json.dumps(data)[:300]}"
+        ) from None
+    content = msg.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    calls = [
+        {
+            "id": tc.get("id") or f"call_{i}",
+            "name": (tc.get("function") or {}).get("name", ""),
+            "arguments": (tc.get("function") or {}).get("arguments") or "{}",
+        }
+        for i, tc in enumerate(msg.get("tool_calls") or ())
+    ]
+    usage = data.get("usage") or {}
+    tin, tout = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    cost = usage.get("cost")
+    return {
+        "text": content if isinstance(content, str) else None,
+        "tool_calls": calls,
+        "finish_reason": choice.get("finish_reason"),
+        "refusal": msg.get("refusal"),
+        "model": data.get("model"),
+        "usage": {
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "total_tokens": _int(usage.get("total_tokens"))
+            or (tin + tout if tin is not None and tout is not None else None),
+        },
+        "provider_cost_usd": float(cost) if isinstance(cost, (int, float)) else None,
+    }
+
+
+def parse_anthropic(data: Any, schema_tool: str | None) -> dict[str, Any]:
+    blocks = data.get("content") if isinstance(data, dict) else None
+    if not isinstance(blocks, list):
+        raise KitaruBackendError(
+            f"the provider's answer has no content blocks: {json.dumps(data)[:300]}"
+        )
+    texts, calls = [], []
+    for b in blocks:
+        if b.get("type") == "text":
+            texts.append(b.get("text", ""))
+        elif b.get("type") == "tool_use":
+            if schema_tool and b.get("name") == schema_tool:
+                texts.append(json.dumps(b.get("input")))
+            else:
+                calls.append(
+                    {
+                        "id": b.get("id", ""),
+                        "name": b.get("name", ""),
+                        "arguments": json.dumps(b.get("input", {})),
+                    }
+                )
+    usage = data.get("usage") or {}
+    tin = _int(usage.get("input_tokens"))
+    if tin is not None:
+        tin += (_int(usage.get("cache_creation_input_tokens")) or 0) + (
+            _int(usage.get("cache_read_input_tokens")) or 0
+        )
+    tout = _int(usage.get("output_tokens"))
+    return {
+        "text": "".join(texts) if texts else None,
+        "tool_calls": calls,
+        "finish_reason": data.get("stop_reason"),
+        "refusal": None,
+        "model": data.get("model"),
+        "usage": {
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "total_tokens": tin + tout if tin is not None and tout is not None else None,
+        },
+        "provider_cost_usd": None,
+    }
+
+
+def build(resolved: ResolvedModel, req: dict[str, Any], ep: Endpoint) -> dict[str, Any]:
+    if ep.provider == "anthropic":
+        return anthropic_body(resolved, req)
+    official = ep.provider == "openai" and ep.url.startswith(_ENDPOINTS["openai"][2])
+    return openai_body(resolved, req, official)
+
+
+def parse(ep: Endpoint, data: Any, req: dict[str, Any]) -> dict[str, Any]:
+    if ep.provider == "anthropic":
+        schema = req.get("schema")
+        return parse_anthropic(data, schema["name"] if schema else None)
+    return parse_openai(data)
+
+
+# --- sending, with retries ---------------------------------------------------------------
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    ms = resp.headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    raw = resp.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _provider_message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:500].strip() or resp.reason_phrase
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])[:1000]
+    if isinstance(err, str):
+        return err[:1000]
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])[:1000]
+    return json.dumps(data)[:500]
+
+
+def _http_error(ep: Endpoint, resp: httpx.Response, attempts: int) -> KitaruBackendError:
+    message = ep.scrub(_provider_message(resp))
+    status = resp.status_code
+    text = f"{ep.what} failed: HTTP {status} from {_strip_userinfo(ep.url)}: {message}"
+    if status in (401, 403) and ep.key_var:
+        if ep.credential_source == "secret":
+            text += f" The API key came from the alias's secret: update it with `kitaru secrets set <secret> --{ep.key_var}=...`."
+        elif ep.credential_source == "environment":
+            text += f" The API key came from {ep.key_var}: set it to a valid key."
+        else:
+            text += f" No API key was sent: set {ep.key_var}."
+    if attempts > 1:
+        text += f" (after {attempts} attempts)"
+    err = KitaruBackendError(text)
+    err.status_code = status  # type: ignore[attr-defined]
+    return err
+
+
+def _delay(attempt: int, resp: httpx.Response | None, ep: Endpoint) -> float:
+    if resp is not None:
+        asked = _retry_after(resp)
+        if asked is not None:
+            cap = max_retry_wait()
+            if asked > cap:
+                raise KitaruBackendError(
+                    f"{ep.what}: the provider asked to retry after {asked:.0f} s, longer than "
+                    f"KITARU_LLM_MAX_RETRY_WAIT ({cap:.0f} s). HTTP {resp.status_code}: "
+                    f"{ep.scrub(_provider_message(resp))}"
+                )
+            return asked
+    return min(0.5 * (2**attempt), 30.0) * (0.5 + random.random() / 2)
+
+
+def _network_error(ep: Endpoint, exc: Exception, attempts: int) -> KitaruBackendError:
+    kind = "timed out" if "Timeout" in type(exc).__name__ else "could not connect"
+    return KitaruBackendError(
+        f"{ep.what} {kind}: {type(exc).__name__} talking to {_strip_userinfo(ep.url)}: "
+        f"{ep.scrub(str(exc)) or 'no details'} (after {attempts} attempt{'s' * (attempts > 1)})."
+    )
+
+
+_clients: dict[int, Any] = {}
+
+
+def _client() -> httpx.Client:
+    import httpx
+
+    client = _clients.get(os.getpid())
+    if client is None:
+        client = httpx.Client(follow_redirects=False, trust_env=True)
+        _clients[os.getpid()] = client
+    return client  # type: ignore[no-any-return]
+
+
+def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
+    """POST `body`, retrying transient failures; the decoded JSON answer."""
+    import httpx
+
+    retries = max_retries()
+    client = _client()
+    for attempt in range(retries + 1):
+        try:
+            resp = client.post(ep.url, json=body, headers=ep.headers, timeout=timeout)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            if attempt == retries:
+                raise _network_error(ep, exc, attempt + 1) from None
+            time.sleep(_delay(attempt, None, ep))
+            continue
+        if resp.status_code < 300:
+            return _decode(ep, resp)
+        if resp.status_code in _RETRY_STATUS and attempt < retries:
+            time.sleep(_delay(attempt, resp, ep))
+            continue
+        raise _http_error(ep, resp, attempt + 1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
+    """`send` for async flows: the event loop keeps running while the call is in flight."""
+    import asyncio
+
+    import httpx
+
+    retries = max_retries()
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=True) as client:
+        for attempt in range(retries + 1):
+            try:
+                resp = await client.post(ep.url, json=body, headers=ep.headers, timeout=timeout)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt == retries:
+                    raise _network_error(ep, exc, attempt + 1) from None
+                await asyncio.sleep(_delay(attempt, None, ep))
+                continue
+            if resp.status_code < 300:
+                return _decode(ep, resp)
+            if resp.status_code in _RETRY_STATUS and attempt < retries:
+                await asyncio.sleep(_delay(attempt, resp, ep))
+                continue
+            raise _http_error(ep, resp, attempt + 1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _decode(ep: Endpoint, resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise KitaruBackendError(
+            f"{ep.what}: the provider answered HTTP {resp.status_code} with a body that is not JSON: "
+            f"{ep.scrub(resp.text[:300])!r}"
+        ) from None

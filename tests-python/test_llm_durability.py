@@ -1,0 +1,284 @@
+"""`kitaru.llm()` under crashes, with secrets, and against a budget: real processes, a real
+HTTP provider on 127.0.0.1 (tests-python/fake_llm.py), SIGKILL and retry from the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kitaru
+from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
+from fake_llm import OPENAI_KEY, FakeLLM, Reply
+
+AGENT = """
+import os, sys, time
+import kitaru
+from kitaru import checkpoint, flow
+
+LEDGER = os.environ["LEDGER"]
+
+def mark(event):
+    with open(LEDGER, "a") as f:
+        f.write(event + "\\n")
+
+@checkpoint
+def tool(text: str) -> str:
+    mark("tool " + text)
+    if os.environ.get("HANG") == "tool":
+        mark("hang tool")
+        time.sleep(120)
+    return text.upper()
+
+@checkpoint
+def summarize(text: str) -> str:
+    # an inline call: recorded on this checkpoint
+    return kitaru.llm("Summarize: " + text, model="fast", name="summary")
+
+@flow(budget_usd=float(os.environ["BUDGET"]) if os.environ.get("BUDGET") else None)
+def agent(topic: str) -> str:
+    brief = kitaru.llm("Research: " + topic, model="fast", system="Be brief.")
+    mark("got brief")
+    mark("env has key: " + str("OPENAI_API_KEY" in os.environ))
+    loud = tool(brief)
+    second = kitaru.llm("Expand: " + loud, model="fast")
+    mark("got second")
+    summary = summarize(second)
+    return summary
+
+if __name__ == "__main__":
+    handle = agent.run(sys.argv[1])
+    print(handle.exec_id)
+"""
+
+
+def _register_fast(env: dict[str, str], cwd: Path, *extra: str) -> None:
+    run_cli(
+        "model",
+        "register",
+        "fast",
+        "--model",
+        "openai/gpt-4o-mini",
+        *extra,
+        cwd=cwd,
+        env=env,
+        check=True,
+    )
+
+
+def _prompts(server: FakeLLM) -> list[str]:
+    return [r.last_user_text for r in server.requests]
+
+
+def _env(tmp_path: Path, server: FakeLLM, **extra: str) -> dict[str, str]:
+    return {**os.environ, **server.env(), "LEDGER": str(tmp_path / "ledger.txt"), **extra}
+
+
+def test_crash_after_llm_call_retry_does_not_call_the_model_again(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    script = write_script(tmp_path, "agent.py", AGENT)
+    env = _env(tmp_path, fake_llm, HANG="tool")
+    _register_fast(env, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "tides"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_line(tmp_path / "ledger.txt", "hang tool")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert _prompts(fake_llm) == ["Research: tides"]
+
+    exec_id = cli_json("executions", "list", cwd=tmp_path)["items"][0]["exec_id"]
+    env.pop("HANG")
+    retried = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+
+    # The finished call came from the store: the provider saw it once, then only new calls.
+    assert _prompts(fake_llm) == [
+        "Research: tides",
+        "Expand: ECHO: RESEARCH: TIDES",
+        "Summarize: echo: Expand: ECHO: RESEARCH: TIDES",
+    ]
+    assert ledger(tmp_path / "ledger.txt").count("got brief") == 2  # the flow body ran twice
+
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    assert got["status"] == "completed"
+    calls = {c["name"]: c for c in got["checkpoints"]}
+    assert calls["llm_1"]["checkpoint_type"] == "llm_call"
+    assert calls["llm_2"]["checkpoint_type"] == "llm_call"
+    assert (
+        calls["summarize"]["metadata"]["llm_calls"]["summary"]["resolved_model"]
+        == "openai/gpt-4o-mini"
+    )
+    # the ledger: three calls reached the provider, one (llm_1) was reused by the retry
+    cost = got["llm_cost"]
+    assert cost["calls"] == 3
+    assert cost["saved_calls"] == 1
+    assert cost["cost_usd"] > 0
+    first = got["llm_calls"][0]
+    assert (first["call"], first["run"], first["model"]) == ("llm_1", 1, "openai/gpt-4o-mini")
+    assert [c["run"] for c in got["llm_calls"]] == [1, 2, 2]
+    assert got["llm_calls"][2]["checkpoint"] == "summarize"
+    expected_first = (first["tokens_input"] * 0.15 + first["tokens_output"] * 0.60) / 1e6
+    assert abs(first["cost_usd"] - expected_first) < 1e-9
+    assert abs(cost["saved_usd"] - first["cost_usd"]) < 1e-9
+
+    text = run_cli("executions", "get", exec_id, cwd=tmp_path, env=env, check=True).stdout
+    assert "LLM cost" in text and "spent on 3 calls" in text
+    assert "by reusing 1 stored call on resume" in text
+
+
+def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+
+
+def test_secrets_never_reach_the_store_logs_or_errors(
+    tmp_path: Path, fake_llm: FakeLLM, isolated_store: Path
+) -> None:
+    script = write_script(tmp_path, "agent.py", AGENT)
+    env = _env(tmp_path, fake_llm)
+    env.pop("OPENAI_API_KEY")
+    # The key goes through stdin (`--OPENAI_API_KEY` alone), not the command line.
+    created = subprocess.run(
+        [sys.executable, "-m", "kitaru.cli", "secrets", "set", "openai", "--OPENAI_API_KEY"],
+        input=OPENAI_KEY + "\n",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stderr
+    assert OPENAI_KEY not in created.stdout + created.stderr
+    _register_fast(env, tmp_path, "--secret", "openai")
+    config = Path(env["KITARU_CONFIG_PATH"])
+    secret_file = config / "secrets" / "openai.json"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert (config / "secrets").stat().st_mode & 0o777 == 0o700
+
+    ok = subprocess.run(
+        [sys.executable, str(script), "tides"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert fake_llm.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    exec_ok = ok.stdout.strip()
+    got = cli_json("executions", "get", exec_ok, cwd=tmp_path, env=env)["item"]
+    assert got["status"] == "completed"
+    assert got["checkpoints"][0]["metadata"]["llm_calls"]["llm_1"]["credential_source"] == "secret"
+
+    # A rejected key: the failure names the alias and the variable, never the key.
+    fake_llm.openai_key = "sk-the-right-one-is-different-000"
+    bad = subprocess.run(
+        [sys.executable, str(script), "reefs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    exec_bad = bad.stdout.strip()
+    failed = cli_json("executions", "get", exec_bad, cwd=tmp_path, env=env)["item"]
+    assert failed["status"] == "failed"
+    assert failed["failure"]["origin"] == "backend"
+    message = failed["failure"]["message"]
+    assert "alias 'fast'" in message and "OPENAI_API_KEY" in message and "401" in message
+    masked_fragment = OPENAI_KEY[:6] + "***" + OPENAI_KEY[-4:]
+    assert masked_fragment not in message and OPENAI_KEY[-4:] + "." not in message
+    logs = run_cli("executions", "logs", exec_bad, cwd=tmp_path, env=env)
+
+    # Grep everything kitaru wrote: the store, every CLI output, the script's output.
+    needles = [OPENAI_KEY.encode(), OPENAI_KEY[6:-4].encode(), OPENAI_KEY[-10:].encode()]
+    for path, data in _all_bytes(isolated_store):
+        for needle in needles:
+            assert needle not in data, f"secret material in {path}"
+    dumps = run_cli("store", "dump", exec_bad, cwd=tmp_path, env=env, check=True).stdout
+    outputs = [ok.stdout, ok.stderr, bad.stdout, bad.stderr, logs.stdout, logs.stderr, dumps]
+    for text in outputs:
+        for needle in needles:
+            assert needle.decode() not in text
+    # ...and the key was never exported to the environment of the flow's process.
+    assert ledger(tmp_path / "ledger.txt").count("env has key: False") == 1
+    assert secret_file.read_text().count(OPENAI_KEY) == 1  # only in the secret file itself
+
+
+def test_budget_stops_the_flow_and_a_larger_budget_resumes_it(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    script = write_script(tmp_path, "agent.py", AGENT)
+    # $1 per million tokens each way; every call here costs 100 in + 50 out = $0.00015.
+    env = _env(tmp_path, fake_llm, BUDGET="0.0002")
+    _register_fast(env, tmp_path, "--input-price", "1", "--output-price", "1")
+    fake_llm.queue(*(Reply(usage=(100, 50)) for _ in range(5)))
+
+    first = subprocess.run(
+        [sys.executable, str(script), "tides"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    exec_id = first.stdout.strip()
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path, env=env)["item"]
+    # llm_1 ($0.00015) and llm_2 ($0.0003 in total) ran; the next checkpoint boundary stopped it.
+    assert _prompts(fake_llm)[:2] == ["Research: tides", "Expand: ECHO: RESEARCH: TIDES"]
+    assert len(fake_llm.requests) == 2
+    assert got["status"] == "failed"
+    assert got["failure"]["origin"] == "budget"
+    assert "over its budget of $0.0002" in got["failure"]["message"]
+    assert f"kitaru executions retry {exec_id} --budget-usd" in got["failure"]["message"]
+    assert got["llm_cost"]["calls"] == 2
+    assert abs(got["llm_cost"]["cost_usd"] - 0.0003) < 1e-9
+    assert "summarize" not in [c["name"] for c in got["checkpoints"] if c["status"] == "completed"]
+
+    # The same budget again: stopped before anything new is paid for.
+    again = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=env)
+    assert again.returncode == 1
+    assert len(fake_llm.requests) == 2
+
+    raised = run_cli("executions", "retry", exec_id, "--budget-usd", "1", cwd=tmp_path, env=env)
+    assert raised.returncode == 0, raised.stdout + raised.stderr
+    # only the unfinished call went to the provider
+    assert len(fake_llm.requests) == 3
+    assert fake_llm.requests[2].last_user_text.startswith("Summarize: ")
+    done = cli_json("executions", "get", exec_id, cwd=tmp_path, env=env)["item"]
+    assert done["status"] == "completed"
+    assert done["llm_cost"]["budget_usd"] == 1.0
+    assert done["llm_cost"]["calls"] == 3
+    assert done["llm_cost"]["saved_calls"] == 2 + 2  # llm_1 and llm_2, reused by both retries
+
+
+@kitaru.flow(budget_usd=0.5)
+def spender() -> list[str]:
+    return [kitaru.llm(f"q{i}", model="cheap") for i in range(5)]
+
+
+def test_budget_error_in_process(tmp_path: Path, fake_llm: FakeLLM, monkeypatch: Any) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias(
+        "cheap", model="openai/gpt-4o-mini", input_price=1000, output_price=0
+    )
+    fake_llm.queue(Reply(usage=(1000, 1)), Reply(usage=(1000, 1)))
+
+    handle = spender.run()
+    try:
+        handle.wait()
+    except kitaru.KitaruBudgetExceededError as exc:
+        assert exc.failure_origin == "budget"
+        assert exc.exec_id == handle.exec_id
+    else:
+        raise AssertionError("the budget did not stop the flow")
+    # $1 per call: the first call spends $1 > $0.50, so the second never starts
+    assert len(fake_llm.requests) == 1
