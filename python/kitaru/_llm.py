@@ -552,6 +552,11 @@ def _output(
 
 
 def _inline_done(scope: CheckpointScope, call: str, out: dict[str, Any], value: Any) -> Any:
+    taken = scope.metadata.get("llm_calls") or {}
+    base, n = call, 1
+    while call in taken:  # the same name= twice in one checkpoint: summary, summary_2, ...
+        n += 1
+        call = f"{base}_{n}"
     entry = dict(out["call"])
     entry["prompt"] = out["messages"]
     entry["response"] = {k: out["response"].get(k) for k in ("text", "tool_calls", "finish_reason")}
