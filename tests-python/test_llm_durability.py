@@ -282,3 +282,43 @@ def test_budget_error_in_process(tmp_path: Path, fake_llm: FakeLLM, monkeypatch:
         raise AssertionError("the budget did not stop the flow")
     # $1 per call: the first call spends $1 > $0.50, so the second never starts
     assert len(fake_llm.requests) == 1
+
+
+FAIL_AFTER_CALL = {"on": True}
+
+
+@kitaru.flow
+def asks_once(q: str) -> str:
+    answer = kitaru.llm(q, model="fast")
+    if FAIL_AFTER_CALL["on"]:
+        raise RuntimeError("boom after the call")
+    return answer
+
+
+def test_a_retry_without_the_alias_reuses_finished_calls(
+    fake_llm: FakeLLM, monkeypatch: Any
+) -> None:
+    from kitaru import _models
+
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
+    FAIL_AFTER_CALL["on"] = True
+    handle = asks_once.run("hello")
+    assert handle.status == "failed"
+    # Another machine: no such alias there. The finished call needs none.
+    _models.remove_model_alias("fast")
+    FAIL_AFTER_CALL["on"] = False
+    done = kitaru.KitaruClient().executions.retry(handle.exec_id)
+    assert done.status == "completed"
+    assert handle.get() == "echo: hello"
+    assert len(fake_llm.requests) == 1
+    # ...while a call that has to reach a provider names the missing alias.
+    fresh = asks_once.run("again")
+    try:
+        fresh.wait()
+    except kitaru.KitaruExecutionError as exc:
+        assert "'fast'" in str(exc) and "kitaru model register" in str(exc)
+    else:
+        raise AssertionError("an unknown alias did not fail the call")
+    assert len(fake_llm.requests) == 1

@@ -269,7 +269,17 @@ def _normalize_messages(prompt: Any, system: str | None) -> list[dict[str, Any]]
 class _Prepared:
     """A validated call: the request, the model it goes to and how to read the answer."""
 
-    __slots__ = ("identity", "mock", "req", "resolved", "schema", "timeout", "tools", "wrapped")
+    __slots__ = (
+        "identity",
+        "mock",
+        "req",
+        "resolve_error",
+        "resolved",
+        "schema",
+        "timeout",
+        "tools",
+        "wrapped",
+    )
 
     def __init__(
         self,
@@ -327,7 +337,13 @@ class _Prepared:
             schema_req = self._schema_request(schema)
         self.timeout = timeout
         self.mock = "KITARU_LLM_MOCK_RESPONSE" in os.environ
-        self.resolved = _resolve(model, self.mock)
+        # A machine without the alias can still reuse finished calls: a resolution error
+        # only counts when the call has to go to a provider.
+        self.resolve_error: KitaruUsageError | None = None
+        try:
+            self.resolved = _resolve(model, self.mock)
+        except KitaruUsageError as exc:
+            self.resolve_error = exc
         self.req: dict[str, Any] = {
             "messages": messages,
             "temperature": temperature,
@@ -336,12 +352,14 @@ class _Prepared:
             "tool_choice": tool_choice,
             "schema": schema_req,
         }
-        # What makes two calls "the same call": a change of any of it is a divergence.
-        self.identity = {
-            "model": self.resolved.target,
-            "base_url": self.resolved.base_url,
-            **self.req,
-        }
+        # What makes two calls "the same call": a change of any of it is a divergence. The
+        # model as asked for (an alias stays an alias), so a resume needs no registry.
+        self.identity = {"model": model.strip() if isinstance(model, str) else None, **self.req}
+
+    def live(self) -> None:
+        """Raise the model resolution error, if any: the call is about to be made."""
+        if self.resolve_error is not None:
+            raise self.resolve_error
 
     def _schema_request(self, schema: Any) -> dict[str, Any]:
         from pydantic import TypeAdapter
@@ -602,6 +620,7 @@ def llm(
     )
     cp_name, call_name = _names(run, scope, name)
     if scope is not None:
+        prep.live()
         run.check_budget()
         resp, latency, source = _call_sync(prep, call_name)
         out = _output(run, prep, call_name, scope.call_id, resp, latency, source)
@@ -609,6 +628,7 @@ def llm(
     call, (found, stored) = _begin_durable(run, prep, cp_name, call_name)
     if found:
         return prep.finish(stored, call.call_id, reused=True)
+    prep.live()
     call.begin()
     try:
         resp, latency, source = _call_sync(prep, call.call_id)
@@ -644,6 +664,7 @@ async def allm(
     )
     cp_name, call_name = _names(run, scope, name)
     if scope is not None:
+        prep.live()
         run.check_budget()
         resp, latency, source = await _call_async(prep, call_name)
         out = _output(run, prep, call_name, scope.call_id, resp, latency, source)
@@ -651,6 +672,7 @@ async def allm(
     call, (found, stored) = _begin_durable(run, prep, cp_name, call_name)
     if found:
         return prep.finish(stored, call.call_id, reused=True)
+    prep.live()
     call.begin()
     try:
         resp, latency, source = await _call_async(prep, call.call_id)
