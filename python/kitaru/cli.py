@@ -397,8 +397,21 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
 
     from . import _config
 
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("KITARU_")}
+    env = {
+        k: "***" if any(w in k for w in ("KEY", "TOKEN", "SECRET", "PASSWORD")) else v
+        for k, v in sorted(os.environ.items())
+        if k.startswith("KITARU_")
+    }
     counts: dict[str, int] = {}
+    models: dict[str, Any] = {}
+    try:
+        from . import _models
+
+        aliases = _models.list_model_aliases()
+        default = next((a["alias"] for a in aliases if a["is_default"]), None)
+        models = {"aliases": len(aliases), "default": default}
+    except KitaruError as exc:
+        models = {"error": str(exc)}
     store_error = None
     try:
         from .client import KitaruClient
@@ -413,6 +426,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
         "environment": env,
         "executions": counts,
         "store_error": store_error,
+        "models": models,
     }
 
     def text() -> str:
@@ -422,6 +436,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
         else:
             summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
             lines.append(f"Executions  {summary}")
+        if "error" in models:
+            lines.append(f"Models      {models['error']}")
+        else:
+            default = f" (default: {models['default']})" if models["default"] else ""
+            lines.append(f"Models      {models['aliases']} alias(es){default}")
         for k, v in env.items():
             lines.append(f"{k:<24} {v}")
         return "\n".join(lines)
