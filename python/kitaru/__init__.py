@@ -33,14 +33,25 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .client import KitaruClient
+    from .stacks import (
+        KitaruConfig,
+        StackInfo,
+        configure,
+        create_stack,
+        current_stack,
+        delete_stack,
+        list_stacks,
+        use_stack,
+    )
 
 # The names of Kitaru 0.4 that this release implements; llm, save/load, memory,
-# replay, configure/connect and stacks arrive with later releases (see CHANGELOG.md).
+# replay and connect arrive with later releases (see CHANGELOG.md).
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
     "KitaruBackendError",
     "KitaruClient",
+    "KitaruConfig",
     "KitaruContextError",
     "KitaruDivergenceError",
     "KitaruError",
@@ -52,17 +63,42 @@ __all__ = [
     "KitaruUsageError",
     "KitaruUserCodeError",
     "KitaruWaitValidationError",
+    "StackInfo",
     "checkpoint",
+    "configure",
+    "create_stack",
+    "current_stack",
+    "delete_stack",
     "flow",
+    "list_stacks",
     "log",
+    "use_stack",
     "wait",
 ]
 
+_STACK_NAMES = frozenset(
+    {
+        "KitaruConfig",
+        "StackInfo",
+        "configure",
+        "create_stack",
+        "current_stack",
+        "delete_stack",
+        "list_stacks",
+        "use_stack",
+    }
+)
+
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in more than decorating and running a flow needs: load it on use.
+    # The client and stacks pull in more than decorating and running a flow needs (json,
+    # dataclasses, re): load them on use.
     if name == "KitaruClient":
         from .client import KitaruClient
 
         return KitaruClient
+    if name in _STACK_NAMES:
+        from . import stacks
+
+        return getattr(stacks, name)
     raise AttributeError(f"module 'kitaru' has no attribute {name!r}")

@@ -132,19 +132,22 @@ class FlowDefinition(Generic[R]):
 
     # --- starting -----------------------------------------------------------------
 
-    def _options_json(self, retries: int) -> str:
+    def _options_json(self, retries: int, stack: str | None) -> str:
         import json
 
         opts = {
             "retries": retries,
             "divergence": self.divergence,
-            "stack": self.stack,
+            "stack": stack,
             "cache": self.cache,
             "image": self.image if isinstance(self.image, (str, type(None))) else repr(self.image),
         }
         return json.dumps(opts)
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> Runner:
+    def _start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int, stack: str | None
+    ) -> tuple[Store, Runner]:
+        """Record a new execution in the store this run uses; (that store, its runner)."""
         import inspect
 
         from . import _config, serde
@@ -172,7 +175,12 @@ class FlowDefinition(Generic[R]):
                 f"Flow {self.name!r} is defined inside a function ({qualname}); define flows at "
                 "module level so another process can import them to resume."
             )
-        return _config.get_store().start(
+        if stack is not None:
+            choice = _config.resolve_store(stack, ".run(stack=...)")
+        else:
+            choice = _config.resolve_store(self.stack, "@flow(stack=...)")
+        store = _config.get_store(choice.location, choice.options)
+        runner = store.start(
             flow_name=self.name,
             module=module,
             qualname=qualname,
@@ -181,9 +189,10 @@ class FlowDefinition(Generic[R]):
             args_serializer=tag,
             args=data,
             kitaru_version=VERSION,
-            options_json=self._options_json(retries),
+            options_json=self._options_json(retries, choice.stack),
             ttl_ms=_config.lease_ttl_ms(),
         )
+        return store, runner
 
     def run(
         self,
@@ -196,14 +205,15 @@ class FlowDefinition(Generic[R]):
     ) -> FlowHandle[R]:
         """Start a new execution and run it in this process; returns its handle when it ends.
 
-        ``stack``, ``image`` and ``cache`` are validated and recorded; stacks and remote
-        images arrive in a later release (every execution runs here, on ``KITARU_STORE``).
+        ``stack`` names the stack whose store holds the execution (over ``@flow(stack=)``;
+        ``KITARU_STORE`` and ``kitaru.configure(stack=)`` beat both). ``image`` and ``cache``
+        are validated and recorded; remote images arrive in a later release.
         """
         _validate_options(stack, image, cache, retries, ".run()")
         n = self.retries if retries is None else retries
-        runner = self._start(args, kwargs, n)
-        self._execute(runner, args, kwargs, n)
-        return FlowHandle(runner.exec_id)
+        store, runner = self._start(args, kwargs, n, stack)
+        self._execute(runner, args, kwargs, n, store)
+        return FlowHandle(runner.exec_id, store)
 
     async def arun(
         self,
@@ -217,34 +227,51 @@ class FlowDefinition(Generic[R]):
         """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
         _validate_options(stack, image, cache, retries, ".arun()")
         n = self.retries if retries is None else retries
-        runner = self._start(args, kwargs, n)
-        await self._drive_async(runner, args, kwargs, n)
-        return FlowHandle(runner.exec_id)
+        store, runner = self._start(args, kwargs, n, stack)
+        await self._drive_async(runner, args, kwargs, n, store)
+        return FlowHandle(runner.exec_id, store)
 
     def resume_execution(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        store: Store | None = None,
     ) -> None:
-        """Run an execution claimed by retry/resume from the top (used by the client)."""
-        self._execute(runner, args, kwargs, self.retries)
+        """Run an execution claimed by retry/resume from the top (used by the client).
+
+        It continues in `store`, the store it was claimed from, whatever this flow's stack.
+        """
+        self._execute(runner, args, kwargs, self.retries, store)
 
     # --- driving ------------------------------------------------------------------
 
     def _execute(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        store: Store | None,
     ) -> None:
         """Run the body (with flow-level retries) to its end, blocking this thread."""
         if self.is_async:
             _no_running_loop(self.name)
             import asyncio
 
-            asyncio.run(self._drive_async(runner, args, kwargs, retries))
+            asyncio.run(self._drive_async(runner, args, kwargs, retries, store))
         else:
-            self._drive(runner, args, kwargs, retries)
+            self._drive(runner, args, kwargs, retries, store)
 
     def _drive(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        store: Store | None,
     ) -> None:
-        run = FlowRun(runner, self.name, self.divergence)
+        run = FlowRun(runner, self.name, self.divergence, store)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -264,9 +291,14 @@ class FlowDefinition(Generic[R]):
             _capture.uninstall()
 
     async def _drive_async(
-        self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        store: Store | None,
     ) -> None:
-        run = FlowRun(runner, self.name, self.divergence)
+        run = FlowRun(runner, self.name, self.divergence, store)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -335,7 +367,7 @@ def _no_running_loop(name: str) -> None:
 
 
 class FlowHandle(Generic[R]):
-    """A started execution: its id, status and result."""
+    """A started execution: its id, status and result, read from the store that holds it."""
 
     def __init__(self, exec_id: str, store: Store | None = None) -> None:
         self.exec_id = exec_id
@@ -467,7 +499,10 @@ def flow(
         divergence: what to do when a finished checkpoint is called again with different
             inputs: ``"reuse"`` its stored output (default), ``"rerun"`` it, or ``"error"``
             (raise ``KitaruDivergenceError``). Every divergence is recorded on the execution.
-        stack, image, cache: accepted and validated for Kitaru compatibility; their behaviour
+        stack: the stack whose store holds this flow's executions, unless ``.run(stack=)``,
+            ``kitaru.configure(stack=)`` or ``KITARU_STORE`` say otherwise. Without it,
+            pyproject.toml's ``[tool.kitaru] stack`` or the active stack decides.
+        image, cache: accepted and validated for Kitaru compatibility; their behaviour
             arrives in a later release.
     """
     _validate_options(stack, image, cache, retries, "@flow")
