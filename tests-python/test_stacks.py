@@ -205,6 +205,7 @@ def test_python_api(no_env_store: Path) -> None:
         ({"name": "s", "artifact_store": "az://c", "options": {"sas_token": "t"}}, "looks like a credential"),
         ({"name": "s", "artifact_store": "az://c", "options": {"azure_storage_account_key": "k"}}, "AZURE_STORAGE_ACCOUNT_KEY"),
         ({"name": "s", "artifact_store": "gs://b", "options": {"google_service_account_key": "{}"}}, "looks like a credential"),
+        ({"name": "s", "artifact_store": "s3://b", "options": {"sse_customer_key_base64": "k"}}, "looks like a credential"),
         ({"name": "s", "artifact_store": "s3://b", "options": {"region": ""}}, "non-empty string value"),
         ({"name": "s", "artifact_store": "s3://b", "options": {"bad key": "v"}}, "Invalid stack option"),
         ({"name": "s", "artifact_store": "s3://b", "options": ["region"]}, "dict of strings"),
@@ -214,6 +215,16 @@ def test_create_stack_validation(no_env_store: Path, kwargs: dict[str, Any], mes
     with pytest.raises(KitaruUsageError, match=message.replace("?", r"\?")):
         kitaru.create_stack(**kwargs)
     assert [s.name for s in kitaru.list_stacks()] == ["default"]
+
+
+def test_options_that_point_at_credentials_are_accepted(no_env_store: Path) -> None:
+    options = {
+        "web_identity_token_file": "/var/run/token",
+        "google_service_account": "/etc/gcp.json",
+        "role_arn": "arn:aws:iam::1:role/r",
+    }
+    info = kitaru.create_stack("s", artifact_store="s3://b/p", options=options)
+    assert info.options == options and stacks.get_stack("s").options == options
 
 
 def test_duplicates_and_unknown_names(no_env_store: Path) -> None:
@@ -438,6 +449,17 @@ def test_get_store_passes_options_only_when_there_are_some(
     local = _config.get_store(str(no_env_store / "local"))
     assert opened[-1] == (str(no_env_store / "local"), {"fsync": False})  # no options= at all
     assert local is not remote and len(opened) == 3
+
+    class CoreWithoutOptions:  # a core built before stores took options
+        def __init__(self, location: str, *, fsync: bool = False) -> None: ...
+
+    monkeypatch.setattr(core, "Store", CoreWithoutOptions)
+    monkeypatch.setattr(_config, "_stores", {})
+    with pytest.raises(
+        kitaru.KitaruFeatureNotAvailableError,
+        match=r"s3://agents-bucket/kitaru is configured with options \(allow_http, endpoint, region\)",
+    ):
+        _config.get_store()
 
 
 # --- the CLI and flows together --------------------------------------------------------

@@ -49,7 +49,14 @@ _OBJECT_SCHEMES = frozenset(
 )
 # Words and fragments of object-store config keys that hold credentials.
 _SECRET_WORDS = frozenset({"secret", "token", "password", "passphrase", "sas"})
-_SECRET_PARTS = ("access_key", "account_key", "service_account_key", "private_key", "api_key")
+_SECRET_PARTS = (
+    "access_key",
+    "account_key",
+    "service_account_key",
+    "private_key",
+    "api_key",
+    "customer_key",
+)
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ def _check_location(location: Any) -> str:
 
 
 def _looks_secret(key: str) -> bool:
+    if key.endswith(("_file", "_path", "_uri")):  # where a credential is, not the credential
+        return False
     words = set(key.split("_"))
     return bool(words & _SECRET_WORDS) or any(part in key for part in _SECRET_PARTS)
 
