@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -347,6 +346,19 @@ def test_async_run_uses_its_stack(no_env_store: Path) -> None:
     assert handle.wait() == 6 and where(handle.exec_id, {"run": no_env_store / "run"}) == ["run"]
 
 
+def test_file_url_and_memory_stacks(no_env_store: Path) -> None:
+    url = (no_env_store / "by-url").as_uri()
+    kitaru.create_stack("url", artifact_store=url, activate=False)
+    kitaru.create_stack("mem", artifact_store="memory://stacks-test", activate=False)
+    on_url, in_memory = plain.run(1, stack="url"), plain.run(2, stack="mem")
+    assert (on_url.wait(), in_memory.wait()) == (2, 4)
+    by_url = KitaruClient(stack="url").executions.list()
+    in_mem = KitaruClient(stack="mem").executions.list()
+    assert [e.exec_id for e in by_url] == [on_url.exec_id]
+    assert [e.exec_id for e in in_mem] == [in_memory.exec_id]
+    assert (no_env_store / "by-url").is_dir()
+
+
 def test_configure(no_env_store: Path) -> None:
     assert kitaru.configure() == kitaru.KitaruConfig(stack=None)
     assert kitaru.configure(stack="prod").stack == "prod"
@@ -516,6 +528,9 @@ def test_run_with_stack_then_cli_get_with_that_stack_active(no_env_store: Path) 
 
     proc = run_cli("executions", "get", exec_id)  # the default stack does not have it
     assert proc.returncode == 1 and exec_id in proc.stderr
+    assert "stack 'default' (from default); to look in another stack's store, add --stack" in (
+        proc.stderr
+    )
     assert (
         cli_json("--stack", "prod", "executions", "get", exec_id)["item"]["status"] == "completed"
     )
@@ -570,4 +585,4 @@ def test_cli_help_mentions_stacks() -> None:
     for action in ("create", "list", "current", "show", "use", "delete"):
         assert action in out
     assert "--stack NAME" in run_cli("executions", "list", "--help", check=True).stdout
-    assert os.environ.get("KITARU_STORE")  # the autouse fixture still isolates this test
+    assert "named store configurations" in run_cli("--help", check=True).stdout

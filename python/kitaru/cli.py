@@ -208,7 +208,24 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def cmd_executions(args: argparse.Namespace, out: Output) -> None:
+    from .errors import KitaruExecutionNotFoundError
+
     client = _client(args)
+    try:
+        _executions_action(client, args, out)
+    except KitaruExecutionNotFoundError as exc:
+        choice = client.executions.store_choice()
+        chosen = (
+            f"the store of stack {choice.stack!r} (from {choice.source})"
+            if choice.stack
+            else "the store KITARU_STORE names"
+        )
+        raise KitaruExecutionNotFoundError(
+            f"{exc}. That is {chosen}; to look in another stack's store, add --stack NAME."
+        ) from None
+
+
+def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> None:
     if args.action == "list":
         items = client.executions.list(flow=args.flow, status=args.status, limit=args.limit)
         out.items(items, lambda: _list_text(items))
