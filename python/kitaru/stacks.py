@@ -257,7 +257,8 @@ def _validate_file(path: str, data: Any) -> None:
         ):
             raise _malformed(path, f'stack {name!r} needs a valid name and a "location" string')
         try:
-            _check_options(spec.get("options", {}), spec["location"], f"stack {name!r} in {path}")
+            where = f"stack {name!r} in {path}"
+            spec["options"] = _check_options(spec.get("options", {}), spec["location"], where)
         except KitaruUsageError as exc:
             raise _malformed(path, str(exc)) from None
     if active != DEFAULT_STACK and active not in stacks:
