@@ -36,16 +36,27 @@ if TYPE_CHECKING:
 
     from ._models import list_model_aliases, register_model_alias, resolve_model_selection
     from .client import KitaruClient
+    from .stacks import (
+        KitaruConfig,
+        StackInfo,
+        configure,
+        create_stack,
+        current_stack,
+        delete_stack,
+        list_stacks,
+        use_stack,
+    )
 
-# The names of Kitaru 0.4 that this release implements (save/load, memory, replay,
-# configure/connect and stacks arrive with later releases, see CHANGELOG.md), plus
-# kitaru's own: allm, LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError.
+# The names of Kitaru 0.4 that this release implements (save/load, memory, replay and
+# connect arrive with later releases, see CHANGELOG.md), plus kitaru's own: allm,
+# LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError.
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
     "KitaruBackendError",
     "KitaruBudgetExceededError",
     "KitaruClient",
+    "KitaruConfig",
     "KitaruContextError",
     "KitaruDivergenceError",
     "KitaruError",
@@ -59,23 +70,43 @@ __all__ = [
     "KitaruWaitValidationError",
     "LLMResponse",
     "LLMUsage",
+    "StackInfo",
     "ToolCall",
     "allm",
     "checkpoint",
+    "configure",
+    "create_stack",
+    "current_stack",
+    "delete_stack",
     "flow",
     "list_model_aliases",
+    "list_stacks",
     "llm",
     "log",
     "register_model_alias",
     "resolve_model_selection",
+    "use_stack",
     "wait",
 ]
 
 _MODEL_REGISTRY_API = ("list_model_aliases", "register_model_alias", "resolve_model_selection")
+_STACK_NAMES = frozenset(
+    {
+        "KitaruConfig",
+        "StackInfo",
+        "configure",
+        "create_stack",
+        "current_stack",
+        "delete_stack",
+        "list_stacks",
+        "use_stack",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in more than decorating and running a flow needs: load it on use.
+    # The client and stacks pull in more than decorating and running a flow needs (json,
+    # dataclasses, re): load them on use.
     if name == "KitaruClient":
         from .client import KitaruClient
 
@@ -84,4 +115,8 @@ def __getattr__(name: str) -> Any:
         from . import _models
 
         return getattr(_models, name)
+    if name in _STACK_NAMES:
+        from . import stacks
+
+        return getattr(stacks, name)
     raise AttributeError(f"module 'kitaru' has no attribute {name!r}")

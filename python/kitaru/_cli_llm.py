@@ -117,10 +117,14 @@ def _read_value(key: str) -> str:
     return value
 
 
-def _parse_values(tokens: list[str], out: Output) -> dict[str, str]:
+def _parse_values(name: str, tokens: list[str], out: Output) -> tuple[dict[str, str], bool]:
+    """(values, replace) from the tokens after NAME. argparse hands everything after NAME
+    over as they are, so the command's own options (`-o/--output`, `--replace`) are taken
+    out first: an error (or a prompt) must not happen before `-o json` is known."""
     from . import _secrets
 
-    values: dict[str, str] = {}
+    rest: list[str] = []
+    replace = False
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -130,28 +134,37 @@ def _parse_values(tokens: list[str], out: Output) -> dict[str, str]:
             continue
         if tok.startswith("--output="):
             out.json = tok.split("=", 1)[1] == "json"
-            i += 1
-            continue
+        elif tok == "--replace":
+            replace = True
+        else:
+            rest.append(tok)
+        i += 1
+    _secrets.validate_name(name)
+    values: dict[str, str] = {}
+    for tok in rest:
         if not tok.startswith("--") or len(tok) < 3:
             raise KitaruUsageError(
                 f"Expected --KEY=value, got {tok.split('=', 1)[0]!r}: e.g. "
                 "`kitaru secrets set openai --OPENAI_API_KEY=...` (or --OPENAI_API_KEY alone to be prompted)."
             )
-        key, sep, value = tok[2:].partition("=")
+        key = tok[2:].partition("=")[0]
         _secrets.validate_key(key)
         if key in values:
             raise KitaruUsageError(f"Secret key {key} is given twice.")
+        values[key] = ""
+    # Prompt (or read stdin) only once every token is known to be valid.
+    for tok in rest:
+        key, sep, value = tok[2:].partition("=")
         values[key] = value if sep else _read_value(key)
-        i += 1
-    return values
+    return values, replace
 
 
 def cmd_secrets(args: argparse.Namespace, out: Output) -> None:
     from . import _secrets
 
     if args.action == "set":
-        values = _parse_values(args.values, out)
-        keys = _secrets.set_secret(args.name, values, replace=args.replace)
+        values, replace = _parse_values(args.name, args.values, out)
+        keys = _secrets.set_secret(args.name, values, replace=args.replace or replace)
         item = {"name": args.name, "keys": keys}
         out.item(item, lambda: f"Secret {args.name!r} saved with keys: {', '.join(keys)}.")
     elif args.action == "show":

@@ -1,6 +1,7 @@
 """Where kitaru keeps things, and the process-wide settings read from the environment.
 
-Resolution is cheap and lazy: nothing here touches the disk until a store is needed.
+Resolution is cheap and lazy: nothing here touches the disk until a store is needed, and
+stacks (`stacks.py`) are only read when `KITARU_STORE` does not name the store.
 """
 
 from __future__ import annotations
@@ -48,10 +49,48 @@ def config_dir() -> str:
     return os.path.join(xdg or os.path.join(home, ".config"), "kitaru")
 
 
-def store_location() -> str:
-    """`KITARU_STORE` (a path, file:// or memory:// URL), else `<config dir>/store`."""
+class StoreChoice:
+    """Which store a run or command uses, and why.
+
+    `location` and `options` are what the Rust `Store` opens; `stack` is the stack's name
+    (None when `KITARU_STORE` chose); `source` says which setting chose it, for people.
+    """
+
+    __slots__ = ("location", "options", "source", "stack")
+
+    def __init__(
+        self, location: str, options: dict[str, str], stack: str | None, source: str
+    ) -> None:
+        self.location, self.options, self.stack, self.source = location, options, stack, source
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreChoice(location={self.location!r}, options={self.options!r}, "
+            f"stack={self.stack!r}, source={self.source!r})"
+        )
+
+
+def resolve_store(stack: str | None = None, source: str = "stack=") -> StoreChoice:
+    """The store to use: `KITARU_STORE` > `kitaru.configure(stack=)` > `stack` (a flow's,
+    a `.run()`'s or the CLI's `--stack`, described by `source`) > pyproject.toml
+    `[tool.kitaru] stack` > the active stack (`kitaru stack use`) > the local default.
+    """
     location = os.environ.get("KITARU_STORE", "").strip()
-    return location or os.path.join(config_dir(), "store")
+    if location:
+        return StoreChoice(location, {}, None, "KITARU_STORE")
+    from . import stacks
+
+    return stacks.resolve(stack, source)
+
+
+def default_store_location() -> str:
+    """The `default` stack's store: `<config dir>/store`."""
+    return os.path.join(config_dir(), "store")
+
+
+def store_location() -> str:
+    """The location of the store that `get_store()` opens from here."""
+    return resolve_store().location
 
 
 def lease_ttl_ms() -> int:
@@ -88,19 +127,45 @@ def allow_pickle() -> bool:
     return env_flag("KITARU_ALLOW_PICKLE", True)
 
 
-_stores: dict[tuple[int, str, bool], Store] = {}
+_stores: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], Store] = {}
 
 
-def get_store(location: str | None = None) -> Store:
-    """The store at `location` (default: `store_location()`), opened once per process."""
+def _open_with_options(
+    cls: type[Store], location: str, fsync: bool, options: dict[str, str]
+) -> Store:
+    """A store with object-store options (region, endpoint, ...), which a core built
+    without the object-store backends does not accept."""
+    try:
+        return cls(location, fsync=fsync, options=options)  # type: ignore[call-arg]
+    except TypeError as exc:
+        if "options" not in str(exc):
+            raise
+        from .errors import KitaruFeatureNotAvailableError
+
+        raise KitaruFeatureNotAvailableError(
+            f"The store {location} is configured with options ({', '.join(sorted(options))}), "
+            "which this build of kitaru's core does not accept yet. Use a local stack, or "
+            "KITARU_STORE with a directory."
+        ) from None
+
+
+def get_store(location: str | None = None, options: dict[str, str] | None = None) -> Store:
+    """The store at `location` with object-store `options` (default: `resolve_store()`),
+    opened once per process."""
     from ._kitaru import Store
 
-    loc = location or store_location()
+    if location is None:
+        choice = resolve_store()
+        location, options = choice.location, choice.options
     fsync = env_flag("KITARU_FSYNC", False)
-    key = (os.getpid(), loc, fsync)
+    opts = tuple(sorted((options or {}).items()))
+    key = (os.getpid(), location, opts, fsync)
     store = _stores.get(key)
     if store is None:
-        store = Store(loc, fsync=fsync)
+        if opts:
+            store = _open_with_options(Store, location, fsync, dict(opts))
+        else:
+            store = Store(location, fsync=fsync)
         _stores[key] = store
     return store
 
@@ -111,16 +176,19 @@ def write_private_file(path: str, text: str) -> None:
     A crash leaves the old file or the new one, never a mix: the text goes to a temporary
     file in the same directory, which is then renamed over `path`.
     """
+    import tempfile
+
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
+        os.chmod(tmp, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -128,3 +196,27 @@ def write_private_file(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+class config_lock:
+    """An exclusive advisory lock on `<config dir>/<name>.lock`, for read-change-write
+    updates of a config file by several processes at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        directory = config_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.fd = os.open(
+            os.path.join(directory, f"{self.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock

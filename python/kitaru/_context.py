@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._kitaru import Runner
+    from ._kitaru import Runner, Store
 
 if not TYPE_CHECKING:
     # Runtime stand-ins for the typing constructs used in class and function definitions.
@@ -153,8 +153,11 @@ def runtime_error(message: str, cause: BaseException | None = None) -> KitaruRun
 class FlowRun:
     """One process's run of one execution."""
 
-    def __init__(self, runner: Runner, flow_name: str, divergence: str) -> None:
+    def __init__(
+        self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None
+    ) -> None:
         self.runner = runner
+        self.store = store  # the store the execution lives in (None: the resolved one)
         self.exec_id: str = runner.exec_id
         self.flow_name = flow_name
         self.divergence = divergence

@@ -9,6 +9,7 @@ OpenAI-compatible base URL and prices that override the built-in table.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 PROVIDERS = ("openai", "anthropic", "ollama", "openrouter")
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REGISTRY_FILE = "models.json"
+_SNAPSHOT_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
 
 # USD per million (input, output) tokens, as published by the providers (2026-11).
 # Override per alias with `kitaru model register ... --input-price X --output-price Y`.
@@ -148,9 +150,13 @@ def price_of(provider: str, model: str, alias: ModelAlias | None) -> tuple[float
     name = model.rsplit("/", 1)[-1].lower()  # openrouter: "openai/gpt-4o" → "gpt-4o"
     if name in PRICES:
         return PRICES[name]
-    # Dated snapshots ("gpt-4o-2024-08-06", "claude-3-5-haiku-20241022"): longest known prefix.
-    best = max((k for k in PRICES if name.startswith(k + "-")), key=len, default=None)
-    return PRICES[best] if best else None
+    # Dated snapshots ("gpt-4o-2024-08-06", "claude-3-5-haiku-20241022", "gpt-4-0613") and
+    # "-latest": the known name before the date. Any other suffix is another model with its
+    # own price ("o3-pro", "gpt-5-pro"...): unknown rather than under-counted.
+    for known in sorted(PRICES, key=len, reverse=True):
+        if name.startswith(known + "-") and _SNAPSHOT_RE.match(name[len(known) + 1 :]):
+            return PRICES[known]
+    return None
 
 
 # --- the registry ------------------------------------------------------------------------
@@ -172,10 +178,18 @@ def _parse_registry(raw: Any, where: str, source: str) -> tuple[dict[str, ModelA
             raise KitaruUsageError(f"{where}: alias {name!r} needs a 'model' string.")
         prices = [entry.get("input_price"), entry.get("output_price")]
         if any(
-            p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)))
+            p is not None
+            and (
+                isinstance(p, bool)
+                or not isinstance(p, (int, float))
+                or not math.isfinite(p)
+                or p < 0
+            )
             for p in prices
         ):
-            raise KitaruUsageError(f"{where}: alias {name!r} has non-numeric prices.")
+            raise KitaruUsageError(
+                f"{where}: alias {name!r} has prices that are not numbers >= 0 (USD per million tokens)."
+            )
         aliases[str(name)] = ModelAlias(
             str(name),
             entry["model"],
@@ -257,11 +271,30 @@ def register_model_alias(
         )
     for price in (input_price, output_price):
         if price is not None and (
-            isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0
+            isinstance(price, bool)
+            or not isinstance(price, (int, float))
+            or not math.isfinite(price)
+            or price < 0
         ):
             raise KitaruUsageError(
                 f"Prices must be numbers >= 0 (USD per million tokens), got {price!r}."
             )
+    with _config.config_lock("models"):
+        return _register(
+            name, provider, model_name, secret, base_url, input_price, output_price, default
+        )
+
+
+def _register(
+    name: str,
+    provider: str,
+    model_name: str,
+    secret: str | None,
+    base_url: str | None,
+    input_price: float | None,
+    output_price: float | None,
+    default: bool,
+) -> ModelAlias:
     aliases, current_default = _load_local()
     entry = ModelAlias(
         name,
@@ -280,6 +313,11 @@ def register_model_alias(
 
 def remove_model_alias(alias: str) -> ModelAlias:
     name = normalize_alias(alias)
+    with _config.config_lock("models"):
+        return _remove(name)
+
+
+def _remove(name: str) -> ModelAlias:
     aliases, default = _load_local()
     entry = aliases.pop(name, None)
     if entry is None:
@@ -293,6 +331,11 @@ def remove_model_alias(alias: str) -> ModelAlias:
 
 def set_default_alias(alias: str) -> ModelAlias:
     name = normalize_alias(alias)
+    with _config.config_lock("models"):
+        return _set_default(name)
+
+
+def _set_default(name: str) -> ModelAlias:
     aliases, _ = _load_local()
     if name not in aliases:
         raise KitaruUsageError(

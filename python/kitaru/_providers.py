@@ -75,6 +75,7 @@ class Endpoint:
         "key_var",
         "provider",
         "redact",
+        "secret_name",
         "url",
         "what",
     )
@@ -96,6 +97,7 @@ class Endpoint:
             redact,
             what,
         )
+        self.secret_name: str | None = None
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.redact)
@@ -169,7 +171,11 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
                 f"{alias.model} --secret <name>`"
             )
         else:
-            hint = f"set {key_var}, or use a model alias whose secret holds {key_var}"
+            hint = (
+                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}=...` and "
+                f"call through an alias registered with `kitaru model register <alias> --model "
+                f"{resolved.target} --secret <name>`"
+            )
         err = KitaruRuntimeError(f"{what} has no API key: {hint}.")
         err.kitaru_runtime = True  # type: ignore[attr-defined]  # a setup problem, not user code
         raise err
@@ -184,7 +190,9 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
             headers["authorization"] = f"Bearer {key}"
         url = base + "/chat/completions"
     redact = [v for v in secret.values() if v] + ([key] if key else [])
-    return Endpoint(provider, url, headers, source, key_var, redact, what)
+    ep = Endpoint(provider, url, headers, source, key_var, redact, what)
+    ep.secret_name = alias.secret if alias is not None and source == "secret" else None
+    return ep
 
 
 # --- request bodies ----------------------------------------------------------------------
@@ -251,6 +259,17 @@ def _anthropic_content(content: Any) -> Any:
     return blocks
 
 
+def _text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text of its text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" for p in content
+    ):
+        return "\n".join(str(p.get("text", "")) for p in content)
+    return json.dumps(content)
+
+
 def anthropic_body(resolved: ResolvedModel, req: dict[str, Any]) -> dict[str, Any]:
     system: list[str] = []
     messages: list[dict[str, Any]] = []
@@ -262,16 +281,15 @@ def anthropic_body(resolved: ResolvedModel, req: dict[str, Any]) -> dict[str, An
                     f"Message {i} is a system message after the conversation started; Anthropic "
                     "models take system messages only at the start."
                 )
-            system.append(
-                m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
-            )
+            system.append(_text_of(m["content"]))
             continue
         if role == "tool":
             block = {
                 "type": "tool_result",
                 "tool_use_id": m.get("tool_call_id", ""),
-                "content": m["content"]
-                if isinstance(m["content"], str)
+                # a string, or text/image blocks (Anthropic takes both in a tool result)
+                "content": _anthropic_content(m["content"])
+                if isinstance(m["content"], (str, list))
                 else json.dumps(m["content"]),
             }
             if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list) \
@@ -399,12 +417,14 @@ def parse_anthropic(data: Any, schema_tool: str | None) -> dict[str, Any]:
             f"the provider's answer has no content blocks: {json.dumps(data)[:300]}"
         )
     texts, calls = [], []
+    structured: str | None = None
     for b in blocks:
         if b.get("type") == "text":
             texts.append(b.get("text", ""))
         elif b.get("type") == "tool_use":
-            if schema_tool and b.get("name") == schema_tool:
-                texts.append(json.dumps(b.get("input")))
+            if schema_tool and b.get("name") == schema_tool and structured is None:
+                # The structured answer is the forced tool's input, whatever text came with it.
+                structured = json.dumps(b.get("input"))
             else:
                 calls.append(
                     {
@@ -421,7 +441,7 @@ def parse_anthropic(data: Any, schema_tool: str | None) -> dict[str, Any]:
         )
     tout = _int(usage.get("output_tokens"))
     return {
-        "text": "".join(texts) if texts else None,
+        "text": structured if structured is not None else ("".join(texts) if texts else None),
         "tool_calls": calls,
         "finish_reason": data.get("stop_reason"),
         "refusal": None,
@@ -443,10 +463,20 @@ def build(resolved: ResolvedModel, req: dict[str, Any], ep: Endpoint) -> dict[st
 
 
 def parse(ep: Endpoint, data: Any, req: dict[str, Any]) -> dict[str, Any]:
-    if ep.provider == "anthropic":
-        schema = req.get("schema")
-        return parse_anthropic(data, schema["name"] if schema else None)
-    return parse_openai(data)
+    """The normalized answer; an answer of an unexpected shape is a `KitaruBackendError`
+    that names the call (and, like every error here, holds no credential)."""
+    try:
+        if ep.provider == "anthropic":
+            schema = req.get("schema")
+            return parse_anthropic(data, schema["name"] if schema else None)
+        return parse_openai(data)
+    except KitaruBackendError as exc:
+        raise KitaruBackendError(f"{ep.what}: {ep.scrub(str(exc))}") from None
+    except (AttributeError, TypeError, ValueError, KeyError):
+        raise KitaruBackendError(
+            f"{ep.what}: the provider's answer is not a {ep.provider} response: "
+            f"{ep.scrub(json.dumps(data, default=str)[:300])}"
+        ) from None
 
 
 # --- sending, with retries ---------------------------------------------------------------
@@ -494,7 +524,10 @@ def _http_error(ep: Endpoint, resp: httpx.Response, attempts: int) -> KitaruBack
     text = f"{ep.what} failed: HTTP {status} from {_strip_userinfo(ep.url)}: {message}"
     if status in (401, 403) and ep.key_var:
         if ep.credential_source == "secret":
-            text += f" The API key came from the alias's secret: update it with `kitaru secrets set <secret> --{ep.key_var}=...`."
+            text += (
+                f" The API key came from secret {ep.secret_name!r}: update it with "
+                f"`kitaru secrets set {ep.secret_name} --{ep.key_var}=...`."
+            )
         elif ep.credential_source == "environment":
             text += f" The API key came from {ep.key_var}: set it to a valid key."
         else:

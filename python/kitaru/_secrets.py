@@ -78,12 +78,13 @@ def set_secret(name: str, values: dict[str, str], *, replace: bool = False) -> l
         validate_key(key)
         if not isinstance(value, str):
             raise KitaruUsageError(f"The value of secret key {key} must be a string.")
-    current: dict[str, str] = {}
-    if not replace and os.path.exists(_path(name)):
-        current = get_secret(name)
-    current.update(values)
-    text = json.dumps({"version": 1, "name": name, "values": current}, indent=2) + "\n"
-    _config.write_private_file(_path(name), text)
+    with _config.config_lock("secrets"):
+        current: dict[str, str] = {}
+        if not replace and os.path.exists(_path(name)):
+            current = get_secret(name)
+        current.update(values)
+        text = json.dumps({"version": 1, "name": name, "values": current}, indent=2) + "\n"
+        _config.write_private_file(_path(name), text)
     return sorted(current)
 
 

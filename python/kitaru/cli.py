@@ -224,10 +224,51 @@ def _note(e: Any) -> str:
     return ""
 
 
-def cmd_executions(args: argparse.Namespace, out: Output) -> None:
-    from .client import KitaruClient
+_warned = False
+
+
+def _stack_arg(args: argparse.Namespace) -> str | None:
+    """The `--stack` option; a note on stderr when `KITARU_STORE` overrides it."""
+    import os
+
+    global _warned
+    stack: str | None = getattr(args, "stack", None)
+    if stack is not None and os.environ.get("KITARU_STORE", "").strip() and not _warned:
+        _warned = True
+        print(
+            f"kitaru: KITARU_STORE is set and takes precedence over --stack {stack}.",
+            file=sys.stderr,
+        )
+    return stack
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import ExecutionsAPI, KitaruClient
 
     client = KitaruClient()
+    client.executions = ExecutionsAPI(_stack_arg(args), "--stack")
+    return client
+
+
+def cmd_executions(args: argparse.Namespace, out: Output) -> None:
+    from .errors import KitaruExecutionNotFoundError
+
+    client = _client(args)
+    try:
+        _executions_action(client, args, out)
+    except KitaruExecutionNotFoundError as exc:
+        choice = client.executions.store_choice()
+        chosen = (
+            f"the store of stack {choice.stack!r} (from {choice.source})"
+            if choice.stack
+            else "the store KITARU_STORE names"
+        )
+        raise KitaruExecutionNotFoundError(
+            f"{exc}. That is {chosen}; to look in another stack's store, add --stack NAME."
+        ) from None
+
+
+def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> None:
     if args.action == "list":
         items = client.executions.list(flow=args.flow, status=args.status, limit=args.limit)
         out.items(items, lambda: _list_text(items))
@@ -392,6 +433,28 @@ def cmd_init(args: argparse.Namespace, out: Output) -> None:
     out.item(item, lambda: f"Initialized a kitaru project in {root} ({marker}).")
 
 
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    """The store commands use from here: stack, why, location and options."""
+    from . import _config
+
+    choice = _config.resolve_store(_stack_arg(args), "--stack")
+    return {
+        "stack": choice.stack,
+        "stack_source": choice.source,
+        "store": choice.location,
+        "store_options": choice.options,
+    }
+
+
+def _where_text(item: dict[str, Any]) -> list[str]:
+    stack = item["stack"] or "(none)"
+    lines = [f"Stack       {stack}  (from {item['stack_source']})", f"Store       {item['store']}"]
+    if item["store_options"]:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(item["store_options"].items()))
+        lines.append(f"Options     {opts}")
+    return lines
+
+
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     import os
 
@@ -413,15 +476,15 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     except KitaruError as exc:
         models = {"error": str(exc)}
     store_error = None
+    where: dict[str, Any] = {"stack": None, "stack_source": "-", "store": "-", "store_options": {}}
     try:
-        from .client import KitaruClient
-
-        for e in KitaruClient().executions.list():
+        where = _where(args)
+        for e in _client(args).executions.list():
             counts[e.status.value] = counts.get(e.status.value, 0) + 1
     except KitaruError as exc:
         store_error = str(exc)
     item = {
-        "store": _config.store_location(),
+        **where,
         "config_dir": _config.config_dir(),
         "environment": env,
         "executions": counts,
@@ -430,7 +493,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     }
 
     def text() -> str:
-        lines = [f"Store       {item['store']}", f"Config dir  {item['config_dir']}"]
+        lines = [*_where_text(item), f"Config dir  {item['config_dir']}"]
         if store_error:
             lines.append(f"Store error {store_error}")
         else:
@@ -461,10 +524,123 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
         "platform": platform.platform(),
         "store_layout_version": LAYOUT_VERSION,
         "record_format_version": RECORD_FORMAT_VERSION,
-        "store": _config.store_location(),
+        **_where(args),
         "config_dir": _config.config_dir(),
     }
     out.item(item, lambda: "\n".join(f"{k:<22} {v}" for k, v in item.items()))
+
+
+# --- stacks ---------------------------------------------------------------------------
+
+
+def _stack_item(info: Any) -> dict[str, Any]:
+    return {"id": info.id, **to_jsonable(info)}
+
+
+def _stack_text(info: Any) -> str:
+    lines = [
+        f"Stack       {info.name}{'  (active)' if info.is_active else ''}",
+        f"Store       {info.location}",
+    ]
+    if info.options:
+        lines.append(
+            f"Options     {', '.join(f'{k}={v}' for k, v in sorted(info.options.items()))}"
+        )
+    return "\n".join(lines)
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, str]:
+    from .errors import KitaruUsageError
+
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KitaruUsageError(
+                f"--option takes KEY=VALUE (an object_store config key), got {pair!r}."
+            )
+        options[key.strip()] = value
+    return options
+
+
+def cmd_stack(args: argparse.Namespace, out: Output) -> None:
+    from . import _config, stacks
+    from .errors import KitaruUsageError
+
+    if getattr(args, "stack", None) is not None:
+        raise KitaruUsageError(
+            "--stack chooses the store of other commands; `kitaru stack ...` takes stack names "
+            "as arguments."
+        )
+    if args.action == "list":
+        infos = stacks.list_stacks()
+
+        def text() -> str:
+            rows = [
+                [
+                    "*" if i.is_active else "",
+                    i.name,
+                    i.location,
+                    ", ".join(f"{k}={v}" for k, v in sorted(i.options.items())),
+                ]
+                for i in infos
+            ]
+            return _table(rows, ["ACTIVE", "NAME", "STORE", "OPTIONS"])
+
+        out.items([_stack_item(i) for i in infos], text)
+    elif args.action == "current":
+        info = stacks.current_stack()
+        choice = _config.resolve_store()
+        in_effect = {"stack": choice.stack, "store": choice.location, "source": choice.source}
+        item = {**_stack_item(info), "in_effect": in_effect}
+
+        def current_text() -> str:
+            text = _stack_text(info)
+            if choice.stack != info.name or choice.location != info.location:
+                text += (
+                    f"\nIn effect   {choice.stack or choice.location} (from {choice.source}), "
+                    "which takes precedence here"
+                )
+            return text
+
+        out.item(item, current_text)
+    elif args.action == "show":
+        info = stacks.get_stack(args.name)
+        out.item(_stack_item(info), lambda: _stack_text(info))
+    elif args.action == "use":
+        info = stacks.use_stack(args.name)
+        out.item(_stack_item(info), lambda: f"Active stack is now {info.name} ({info.location}).")
+    elif args.action == "create":
+        previous = stacks.current_stack().name
+        info = stacks.create_stack(
+            args.name,
+            artifact_store=args.artifact_store,
+            region=args.region,
+            endpoint=args.endpoint,
+            allow_http=args.allow_http,
+            options=_parse_options(args.option),
+            activate=not args.no_activate,
+        )
+        item = {**_stack_item(info), "previous_active_stack": previous}
+
+        def create_text() -> str:
+            text = f"Created stack {info.name}.\n{_stack_text(info)}"
+            if not info.is_active:
+                text += f"\nActivate it with: kitaru stack use {info.name}"
+            return text
+
+        out.item(item, create_text)
+    elif args.action == "delete":
+        info = stacks.delete_stack(args.name, force=args.force)
+        active = stacks.current_stack().name
+        item = {**_stack_item(info), "deleted_stack": info.name, "new_active_stack": active}
+        out.item(
+            item,
+            lambda: (
+                f"Deleted stack {info.name}; its store at {info.location} is left as it is.\n"
+                f"Active stack: {active}"
+            ),
+        )
 
 
 # --- store ----------------------------------------------------------------------------
@@ -473,10 +649,22 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
 def cmd_store(args: argparse.Namespace, out: Output) -> None:
     from . import _config
 
-    store = _config.get_store()
+    where = _where(args)
+    store = _config.get_store(where["store"], where["store_options"])
     if args.action == "info":
-        info = {"location": store.url, "config_dir": str(_config.config_dir())}
-        out.item(info, lambda: f"Store       {info['location']}\nConfig dir  {info['config_dir']}")
+        info = {
+            "location": store.url,
+            "stack": where["stack"],
+            "stack_source": where["stack_source"],
+            "options": where["store_options"],
+            "config_dir": str(_config.config_dir()),
+        }
+
+        def info_text() -> str:
+            lines = _where_text({**where, "store": info["location"]})
+            return "\n".join([*lines, f"Config dir  {info['config_dir']}"])
+
+        out.item(info, info_text)
     elif args.action == "verify":
         report = json.loads(store.verify())
 
@@ -524,15 +712,25 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="output format (default: text)",
     )
+    # Commands that read or steer executions choose their store like a flow does; --stack
+    # takes the place of a flow's stack= (KITARU_STORE still wins).
+    stack_opt = argparse.ArgumentParser(add_help=False)
+    stack_opt.add_argument(
+        "--stack",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="use this stack's store (default: KITARU_STORE, pyproject.toml, the active stack)",
+    )
+    common_st = [common, stack_opt]
     p = argparse.ArgumentParser(
-        prog="kitaru", description="Durable runtime for Python AI agents.", parents=[common]
+        prog="kitaru", description="Durable runtime for Python AI agents.", parents=common_st
     )
     p.add_argument("-V", "--version", action="version", version=f"kitaru {VERSION}")
     sub = p.add_subparsers(dest="group", metavar="COMMAND")
 
-    ex = sub.add_parser("executions", help="inspect and steer executions", parents=[common])
+    ex = sub.add_parser("executions", help="inspect and steer executions", parents=common_st)
     exs = ex.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = exs.add_parser("list", help="list executions, newest first", parents=[common])
+    ls = exs.add_parser("list", help="list executions, newest first", parents=common_st)
     ls.add_argument("--flow", help="only executions of this flow")
     ls.add_argument("--status", help="running, waiting, completed, failed or cancelled")
     ls.add_argument("--limit", type=int, help="at most N executions")
@@ -542,7 +740,7 @@ def _parser() -> argparse.ArgumentParser:
         ("resume", "run a waiting execution whose waits are answered, reusing finished work"),
         ("cancel", "cancel an execution"),
     ):
-        c = exs.add_parser(name, help=helptext, parents=[common])
+        c = exs.add_parser(name, help=helptext, parents=common_st)
         c.add_argument("exec_id", metavar="EXEC_ID")
         if name in ("retry", "resume"):
             c.add_argument(
@@ -551,7 +749,7 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="USD",
                 help="a new LLM budget for the execution (e.g. after a budget stop)",
             )
-    inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=[common])
+    inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=common_st)
     inp.add_argument("exec_id", metavar="EXEC_ID")
     inp.add_argument("--value", help="the answer as JSON, e.g. true, 3, '\"text\"', '{\"a\": 1}'")
     inp.add_argument(
@@ -561,7 +759,9 @@ def _parser() -> argparse.ArgumentParser:
     inp.add_argument(
         "-i", "--interactive", action="store_true", help="prompt for each pending wait"
     )
-    lg = exs.add_parser("logs", help="captured stdout, stderr and logging output", parents=[common])
+    lg = exs.add_parser(
+        "logs", help="captured stdout, stderr and logging output", parents=common_st
+    )
     lg.add_argument("exec_id", metavar="EXEC_ID")
     lg.add_argument("--checkpoint", help="only this checkpoint call (e.g. fetch_2)")
     lg.add_argument("--runner", action="store_true", help="only the flow body's output")
@@ -577,22 +777,72 @@ def _parser() -> argparse.ArgumentParser:
         "init", help="mark a directory as a kitaru project (.kitaru/)", parents=[common]
     )
     ini.add_argument("path", nargs="?", metavar="PATH")
-    sub.add_parser("status", help="store, config and executions at a glance", parents=[common])
-    sub.add_parser("info", help="versions and locations, for bug reports", parents=[common])
+    sub.add_parser(
+        "status", help="stack, store, config and executions at a glance", parents=common_st
+    )
+    sub.add_parser("info", help="versions and locations, for bug reports", parents=common_st)
 
-    st = sub.add_parser("store", help="the store: location and raw records", parents=[common])
+    st = sub.add_parser("store", help="the store: location and raw records", parents=common_st)
     sts = st.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sts.add_parser("info", help="where the store is", parents=[common])
+    sts.add_parser("info", help="where the store is, and which stack chose it", parents=common_st)
     sts.add_parser(
-        "verify", help="re-read and re-hash everything; exit 1 on any problem", parents=[common]
+        "verify", help="re-read and re-hash everything; exit 1 on any problem", parents=common_st
     )
     d = sts.add_parser(
         "dump",
         help="print records as JSON (a key, or every record of an execution id)",
-        parents=[common],
+        parents=common_st,
     )
     d.add_argument("key", metavar="KEY_OR_EXEC_ID")
 
+    sk = sub.add_parser(
+        "stack",
+        help="named store configurations: create, list, use, delete",
+        description="A stack names a store (a directory or an s3://, gs://, az:// URL) and its "
+        "options. Runs use KITARU_STORE, else kitaru.configure(stack=), else the flow's "
+        "stack=, else [tool.kitaru] stack in pyproject.toml, else the active stack, else "
+        "'default' (the local store). Credentials come from the environment, never a stack.",
+        parents=[common],
+    )
+    sks = sk.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sks.add_parser("list", help="every stack; * marks the active one", parents=[common])
+    sks.add_parser(
+        "current", help="the active stack, and what takes precedence here", parents=[common]
+    )
+    for name, helptext in (
+        ("show", "one stack's store and options"),
+        ("use", "make a stack the active one for this user"),
+    ):
+        c = sks.add_parser(name, help=helptext, parents=[common])
+        c.add_argument("name", metavar="NAME")
+    cr = sks.add_parser("create", help="create a stack (and make it active)", parents=[common])
+    cr.add_argument("name", metavar="NAME")
+    cr.add_argument(
+        "--artifact-store",
+        metavar="URL",
+        help="a directory or file://, memory://, s3://bucket/prefix, gs://, az:// URL "
+        "(default: a new directory in the config dir)",
+    )
+    cr.add_argument("--region", help="the object store's region (e.g. eu-west-1)")
+    cr.add_argument("--endpoint", metavar="URL", help="an S3-compatible or Azure endpoint URL")
+    cr.add_argument(
+        "--allow-http", action="store_true", help="allow a plain-http endpoint (local servers)"
+    )
+    cr.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an object_store config key (repeatable); credentials are refused: set them in "
+        "the environment",
+    )
+    cr.add_argument("--no-activate", action="store_true", help="do not make it the active stack")
+    dl = sks.add_parser(
+        "delete", help="forget a stack (its store is left as it is)", parents=[common]
+    )
+    dl.add_argument("name", metavar="NAME")
+    dl.add_argument(
+        "--force", action="store_true", help="delete the active stack; 'default' becomes active"
+    )
     from . import _cli_llm
 
     _cli_llm.add_parsers(sub, common)
@@ -622,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "executions": cmd_executions,
         "store": cmd_store,
+        "stack": cmd_stack,
         "init": cmd_init,
         "status": cmd_status,
         "info": cmd_info,

@@ -346,7 +346,7 @@ class Execution:
             status=ExecutionStatus(v["status"]),
             started_at=_ts(v.get("started_at")),
             ended_at=_ts(v.get("ended_at")),
-            stack_name=None,
+            stack_name=options.get("stack") if options else None,
             metadata=metadata,
             status_reason=failure.message if failure else None,
             failure=failure,
@@ -392,32 +392,48 @@ class Execution:
     def list_artifacts(self) -> list[ArtifactRef]:
         return list(self.artifacts)
 
+    @property
+    def _executions(self) -> ExecutionsAPI:
+        # The API (and so the store) this execution was read from; set by ExecutionsAPI.
+        api: ExecutionsAPI | None = self.__dict__.get("_api")
+        return api if api is not None else KitaruClient().executions
+
     def refresh(self) -> Execution:
-        return KitaruClient().executions.get(self.exec_id)
+        return self._executions.get(self.exec_id)
 
     def retry(self) -> Execution:
-        return KitaruClient().executions.retry(self.exec_id)
+        return self._executions.retry(self.exec_id)
 
     def cancel(self) -> Execution:
-        return KitaruClient().executions.cancel(self.exec_id)
+        return self._executions.cancel(self.exec_id)
 
     def resume(self) -> Execution:
-        return KitaruClient().executions.resume(self.exec_id)
+        return self._executions.resume(self.exec_id)
 
 
 class ExecutionsAPI:
     """`KitaruClient().executions`."""
 
-    def __init__(self, location: str | None) -> None:
-        self._location = location
+    def __init__(self, stack: str | None, source: str = "KitaruClient(stack=...)") -> None:
+        self._stack, self._source = stack, source
+
+    def store_choice(self) -> _config.StoreChoice:
+        """Which store this API reads and steers, and why (resolved at each call)."""
+        return _config.resolve_store(self._stack, self._source)
 
     @property
     def _store(self) -> Any:
-        return _config.get_store(self._location)
+        choice = self.store_choice()
+        return _config.get_store(choice.location, choice.options)
+
+    def _execution(self, view: dict[str, Any]) -> Execution:
+        e = Execution.from_view(view)
+        object.__setattr__(e, "_api", self)  # its refresh()/retry()/... use the same store
+        return e
 
     def get(self, exec_id: str) -> Execution:
         """Full details of one execution (checkpoints, attempts, failure, divergences)."""
-        return Execution.from_view(json.loads(self._store.inspect(_check_id(exec_id), full=True)))
+        return self._execution(json.loads(self._store.inspect(_check_id(exec_id), full=True)))
 
     def list(
         self, *, flow: str | None = None, status: str | None = None, limit: int | None = None
@@ -435,7 +451,7 @@ class ExecutionsAPI:
                     f"Unknown status {status!r}; use one of {', '.join(s.value for s in ExecutionStatus)}."
                 ) from None
         views = json.loads(self._store.list(flow=flow, status=status, limit=limit))
-        return [Execution.from_view(v) for v in views]
+        return [self._execution(v) for v in views]
 
     def latest(self, *, flow: str | None = None, status: str | None = None) -> Execution:
         found = self.list(flow=flow, status=status, limit=1)
@@ -471,7 +487,9 @@ class ExecutionsAPI:
         tag, data = store.start_args(exec_id)
         saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}")
         runner = store.claim(exec_id, intent, _config.lease_ttl_ms())
-        definition.resume_execution(runner, tuple(saved["args"]), dict(saved["kwargs"]), budget_usd)
+        definition.resume_execution(
+            runner, tuple(saved["args"]), dict(saved["kwargs"]), store, budget_usd
+        )
         return self.get(exec_id)
 
     def resume(self, exec_id: str, *, budget_usd: float | None = None) -> Execution:
@@ -586,11 +604,17 @@ def _check_id(exec_id: str) -> str:
 
 
 class KitaruClient:
-    """Entry point for inspecting executions in the configured store (``KITARU_STORE``)."""
+    """Entry point for inspecting executions in a store.
+
+    The store is chosen like a flow's (``KITARU_STORE`` > ``kitaru.configure(stack=)`` >
+    ``stack`` > pyproject.toml ``[tool.kitaru] stack`` > the active stack > ``default``),
+    at each call, so ``kitaru stack use`` takes effect at once.
+    """
 
     def __init__(
         self,
         *,
+        stack: str | None = None,
         server_url: str | None = None,
         auth_token: str | None = None,
         project: str | None = None,
@@ -598,6 +622,10 @@ class KitaruClient:
         if server_url is not None or auth_token is not None or project is not None:
             raise KitaruFeatureNotAvailableError(
                 "KitaruClient talks to the store directly; there is no server to connect to. "
-                "Point KITARU_STORE at the store instead."
+                "Choose the store with a stack (`kitaru stack use NAME`) or KITARU_STORE."
             )
-        self.executions = ExecutionsAPI(None)
+        if stack is not None:
+            from .stacks import check_name
+
+            stack = check_name(stack, "KitaruClient(stack=)")
+        self.executions = ExecutionsAPI(stack)

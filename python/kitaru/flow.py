@@ -144,20 +144,23 @@ class FlowDefinition(Generic[R]):
 
     # --- starting -----------------------------------------------------------------
 
-    def _options_json(self, retries: int) -> str:
+    def _options_json(self, retries: int, stack: str | None) -> str:
         import json
 
         opts = {
             "retries": retries,
             "divergence": self.divergence,
             "budget_usd": self.budget_usd,
-            "stack": self.stack,
+            "stack": stack,
             "cache": self.cache,
             "image": self.image if isinstance(self.image, (str, type(None))) else repr(self.image),
         }
         return json.dumps(opts)
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int) -> Runner:
+    def _start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int, stack: str | None
+    ) -> tuple[Store, Runner]:
+        """Record a new execution in the store this run uses; (that store, its runner)."""
         import inspect
 
         from . import _config, serde
@@ -185,7 +188,12 @@ class FlowDefinition(Generic[R]):
                 f"Flow {self.name!r} is defined inside a function ({qualname}); define flows at "
                 "module level so another process can import them to resume."
             )
-        return _config.get_store().start(
+        if stack is not None:
+            choice = _config.resolve_store(stack, ".run(stack=...)")
+        else:
+            choice = _config.resolve_store(self.stack, "@flow(stack=...)")
+        store = _config.get_store(choice.location, choice.options)
+        runner = store.start(
             flow_name=self.name,
             module=module,
             qualname=qualname,
@@ -194,9 +202,10 @@ class FlowDefinition(Generic[R]):
             args_serializer=tag,
             args=data,
             kitaru_version=VERSION,
-            options_json=self._options_json(retries),
+            options_json=self._options_json(retries, choice.stack),
             ttl_ms=_config.lease_ttl_ms(),
         )
+        return store, runner
 
     def run(
         self,
@@ -211,15 +220,16 @@ class FlowDefinition(Generic[R]):
         """Start a new execution and run it in this process; returns its handle when it ends.
 
         ``budget_usd`` overrides the flow's budget for this execution (and its retries).
-        ``stack``, ``image`` and ``cache`` are validated and recorded; stacks and remote
-        images arrive in a later release (every execution runs here, on ``KITARU_STORE``).
+        ``stack`` names the stack whose store holds the execution (over ``@flow(stack=)``;
+        ``KITARU_STORE`` and ``kitaru.configure(stack=)`` beat both). ``image`` and ``cache``
+        are validated and recorded; remote images arrive in a later release.
         """
         _validate_options(stack, image, cache, retries, ".run()")
         budget = _check_budget(budget_usd, ".run()")
         n = self.retries if retries is None else retries
-        runner = self._start(args, kwargs, n)
-        self._execute(runner, args, kwargs, n, budget)
-        return FlowHandle(runner.exec_id)
+        store, runner = self._start(args, kwargs, n, stack)
+        self._execute(runner, args, kwargs, n, store, budget)
+        return FlowHandle(runner.exec_id, store)
 
     async def arun(
         self,
@@ -235,19 +245,23 @@ class FlowDefinition(Generic[R]):
         _validate_options(stack, image, cache, retries, ".arun()")
         budget = _check_budget(budget_usd, ".arun()")
         n = self.retries if retries is None else retries
-        runner = self._start(args, kwargs, n)
-        await self._drive_async(runner, args, kwargs, n, budget)
-        return FlowHandle(runner.exec_id)
+        store, runner = self._start(args, kwargs, n, stack)
+        await self._drive_async(runner, args, kwargs, n, store, budget)
+        return FlowHandle(runner.exec_id, store)
 
     def resume_execution(
         self,
         runner: Runner,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        store: Store | None = None,
         budget_usd: float | None = None,
     ) -> None:
-        """Run an execution claimed by retry/resume from the top (used by the client)."""
-        self._execute(runner, args, kwargs, self.retries, budget_usd)
+        """Run an execution claimed by retry/resume from the top (used by the client).
+
+        It continues in `store`, the store it was claimed from, whatever this flow's stack.
+        """
+        self._execute(runner, args, kwargs, self.retries, store, budget_usd)
 
     # --- driving ------------------------------------------------------------------
 
@@ -257,6 +271,7 @@ class FlowDefinition(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         retries: int,
+        store: Store | None,
         budget: float | None,
     ) -> None:
         """Run the body (with flow-level retries) to its end, blocking this thread."""
@@ -264,12 +279,12 @@ class FlowDefinition(Generic[R]):
             _no_running_loop(self.name)
             import asyncio
 
-            asyncio.run(self._drive_async(runner, args, kwargs, retries, budget))
+            asyncio.run(self._drive_async(runner, args, kwargs, retries, store, budget))
         else:
-            self._drive(runner, args, kwargs, retries, budget)
+            self._drive(runner, args, kwargs, retries, store, budget)
 
-    def _new_run(self, runner: Runner, budget: float | None) -> FlowRun:
-        run = FlowRun(runner, self.name, self.divergence)
+    def _new_run(self, runner: Runner, store: Store | None, budget: float | None) -> FlowRun:
+        run = FlowRun(runner, self.name, self.divergence, store)
         try:
             run.set_budget(self.budget_usd, budget)
         except BaseException:
@@ -283,9 +298,10 @@ class FlowDefinition(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         retries: int,
+        store: Store | None,
         budget: float | None,
     ) -> None:
-        run = self._new_run(runner, budget)
+        run = self._new_run(runner, store, budget)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -310,9 +326,10 @@ class FlowDefinition(Generic[R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         retries: int,
+        store: Store | None,
         budget: float | None,
     ) -> None:
-        run = self._new_run(runner, budget)
+        run = self._new_run(runner, store, budget)
         _capture.install()
         try:
             for attempt in range(retries + 1):
@@ -390,7 +407,7 @@ def _no_running_loop(name: str) -> None:
 
 
 class FlowHandle(Generic[R]):
-    """A started execution: its id, status and result."""
+    """A started execution: its id, status and result, read from the store that holds it."""
 
     def __init__(self, exec_id: str, store: Store | None = None) -> None:
         self.exec_id = exec_id
@@ -527,7 +544,10 @@ def flow(
         budget_usd: the most the execution may spend on ``kitaru.llm()`` calls; once its
             spend exceeds it, the next LLM call or checkpoint stops the flow with
             ``KitaruBudgetExceededError`` (retry with ``--budget-usd`` to continue).
-        stack, image, cache: accepted and validated for Kitaru compatibility; their behaviour
+        stack: the stack whose store holds this flow's executions, unless ``.run(stack=)``,
+            ``kitaru.configure(stack=)`` or ``KITARU_STORE`` say otherwise. Without it,
+            pyproject.toml's ``[tool.kitaru] stack`` or the active stack decides.
+        image, cache: accepted and validated for Kitaru compatibility; their behaviour
             arrives in a later release.
     """
     _validate_options(stack, image, cache, retries, "@flow")

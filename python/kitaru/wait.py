@@ -184,7 +184,7 @@ class _Prompt:
         text = line.strip()
         if text.lower() == "abort":
             check_lease(self.run)
-            _store().answer(self.run.exec_id, self.name, None, aborted=True)
+            _store(self.run).answer(self.run.exec_id, self.name, None, aborted=True)
             return True, None
         try:
             value = parse_value(text) if text or self.schema is not None else None
@@ -196,7 +196,7 @@ class _Prompt:
         import json
 
         value_json = json.dumps(value)
-        _store().answer(self.run.exec_id, self.name, value_json)
+        _store(self.run).answer(self.run.exec_id, self.name, value_json)
         return False, value_json
 
 
@@ -210,5 +210,6 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _store() -> Any:
-    return _config.get_store()
+def _store(run: FlowRun) -> Any:
+    """The store the run's execution lives in."""
+    return run.store if run.store is not None else _config.get_store()

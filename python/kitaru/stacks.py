@@ -1,0 +1,488 @@
+"""Stacks: named store configurations, and which store a run uses.
+
+A stack is a store location (a directory, ``file://``, ``memory://``, ``s3://``, ``gs://``
+or ``az://`` URL) plus object-store options such as the region or endpoint. Stacks live in
+``<config dir>/stacks.json`` (owner-only, replaced atomically). Credentials never go in a
+stack: the store reads them from the environment (``AWS_ACCESS_KEY_ID``, ...).
+
+Which store a run uses, highest first: ``KITARU_STORE`` > ``kitaru.configure(stack=)`` >
+``.run(stack=)`` / ``@flow(stack=)`` > ``[tool.kitaru] stack`` in the nearest
+``pyproject.toml`` > the active stack (``kitaru stack use``) > ``default``, the local store
+in ``<config dir>/store``. Switching stacks changes no flow code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _config
+from ._config import StoreChoice
+from .errors import KitaruUsageError
+
+__all__ = [
+    "DEFAULT_STACK",
+    "KitaruConfig",
+    "StackInfo",
+    "configure",
+    "create_stack",
+    "current_stack",
+    "delete_stack",
+    "get_stack",
+    "list_stacks",
+    "use_stack",
+]
+
+DEFAULT_STACK = "default"
+_FILE_VERSION = 1
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_OPTION_KEY = re.compile(r"[a-z][a-z0-9_]*")
+_LOCAL_SCHEMES = frozenset({"file", "memory"})
+_OBJECT_SCHEMES = frozenset(
+    {"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "http", "https"}
+)
+# Words and fragments of object-store config keys that hold credentials.
+_SECRET_WORDS = frozenset({"secret", "token", "password", "passphrase", "sas"})
+_SECRET_PARTS = (
+    "access_key",
+    "account_key",
+    "service_account_key",
+    "private_key",
+    "api_key",
+    "customer_key",
+)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """A stack: its name, store location and object-store options."""
+
+    name: str
+    location: str
+    options: dict[str, str] = field(default_factory=dict)
+    is_active: bool = False
+    is_default: bool = False
+
+    @property
+    def id(self) -> str:
+        """Kitaru 0.4 names stacks by id too; here the name is the id."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class KitaruConfig:
+    """The process-local overrides set with :func:`configure`."""
+
+    stack: str | None = None
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+_configured_stack: str | None = None
+
+
+def configure(*, stack: str | None = _UNSET) -> KitaruConfig:
+    """Set process-local overrides; returns the overrides now in force.
+
+    Args:
+        stack: the stack every flow started by this process uses, over ``@flow(stack=)``,
+            ``.run(stack=)``, pyproject.toml and the active stack (only ``KITARU_STORE``
+            beats it). ``None`` clears it; leaving it out keeps the current value.
+    """
+    global _configured_stack
+    if stack is not _UNSET:
+        _configured_stack = None if stack is None else check_name(stack, "configure(stack=)")
+    return KitaruConfig(stack=_configured_stack)
+
+
+# --- names, locations, options --------------------------------------------------------
+
+
+def check_name(name: Any, where: str = "stack name") -> str:
+    """A valid stack name, or a `KitaruUsageError` saying what a name may contain."""
+    if not isinstance(name, str) or not name.strip():
+        raise KitaruUsageError(f"A stack name must be a non-empty string, got {name!r} ({where}).")
+    cleaned: str = name.strip()
+    if not _NAME.fullmatch(cleaned):
+        raise KitaruUsageError(
+            f"Invalid stack name {cleaned!r} ({where}): use 1-63 letters, digits, '_', '.' or "
+            "'-', starting with a letter or digit."
+        )
+    return cleaned
+
+
+def _scheme(location: str) -> str | None:
+    head, sep, _ = location.partition("://")
+    return head.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) else None
+
+
+def _check_location(location: Any) -> str:
+    """The location as stored in a stack: URLs as given, local paths made absolute."""
+    if not isinstance(location, str) or not location.strip():
+        raise KitaruUsageError(
+            f"A stack's artifact store must be a non-empty path or URL, got {location!r}."
+        )
+    cleaned = str(location).strip()
+    scheme = _scheme(cleaned)
+    if scheme is None:
+        return os.path.abspath(os.path.expanduser(cleaned))
+    if scheme not in _LOCAL_SCHEMES | _OBJECT_SCHEMES:
+        known = ", ".join(f"{s}://" for s in sorted(_LOCAL_SCHEMES | _OBJECT_SCHEMES))
+        raise KitaruUsageError(
+            f"Unsupported artifact store {cleaned!r}: use a directory or one of {known}."
+        )
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(cleaned)
+    query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
+    if parts.password is not None or query & {"sig", "sv", "token", "secret", "password"}:
+        raise KitaruUsageError(
+            f"The artifact store URL of a stack must not carry credentials ({scheme}://... with "
+            "a password or signed query). Stacks are stored in plain files; set credentials in "
+            "the environment (e.g. AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_SAS_KEY)."
+        )
+    return cleaned
+
+
+def _looks_secret(key: str) -> bool:
+    if key.endswith(("_file", "_path", "_uri")):  # where a credential is, not the credential
+        return False
+    words = set(key.split("_"))
+    return bool(words & _SECRET_WORDS) or any(part in key for part in _SECRET_PARTS)
+
+
+def _check_options(options: Any, location: str, where: str) -> dict[str, str]:
+    """Object-store options with snake_case keys; credentials are refused."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise KitaruUsageError(
+            f"Stack options must be a dict of strings, got {type(options).__name__} ({where})."
+        )
+    checked: dict[str, str] = {}
+    for raw_key, value in options.items():
+        key = str(raw_key).strip().lower().replace("-", "_")
+        if not _OPTION_KEY.fullmatch(key):
+            raise KitaruUsageError(
+                f"Invalid stack option {raw_key!r} ({where}): keys are object_store config keys "
+                "such as region, endpoint or allow_http."
+            )
+        if _looks_secret(key):
+            env = key.upper() if key.startswith(("aws_", "google_", "azure_")) else None
+            hint = f"set {env}" if env else "set the provider's environment variable"
+            raise KitaruUsageError(
+                f"Stack option {key!r} looks like a credential ({where}). Stacks are stored in "
+                f"plain files, so credentials are not accepted: {hint} (e.g. "
+                "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, GOOGLE_SERVICE_ACCOUNT_KEY, "
+                "AZURE_STORAGE_SAS_KEY) in the environment of each process that uses the store."
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise KitaruUsageError(
+                f"Stack option {key!r} needs a non-empty string value, got {value!r} ({where})."
+            )
+        checked[key] = value.strip()
+    if checked and _scheme(location) not in _OBJECT_SCHEMES:
+        raise KitaruUsageError(
+            f"Stack options ({', '.join(sorted(checked))}) apply to object stores (s3://, gs://, "
+            f"az://); {location} is a local store ({where})."
+        )
+    return checked
+
+
+# --- the stacks file ------------------------------------------------------------------
+
+
+def stacks_file() -> str:
+    return os.path.join(_config.config_dir(), "stacks.json")
+
+
+_cache: tuple[tuple[str, int, int, int], dict[str, Any]] | None = None
+
+
+def _empty() -> dict[str, Any]:
+    return {"version": _FILE_VERSION, "active": DEFAULT_STACK, "stacks": {}}
+
+
+def _load() -> dict[str, Any]:
+    """The stacks file's content (validated), or an empty one when there is no file yet."""
+    global _cache
+    path = stacks_file()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return _empty()
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+    if _cache is not None and _cache[0] == key:
+        return _cache[1]
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise _malformed(path, str(exc)) from None
+    _validate_file(path, data)
+    _cache = (key, data)
+    return data  # type: ignore[no-any-return]
+
+
+def _malformed(path: str, why: str) -> KitaruUsageError:
+    return KitaruUsageError(
+        f"The stacks file {path} is malformed ({why}). Fix it, or move it away and create the "
+        "stacks again with `kitaru stack create`."
+    )
+
+
+def _validate_file(path: str, data: Any) -> None:
+    if not isinstance(data, dict) or data.get("version") != _FILE_VERSION:
+        raise _malformed(path, f'expected a JSON object with "version": {_FILE_VERSION}')
+    stacks, active = data.get("stacks"), data.get("active")
+    if not isinstance(stacks, dict) or not isinstance(active, str):
+        raise _malformed(path, '"stacks" must be an object and "active" a stack name')
+    for name, spec in stacks.items():
+        if (
+            not _NAME.fullmatch(name)
+            or name == DEFAULT_STACK
+            or not isinstance(spec, dict)
+            or not isinstance(spec.get("location"), str)
+            or not isinstance(spec.get("options", {}), dict)
+        ):
+            raise _malformed(path, f'stack {name!r} needs a valid name and a "location" string')
+        try:
+            where = f"stack {name!r} in {path}"
+            spec["options"] = _check_options(spec.get("options", {}), spec["location"], where)
+        except KitaruUsageError as exc:
+            raise _malformed(path, str(exc)) from None
+    if active != DEFAULT_STACK and active not in stacks:
+        raise _malformed(path, f"the active stack {active!r} is not defined")
+
+
+def _save(data: dict[str, Any]) -> None:
+    """Write the stacks file owner-only and atomically (a temporary file, then a rename)."""
+    _config.write_private_file(stacks_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def _update() -> Iterator[dict[str, Any]]:
+    """Read, change and write the stacks file, one process at a time."""
+    with _config.config_lock("stacks"):
+        data = json.loads(json.dumps(_load()))  # a copy: the cached one stays as read
+        yield data
+        _save(data)
+
+
+def _info(name: str, data: dict[str, Any]) -> StackInfo:
+    active = data["active"] == name
+    if name == DEFAULT_STACK:
+        return StackInfo(
+            DEFAULT_STACK, _config.default_store_location(), {}, active, is_default=True
+        )
+    spec = data["stacks"][name]
+    return StackInfo(name, spec["location"], dict(spec.get("options", {})), active)
+
+
+def _unknown(name: str, data: dict[str, Any], where: str | None = None) -> KitaruUsageError:
+    known = ", ".join([DEFAULT_STACK, *sorted(data["stacks"])])
+    origin = f" (from {where})" if where else ""
+    return KitaruUsageError(
+        f"Unknown stack {name!r}{origin}. Known stacks: {known}. Create it with "
+        f"`kitaru stack create {name} --artifact-store URL`."
+    )
+
+
+# --- the public API -------------------------------------------------------------------
+
+
+def list_stacks() -> list[StackInfo]:
+    """Every stack, `default` first, the active one marked."""
+    data = _load()
+    return [_info(n, data) for n in [DEFAULT_STACK, *sorted(data["stacks"])]]
+
+
+def get_stack(name: str) -> StackInfo:
+    """One stack by name (`KitaruUsageError` when there is none)."""
+    name = check_name(name)
+    data = _load()
+    if name != DEFAULT_STACK and name not in data["stacks"]:
+        raise _unknown(name, data)
+    return _info(name, data)
+
+
+def current_stack() -> StackInfo:
+    """The active stack (set with :func:`use_stack`; `default` until then).
+
+    A run may still use another store: see :func:`resolve` for the full precedence.
+    """
+    data = _load()
+    return _info(data["active"], data)
+
+
+def use_stack(name: str) -> StackInfo:
+    """Make `name` the active stack for this user (persisted in the config directory)."""
+    name = check_name(name)
+    with _update() as data:
+        if name != DEFAULT_STACK and name not in data["stacks"]:
+            raise _unknown(name, data)
+        data["active"] = name
+    return _info(name, data)
+
+
+def create_stack(
+    name: str,
+    *,
+    artifact_store: str | None = None,
+    region: str | None = None,
+    endpoint: str | None = None,
+    allow_http: bool = False,
+    options: dict[str, str] | None = None,
+    activate: bool = True,
+) -> StackInfo:
+    """Create a stack: a named store location with its object-store options.
+
+    Args:
+        artifact_store: a directory, or a ``file://``, ``memory://``, ``s3://bucket/prefix``,
+            ``gs://…`` or ``az://…`` URL. Default: a new directory ``<config dir>/stores/<name>``.
+        region, endpoint, allow_http: shorthands for the ``region``, ``endpoint`` and
+            ``allow_http`` options (e.g. an S3-compatible server on ``http://127.0.0.1``).
+        options: further object_store config keys (``virtual_hosted_style_request``, ...).
+            Credentials are refused: the store reads them from the environment.
+        activate: make it the active stack (as ``kitaru stack use`` does).
+    """
+    name = check_name(name)
+    if name == DEFAULT_STACK:
+        raise KitaruUsageError(
+            f"{DEFAULT_STACK!r} is the built-in local stack; choose another name."
+        )
+    if artifact_store is None:
+        location = os.path.join(_config.config_dir(), "stores", name)
+    else:
+        location = _check_location(artifact_store)
+    if options is not None and not isinstance(options, dict):
+        raise KitaruUsageError(
+            f"Stack options must be a dict of strings, got {type(options).__name__}."
+        )
+    merged: dict[str, Any] = dict(options or {})
+    for key, value in (("region", region), ("endpoint", endpoint)):
+        if value is not None:
+            merged[key] = value
+    if allow_http:
+        merged["allow_http"] = "true"
+    opts = _check_options(merged, location, f"stack {name!r}")
+    with _update() as data:
+        if name in data["stacks"]:
+            raise KitaruUsageError(
+                f"Stack {name!r} already exists ({data['stacks'][name]['location']}). Delete it "
+                f"first with `kitaru stack delete {name}`, or choose another name."
+            )
+        data["stacks"][name] = {"location": location, "options": opts}
+        if activate:
+            data["active"] = name
+    return _info(name, data)
+
+
+def delete_stack(name: str, *, force: bool = False) -> StackInfo:
+    """Forget a stack (its store and executions stay where they are).
+
+    The active stack is only deleted with ``force=True``; `default` then becomes active.
+    """
+    name = check_name(name)
+    if name == DEFAULT_STACK:
+        raise KitaruUsageError(f"The built-in {DEFAULT_STACK!r} stack cannot be deleted.")
+    with _update() as data:
+        if name not in data["stacks"]:
+            raise _unknown(name, data)
+        info = _info(name, data)
+        if data["active"] == name:
+            if not force:
+                raise KitaruUsageError(
+                    f"Stack {name!r} is the active stack. Switch first with "
+                    f"`kitaru stack use {DEFAULT_STACK}` (or another stack), or delete it with "
+                    f"--force to fall back to {DEFAULT_STACK!r}."
+                )
+            data["active"] = DEFAULT_STACK
+        del data["stacks"][name]
+    return info
+
+
+# --- resolution -----------------------------------------------------------------------
+
+
+_pyproject_cache: dict[tuple[str, int, int], str | None] = {}
+
+
+def _pyproject_stack() -> tuple[str, str] | None:
+    """(stack, path) from `[tool.kitaru] stack` of the nearest pyproject.toml above the cwd."""
+    directory = os.getcwd()
+    while True:
+        path = os.path.join(directory, "pyproject.toml")
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and not os.path.isdir(path):
+            key = (path, st.st_mtime_ns, st.st_size)
+            if key not in _pyproject_cache:
+                _pyproject_cache[key] = _read_pyproject(path)
+            stack = _pyproject_cache[key]
+            return None if stack is None else (stack, path)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _read_pyproject(path: str) -> str | None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise KitaruUsageError(
+                f"Reading [tool.kitaru] from {path} needs Python 3.11+ or `pip install tomli`."
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise KitaruUsageError(f"{path} cannot be read as TOML: {exc}") from None
+    tool = doc.get("tool", {}).get("kitaru", {}) if isinstance(doc.get("tool"), dict) else {}
+    if not isinstance(tool, dict):
+        raise KitaruUsageError(f"[tool.kitaru] in {path} must be a table.")
+    if "runner" in tool:
+        raise KitaruUsageError(f'[tool.kitaru] runner in {path} was renamed: use stack = "...".')
+    stack = tool.get("stack")
+    if stack is None:
+        return None
+    return check_name(stack, f"[tool.kitaru] stack in {path}")
+
+
+def resolve(stack: str | None = None, source: str = "stack=") -> StoreChoice:
+    """Which store to use (below `KITARU_STORE`, which `_config.resolve_store` checks first).
+
+    `stack` is the caller's choice (a flow's or the CLI's), described by `source` in errors.
+    """
+    if _configured_stack is not None:
+        name, why = _configured_stack, "kitaru.configure(stack=...)"
+    elif stack is not None:
+        name, why = check_name(stack, source), source
+    else:
+        found = _pyproject_stack()
+        if found is not None:
+            name, why = found[0], f"[tool.kitaru] in {found[1]}"
+        else:
+            name = _load()["active"]
+            why = "kitaru stack use" if name != DEFAULT_STACK else "default"
+    data = _load()
+    if name != DEFAULT_STACK and name not in data["stacks"]:
+        raise _unknown(name, data, why)
+    info = _info(name, data)
+    return StoreChoice(info.location, info.options, name, why)
