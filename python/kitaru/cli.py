@@ -113,7 +113,8 @@ def _describe(e: Any) -> str:
     if e.failure:
         lines.append(f"Failure     [{e.failure.origin.value}] {e.failure.message}")
         if e.status.value == "failed":
-            lines.append(f"Retry with  kitaru executions retry {e.exec_id}")
+            more = " --budget-usd <dollars>" if e.failure.origin.value == "budget" else ""
+            lines.append(f"Retry with  kitaru executions retry {e.exec_id}{more}")
     for w in e.pending_waits:
         lines.append(f"Waiting on  {w.name}: {w.question or '(no question)'}")
         lines.append(
