@@ -182,7 +182,12 @@ def cmd_secrets(args: argparse.Namespace, out: Output) -> None:
         out.items(
             items,
             lambda: (
-                "\n".join(f"{x['name']}: {', '.join(x['keys'])}" for x in items)  # type: ignore[arg-type]
+                "\n".join(
+                    f"{x['name']}: {x['error']}"
+                    if x.get("error")
+                    else f"{x['name']}: {', '.join(x['keys'])}"  # type: ignore[arg-type]
+                    for x in items
+                )
                 or "No secrets. Create one with `kitaru secrets set <name> --KEY=value`."
             ),
         )

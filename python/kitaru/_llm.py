@@ -209,7 +209,7 @@ def _tool_def(tool: Any, i: int) -> dict[str, Any]:
                 raise KitaruUsageError(
                     f"Tool {func.__name__!r} takes *{pname}; tools need named parameters the model can fill."
                 )
-            annotation = hints.get(pname, Any)
+            annotation = hints.get(pname, typing.Any)
             fields[pname] = (annotation, ... if p.default is p.empty else p.default)
         model = create_model(func.__name__, **fields)
         schema = model.model_json_schema()
@@ -535,11 +535,20 @@ def _enter(name: str | None) -> tuple[FlowRun, CheckpointScope | None]:
 def _names(run: FlowRun, scope: CheckpointScope | None, name: str | None) -> tuple[str, str]:
     """(checkpoint name, call name) of the next call in this scope."""
     if name is not None:
-        base = sanitize_name(name, "llm")
-        return base, base
-    owner: Any = scope if scope is not None else run
-    owner.llm_count += 1
-    return "llm", f"llm_{owner.llm_count}"
+        cp_name = call = sanitize_name(name, "llm")
+    else:
+        owner: Any = scope if scope is not None else run
+        owner.llm_count += 1
+        cp_name, call = "llm", f"llm_{owner.llm_count}"
+    if scope is not None:
+        # Inline calls are keyed by name in the checkpoint's metadata: the same name twice
+        # becomes summary, summary_2, ... (flow-body calls get this from `allocate`).
+        taken = scope.metadata.get("llm_calls") or {}
+        base, n = call, 1
+        while call in taken:
+            n += 1
+            call = f"{base}_{n}"
+    return cp_name, call
 
 
 def _begin_durable(run: FlowRun, prep: _Prepared, cp_name: str, call_name: str) -> tuple[Any, Any]:
@@ -570,11 +579,6 @@ def _output(
 
 
 def _inline_done(scope: CheckpointScope, call: str, out: dict[str, Any], value: Any) -> Any:
-    taken = scope.metadata.get("llm_calls") or {}
-    base, n = call, 1
-    while call in taken:  # the same name= twice in one checkpoint: summary, summary_2, ...
-        n += 1
-        call = f"{base}_{n}"
     entry = dict(out["call"])
     entry["prompt"] = out["messages"]
     entry["response"] = {k: out["response"].get(k) for k in ("text", "tool_calls", "finish_reason")}

@@ -551,7 +551,7 @@ def _delay(attempt: int, resp: httpx.Response | None, ep: Endpoint) -> float:
                     f"{ep.scrub(_provider_message(resp))}"
                 )
             return asked
-    return min(0.5 * (2**attempt), 30.0) * (0.5 + random.random() / 2)
+    return min(0.5 * (2.0**attempt), 30.0) * (0.5 + random.random() / 2)
 
 
 def _network_error(ep: Endpoint, exc: Exception, attempts: int) -> KitaruBackendError:
@@ -562,7 +562,7 @@ def _network_error(ep: Endpoint, exc: Exception, attempts: int) -> KitaruBackend
     )
 
 
-_clients: dict[int, Any] = {}
+_clients: dict[int, httpx.Client] = {}
 
 
 def _client() -> httpx.Client:
@@ -572,7 +572,7 @@ def _client() -> httpx.Client:
     if client is None:
         client = httpx.Client(follow_redirects=False, trust_env=True)
         _clients[os.getpid()] = client
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:

@@ -59,12 +59,13 @@ def get_secret(name: str) -> dict[str, str]:
         # The exception text of a JSON error quotes no content beyond a position.
         raise KitaruRuntimeError(
             f"Cannot read secret {name!r} from {path}: {type(exc).__name__}. Re-create it with "
-            f"`kitaru secrets set {name} --KEY=value`."
+            f"`kitaru secrets set {name} --replace --KEY=value`."
         ) from None
     values = raw.get("values") if isinstance(raw, dict) else None
     if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
         raise KitaruRuntimeError(
-            f"Secret file {path} is malformed. Re-create it with `kitaru secrets set {name} --KEY=value`."
+            f"Secret file {path} is malformed. Re-create it with "
+            f"`kitaru secrets set {name} --replace --KEY=value`."
         )
     return dict(values)
 
@@ -99,7 +100,10 @@ def list_secrets() -> list[dict[str, object]]:
         if not file.endswith(".json") or not _NAME_RE.match(file[:-5]):
             continue
         name = file[:-5]
-        out.append({"name": name, "keys": sorted(get_secret(name))})
+        try:
+            out.append({"name": name, "keys": sorted(get_secret(name))})
+        except KitaruRuntimeError as exc:  # one unreadable secret must not hide the others
+            out.append({"name": name, "keys": [], "error": str(exc)})
     return out
 
 
