@@ -104,7 +104,9 @@ class FakeLLM:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     # --- addresses for kitaru ---------------------------------------------------------
@@ -232,9 +234,11 @@ class FakeLLM:
             content.append({"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a})
         if forced and not reply.tool_calls and text is not None:
             # A forced tool (kitaru's structured output): answer with the queued JSON as input.
-            content = [
-                {"type": "tool_use", "id": "toolu_s", "name": forced, "input": json.loads(text)}
-            ]
+            try:
+                answer = json.loads(text)
+            except ValueError:  # not JSON: the model "answered" in prose
+                answer = {"value": text}
+            content = [{"type": "tool_use", "id": "toolu_s", "name": forced, "input": answer}]
         return {
             "id": "msg_fake",
             "type": "message",
