@@ -551,39 +551,71 @@ def _names(run: FlowRun, scope: CheckpointScope | None, name: str | None) -> tup
     return cp_name, call
 
 
-def _begin_durable(run: FlowRun, prep: _Prepared, cp_name: str, call_name: str) -> tuple[Any, Any]:
-    """(the _Call, (True, stored answer) or (False, None))."""
-    from . import serde
-    from .checkpoint import _Call
+class _Run:
+    """One `llm()` call in its scope: a durable checkpoint in a flow body, inline in a
+    checkpoint. The sync and async entry points differ only in how they wait for I/O."""
 
-    call_id = run.allocate(call_name, None)
-    call = _Call(_Step(cp_name), run, call_id, False)  # type: ignore[arg-type]
-    call.digest = serde.digest(prep.identity)
-    return call, run.stored_result(call_id, call.digest)
+    __slots__ = ("call", "call_name", "cp_name", "found", "out", "prep", "run", "scope", "stored")
 
+    def __init__(
+        self, prep: _Prepared, name: str | None, run: FlowRun, scope: CheckpointScope | None
+    ) -> None:
+        self.prep, self.run, self.scope = prep, run, scope
+        self.cp_name, self.call_name = _names(run, scope, name)
+        self.call: Any = None
+        self.found, self.stored = False, None
+        if scope is None:
+            from . import serde
+            from .checkpoint import _Call
 
-def _record_durable(call: Any, prep: _Prepared, out: dict[str, Any]) -> Any:
-    """Check the answer, then store it as the call's checkpoint output."""
-    value = prep.finish(out, call.call_id, reused=False)
-    merge_metadata(call.scope.metadata, {"llm_calls": {call.call_id: out["call"]}})
-    return value
+            call_id = run.allocate(self.call_name, None)
+            self.call = _Call(_Step(self.cp_name), run, call_id, False)  # type: ignore[arg-type]
+            self.call.digest = serde.digest(prep.identity)
+            self.call_name = call_id
+            self.found, self.stored = run.stored_result(call_id, self.call.digest)
 
+    def reused(self) -> Any:
+        return self.prep.finish(self.stored, self.call_name, reused=True)  # type: ignore[arg-type]
 
-def _output(
-    run: FlowRun, prep: _Prepared, call: str, checkpoint: str | None, resp: dict[str, Any],
-    latency: float, source: str | None,
-) -> dict[str, Any]:  # fmt: skip
-    info = _info(prep, resp, latency, source)
-    run.record_spend(call, checkpoint, info)
-    return {"messages": prep.req["messages"], "response": resp, "call": info}
+    def begin(self) -> None:
+        """The call is about to reach a provider: last checks, and the checkpoint starts."""
+        self.prep.live()
+        if self.call is not None:
+            self.call.begin()  # checks the budget and the lease
+        else:
+            self.run.check_budget()
 
+    def answered(self, resp: dict[str, Any], latency: float, source: str | None) -> Any:
+        """Ledger first (the money is spent), then the checked value."""
+        info = _info(self.prep, resp, latency, source)
+        checkpoint = self.scope.call_id if self.scope is not None else None
+        self.run.record_spend(self.call_name, checkpoint, info)
+        self.out = out = {"messages": self.prep.req["messages"], "response": resp, "call": info}
+        value = self.prep.finish(out, self.call_name, reused=False)
+        if self.call is not None:
+            merge_metadata(self.call.scope.metadata, {"llm_calls": {self.call_name: info}})
+        else:
+            entry = dict(info)
+            entry["prompt"] = out["messages"]
+            entry["response"] = {k: resp.get(k) for k in ("text", "tool_calls", "finish_reason")}
+            merge_metadata(self.scope.metadata, {"llm_calls": {self.call_name: entry}})  # type: ignore[union-attr]
+        return value
 
-def _inline_done(scope: CheckpointScope, call: str, out: dict[str, Any], value: Any) -> Any:
-    entry = dict(out["call"])
-    entry["prompt"] = out["messages"]
-    entry["response"] = {k: out["response"].get(k) for k in ("text", "tool_calls", "finish_reason")}
-    merge_metadata(scope.metadata, {"llm_calls": {call: entry}})
-    return value
+    def failed(self, exc: Exception) -> None:
+        if self.call is not None:
+            self.call.failed(exc, 0)  # records the attempt, re-raises
+
+    def end(self) -> None:
+        if self.call is not None:
+            self.call.end()
+
+    def record_args(self) -> tuple[Any, ...] | None:
+        """The arguments of `Runner.record_checkpoint`, for a flow-body call."""
+        return None if self.call is None else self.call.record(self.out)
+
+    def done(self) -> None:
+        if self.call is not None:
+            self.call.done(self.out)
 
 
 def llm(
@@ -622,29 +654,21 @@ def llm(
     prep = _Prepared(
         prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
     )
-    cp_name, call_name = _names(run, scope, name)
-    if scope is not None:
-        prep.live()
-        run.check_budget()
-        resp, latency, source = _call_sync(prep, call_name)
-        out = _output(run, prep, call_name, scope.call_id, resp, latency, source)
-        return _inline_done(scope, call_name, out, prep.finish(out, call_name, reused=False))
-    call, (found, stored) = _begin_durable(run, prep, cp_name, call_name)
-    if found:
-        return prep.finish(stored, call.call_id, reused=True)
-    prep.live()
-    call.begin()
+    c = _Run(prep, name, run, scope)
+    if c.found:
+        return c.reused()
+    c.begin()
     try:
-        resp, latency, source = _call_sync(prep, call.call_id)
-        out = _output(run, prep, call.call_id, None, resp, latency, source)
-        value = _record_durable(call, prep, out)
+        value = c.answered(*_call_sync(prep, c.call_name))
     except Exception as exc:
-        call.failed(exc, 0)
-        raise  # pragma: no cover - failed() re-raises on the last attempt
+        c.failed(exc)
+        raise
     finally:
-        call.end()
-    run.runner.record_checkpoint(*call.record(out))
-    call.done(out)
+        c.end()
+    args = c.record_args()
+    if args is not None:
+        run.runner.record_checkpoint(*args)
+    c.done()
     return value
 
 
@@ -666,27 +690,19 @@ async def allm(
     prep = _Prepared(
         prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
     )
-    cp_name, call_name = _names(run, scope, name)
-    if scope is not None:
-        prep.live()
-        run.check_budget()
-        resp, latency, source = await _call_async(prep, call_name)
-        out = _output(run, prep, call_name, scope.call_id, resp, latency, source)
-        return _inline_done(scope, call_name, out, prep.finish(out, call_name, reused=False))
-    call, (found, stored) = _begin_durable(run, prep, cp_name, call_name)
-    if found:
-        return prep.finish(stored, call.call_id, reused=True)
-    prep.live()
-    call.begin()
+    c = _Run(prep, name, run, scope)
+    if c.found:
+        return c.reused()
+    c.begin()
     try:
-        resp, latency, source = await _call_async(prep, call.call_id)
-        out = _output(run, prep, call.call_id, None, resp, latency, source)
-        value = _record_durable(call, prep, out)
+        value = c.answered(*await _call_async(prep, c.call_name))
     except Exception as exc:
-        call.failed(exc, 0)
-        raise  # pragma: no cover - failed() re-raises on the last attempt
+        c.failed(exc)
+        raise
     finally:
-        call.end()
-    await run.runner.record_checkpoint_async(*call.record(out))
-    call.done(out)
+        c.end()
+    args = c.record_args()
+    if args is not None:
+        await run.runner.record_checkpoint_async(*args)
+    c.done()
     return value
