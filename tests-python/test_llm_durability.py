@@ -322,3 +322,44 @@ def test_a_retry_without_the_alias_reuses_finished_calls(
     else:
         raise AssertionError("an unknown alias did not fail the call")
     assert len(fake_llm.requests) == 1
+
+
+@kitaru.checkpoint
+def inline_summary(text: str) -> str:
+    return kitaru.llm("Summarize: " + text, model="fast", name="summary")
+
+
+@kitaru.flow
+def two_calls(q: str) -> str:
+    first = kitaru.llm(q, model="fast", system="Be brief.")
+    return inline_summary(first)
+
+
+def test_prompts_and_responses_are_artifacts_of_the_calls(
+    fake_llm: FakeLLM, monkeypatch: Any
+) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
+    handle = two_calls.run("tides")
+    assert handle.wait() == "echo: Summarize: echo: tides"
+    ex = kitaru.KitaruClient().executions.get(handle.exec_id)
+    refs = {a.name: a for a in ex.artifacts}
+    assert sorted(refs) == ["llm_1_prompt", "llm_1_response", "summary_prompt", "summary_response"]
+    assert refs["llm_1_prompt"].load() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "tides"},
+    ]
+    assert refs["llm_1_response"].load() == "echo: tides"
+    assert (refs["llm_1_prompt"].kind, refs["llm_1_prompt"].save_type) == ("prompt", "llm_call")
+    assert refs["summary_prompt"].load() == [{"role": "user", "content": "Summarize: echo: tides"}]
+    assert refs["summary_response"].load() == "echo: Summarize: echo: tides"
+    assert (refs["summary_response"].producing_call, refs["summary_response"].save_type) == (
+        "inline_summary",
+        "llm_inline",
+    )
+    by_call = {c.name: [a.name for a in c.artifacts] for c in ex.checkpoints}
+    assert by_call == {
+        "llm_1": ["llm_1_prompt", "llm_1_response"],
+        "inline_summary": ["summary_prompt", "summary_response"],
+    }

@@ -85,12 +85,72 @@ class CheckpointAttempt:
 
 @dataclass(frozen=True)
 class ArtifactRef:
+    """A stored value of an execution. Today: the prompt (`<call>_prompt`, kind `prompt`) and
+    the response (`<call>_response`, kind `response`) of every `kitaru.llm()` call."""
+
     artifact_id: str
     name: str
     kind: str
     save_type: str
     producing_call: str | None
     metadata: dict[str, Any]
+
+    def load(self) -> Any:
+        """The value: a prompt is its list of messages; a response is its text, or a dict
+        with ``text`` and ``tool_calls`` when the model called tools."""
+        loader = self.__dict__.get("_loader")
+        if loader is None:
+            from .errors import KitaruStateError
+
+            raise KitaruStateError(
+                f"Artifact {self.artifact_id} was not read from a store; get it through "
+                "KitaruClient().executions.get(...).artifacts."
+            )
+        return loader()
+
+
+def _response_value(resp: dict[str, Any]) -> Any:
+    if resp.get("tool_calls"):
+        return {"text": resp.get("text"), "tool_calls": resp["tool_calls"]}
+    return resp.get("text")
+
+
+def _llm_artifacts(exec_id: str, call: dict[str, Any], load_output: Any) -> list[ArtifactRef]:
+    """The prompt and response artifacts of the `llm()` calls of one checkpoint call."""
+    refs: list[ArtifactRef] = []
+    call_id = call["call_id"]
+    meta = json.loads(call["metadata_json"]) if call.get("metadata_json") else {}
+    llm_calls = meta.get("llm_calls") if isinstance(meta, dict) else None
+    if not isinstance(llm_calls, dict):
+        return refs
+    durable = call.get("checkpoint_type") == "llm_call" and call.get("status") == "completed"
+    for name, info in llm_calls.items():
+        if not isinstance(info, dict):
+            continue
+        model = {"model": info.get("resolved_model")}
+        for kind in ("prompt", "response"):
+            ref = ArtifactRef(
+                artifact_id=f"{exec_id}/{call_id}/{name}_{kind}",
+                name=f"{name}_{kind}",
+                kind=kind,
+                save_type="llm_call" if durable else "llm_inline",
+                producing_call=call_id,
+                metadata=model,
+            )
+            if durable:
+                fn = (lambda k: lambda: _from_output(load_output(call_id), k))(kind)
+            else:
+                value = info.get(kind)
+                fn = (lambda v, k: lambda: v if k == "prompt" else _response_value(v or {}))(
+                    value, kind
+                )
+            object.__setattr__(ref, "_loader", fn)
+            refs.append(ref)
+    return refs
+
+
+def _from_output(out: Any, kind: str) -> Any:
+    return out["messages"] if kind == "prompt" else _response_value(out["response"])
 
 
 @dataclass(frozen=True)
@@ -429,6 +489,21 @@ class ExecutionsAPI:
     def _execution(self, view: dict[str, Any]) -> Execution:
         e = Execution.from_view(view)
         object.__setattr__(e, "_api", self)  # its refresh()/retry()/... use the same store
+        if any(c.get("metadata_json") for c in view.get("checkpoints", [])):
+            store, exec_id = self._store, e.exec_id
+
+            def load_output(call_id: str) -> Any:
+                found = store.checkpoint_output(exec_id, call_id)
+                if found is None:  # pragma: no cover - listed calls have a stored output
+                    raise LookupError(f"No stored output for call {call_id} of {exec_id}.")
+                return serde.loads(*found, what=f"output of call {call_id!r}")
+
+            every: list[ArtifactRef] = []
+            for c, raw in zip(e.checkpoints, view.get("checkpoints", []), strict=True):
+                refs = _llm_artifacts(exec_id, raw, load_output)
+                c.artifacts.extend(refs)
+                every.extend(refs)
+            e.artifacts.extend(every)
         return e
 
     def get(self, exec_id: str) -> Execution:
