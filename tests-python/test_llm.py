@@ -457,25 +457,56 @@ def test_an_llm_response_stands_for_its_message(llm: FakeLLM) -> None:
     assert [m["role"] for m in llm.requests[1].body["messages"]] == ["user", "assistant", "tool"]
 
 
-def test_bad_tool_arguments_and_unknown_tools(llm: FakeLLM) -> None:
+def test_an_unusable_tool_call_is_not_stored_and_a_retry_asks_again(llm: FakeLLM) -> None:
     llm.queue(
         Reply(tool_calls=[("delete_everything", {})]),
+        Reply(body=json.dumps(_openai_tool_call("Fetch", "{not json"))),
         Reply(tool_calls=[("Fetch", {"nope": 1})]),
     )
     seen: dict[str, Any] = {}
 
     def body() -> None:
-        resp = kitaru.llm("go", model=MINI, tools=[Fetch])
-        with pytest.raises(KitaruUsageError, match="delete_everything"):
-            resp.tool_calls[0].invoke([Fetch])
+        with pytest.raises(KitaruBackendError, match=r"delete_everything.*not among the tools"):
+            kitaru.llm("go", model=MINI, tools=[Fetch])
+        with pytest.raises(KitaruBackendError, match="not JSON"):
+            kitaru.llm("go", model=MINI, tools=[Fetch])
+        # a well-formed call to a known tool is stored; invoking it validates the arguments
         resp = kitaru.llm("go", model=MINI, tools=[Fetch])
         try:
             resp.tool_calls[0].invoke([Fetch])
         except Exception as exc:
             seen["error"] = exc
 
-    in_flow(body)
+    _, exec_id = in_flow(body)
     assert "url" in str(seen["error"])  # pydantic's validation error names the missing field
+    calls = {c.name: c for c in execution(exec_id).checkpoints}
+    # the two unusable answers are failed attempts, not finished calls
+    assert calls["llm_1"].status.value == "failed" and calls["llm_2"].status.value == "failed"
+    assert calls["llm_3"].status.value == "completed"
+
+
+def _openai_tool_call(name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
 
 
 def test_structured_output_with_a_pydantic_schema(llm: FakeLLM) -> None:
@@ -1376,16 +1407,62 @@ def test_a_secret_can_carry_the_base_url(
     assert value == "echo: hi" and len(llm.requests) == 1
 
 
-def test_the_environment_wins_over_the_secret(
-    llm: FakeLLM, capsys: pytest.CaptureFixture[str]
+def test_the_aliases_secret_wins_over_the_environment(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli_ok(capsys, "secrets", "set", "openai", "--OPENAI_API_KEY=sk-stale-secret-key-000000")
+    # An explicit alias configuration beats an ambient variable (Kitaru 0.4 did the reverse).
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-stale-shell-key-0000000000")
+    cli_ok(capsys, "secrets", "set", "openai", f"--OPENAI_API_KEY={OPENAI_KEY}")
     cli_ok(capsys, "model", "register", "fast", "--model", MINI, "--secret", "openai")
     value, exec_id = in_flow(lambda: kitaru.llm("hi", model="fast"))
     assert value == "echo: hi"
     assert llm.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
     entry = execution(exec_id).checkpoints[0].metadata["llm_calls"]["llm_1"]
-    assert entry["credential_source"] == "environment"
+    assert entry["credential_source"] == "secret"
+
+
+def test_an_alias_with_its_own_base_url_never_gets_the_environments_key(
+    llm: FakeLLM, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm.openai_key = None  # the "third-party" server needs no key
+    cli_ok(capsys, "model", "register", "box", "--model", "openai/m", "--base-url", llm.openai_base)
+    value, _ = in_flow(lambda: kitaru.llm("hi", model="box"))
+    assert value == "echo: hi"
+    assert "authorization" not in llm.requests[0].headers  # OPENAI_API_KEY stayed home
+
+
+def test_credentials_in_a_base_url_go_to_a_header_not_to_logs_or_the_store(
+    llm: FakeLLM, capsys: pytest.CaptureFixture[str], isolated_store: Path
+) -> None:
+    import logging
+
+    llm.openai_key = None
+    url = llm.openai_base.replace("http://", "http://bob:TopSecretPassw0rd@")
+    cli_ok(capsys, "model", "register", "box", "--model", "openai/m", "--base-url", url)
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.INFO)  # httpx logs every request's URL at INFO: captured by kitaru
+    try:
+        value, exec_id = in_flow(lambda: kitaru.llm("hi", model="box"))
+    finally:
+        root.setLevel(old)
+    assert value == "echo: hi"
+    assert llm.requests[0].headers["authorization"].startswith("Basic ")
+    logs = [e.message for e in KitaruClient().executions.logs(exec_id)]
+    assert any("HTTP Request: POST http://127.0.0.1" in m for m in logs), logs
+    for path in isolated_store.rglob("*"):
+        if path.is_file():
+            assert b"TopSecretPassw0rd" not in path.read_bytes(), path
+
+
+def test_an_ollama_host_without_a_port_means_ollamas_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kitaru import _models, _providers
+
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
+    ep = _providers.endpoint_for(_models.resolve_model_selection("ollama/llama3"), "llm_1")
+    assert ep.url == "http://0.0.0.0:11434/v1/chat/completions"
 
 
 def test_a_wrong_key_in_a_secret_is_scrubbed_and_explained(

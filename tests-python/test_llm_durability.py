@@ -363,3 +363,123 @@ def test_prompts_and_responses_are_artifacts_of_the_calls(
         "llm_1": ["llm_1_prompt", "llm_1_response"],
         "inline_summary": ["summary_prompt", "summary_response"],
     }
+
+
+FLAGS: dict[str, Any] = {}
+
+
+@kitaru.flow
+async def asks_in_any_order(n: int) -> list[str]:
+    calls = [kitaru.allm(f"question {i}", model="fast") for i in range(n)]
+    answers = [await c for c in reversed(calls)][::-1]  # awaited last-made first
+    if FLAGS.get("fail"):
+        raise RuntimeError("crash after the calls")
+    return answers
+
+
+def test_allm_takes_its_id_when_called_so_a_retry_gets_each_prompt_its_own_answer(
+    fake_llm: FakeLLM, monkeypatch: Any
+) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
+    FLAGS["fail"] = True
+    handle = asks_in_any_order.run(5)
+    assert handle.status == "failed"
+    FLAGS["fail"] = False
+    kitaru.KitaruClient().executions.retry(handle.exec_id)
+    assert handle.get() == [f"echo: question {i}" for i in range(5)]
+    assert len(fake_llm.requests) == 5  # the retry asked nothing again
+    ex = kitaru.KitaruClient().executions.get(handle.exec_id)
+    prompts = {c.name: c.artifacts[0].load()[-1]["content"] for c in ex.checkpoints}
+    assert prompts == {f"llm_{i + 1}": f"question {i}" for i in range(5)}
+
+
+@kitaru.checkpoint
+def llm(x: str) -> str:  # a user checkpoint that happens to be called `llm`
+    return x
+
+
+@kitaru.flow
+def colliding_names() -> list[str]:
+    return [
+        kitaru.llm("alpha", model="fast", name="llm"),
+        kitaru.llm("beta", model="fast", name="llm"),
+        llm("plain"),
+        kitaru.llm("gamma", model="fast"),
+        kitaru.llm("delta", model="fast"),
+    ]
+
+
+def test_call_ids_never_collide(fake_llm: FakeLLM, monkeypatch: Any) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
+    handle = colliding_names.run()
+    assert handle.wait() == ["echo: alpha", "echo: beta", "plain", "echo: gamma", "echo: delta"]
+    assert [r.last_user_text for r in fake_llm.requests] == ["alpha", "beta", "gamma", "delta"]
+    names = [c.name for c in kitaru.KitaruClient().executions.get(handle.exec_id).checkpoints]
+    assert sorted(names) == sorted(["llm", "llm_2", "llm_3", "llm_1", "llm_2_2"])
+
+
+@kitaru.checkpoint
+def stubborn_step(i: int) -> str:
+    try:
+        return kitaru.llm(f"step {i}", model="pricey")
+    except Exception as exc:
+        return f"fallback: {type(exc).__name__}"
+
+
+@kitaru.flow(budget_usd=0.5)
+def swallows_budget() -> list[str]:
+    out = []
+    for i in range(3):
+        try:
+            out.append(kitaru.llm(f"q{i}", model="pricey"))
+        except Exception as exc:
+            out.append(f"fallback: {type(exc).__name__}")
+    out.append(stubborn_step(0))
+    return out
+
+
+def test_user_code_cannot_swallow_a_budget_stop(fake_llm: FakeLLM, monkeypatch: Any) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("pricey", model="openai/x", input_price=1000, output_price=0)
+    fake_llm.queue(Reply(usage=(1000, 1)))
+    handle = swallows_budget.run()
+    got = kitaru.KitaruClient().executions.get(handle.exec_id)
+    assert got.status == "failed"
+    assert got.failure is not None and got.failure.origin == "budget"
+    assert len(fake_llm.requests) == 1
+    # the checkpoint that caught the stop did not store its fallback as its output
+    assert [c.name for c in got.checkpoints if c.status.value == "completed"] == ["llm_1"]
+
+
+@kitaru.flow(retries=2)
+def flaky_after_calls() -> str:
+    a = kitaru.llm("one", model="fast")
+    b = kitaru.llm("two", model="fast")
+    FLAGS["passes"] = FLAGS.get("passes", 0) + 1
+    if FLAGS.get("fail") or FLAGS["passes"] < 3:
+        raise RuntimeError("flaky")
+    return a + b
+
+
+def test_saved_calls_are_counted_once_per_run_despite_flow_retries(
+    fake_llm: FakeLLM, monkeypatch: Any
+) -> None:
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini", input_price=1, output_price=1)
+    FLAGS.clear()
+    FLAGS["fail"] = True
+    handle = flaky_after_calls.run()  # 3 passes, all fail: the calls are made once
+    assert handle.status == "failed"
+    FLAGS.clear()
+    kitaru.KitaruClient().executions.retry(handle.exec_id)  # passes 1 and 2 fail, 3 completes
+    cost = kitaru.KitaruClient().executions.get(handle.exec_id).llm_cost
+    assert cost is not None
+    assert cost.calls == 2 and len(fake_llm.requests) == 2
+    assert cost.saved_calls == 2  # llm_1 and llm_2, once each, in the retry run
+    assert abs(cost.saved_usd - cost.cost_usd) < 1e-9

@@ -89,6 +89,15 @@ def cmd_model(args: argparse.Namespace, out: Output) -> None:
             output_price=args.output_price,
             default=args.default,
         )
+        if a.secret is not None:
+            from . import _secrets
+
+            if not any(x["name"] == a.secret for x in _secrets.list_secrets()):
+                print(
+                    f"Note: there is no secret {a.secret!r} yet; create it with "
+                    f"`kitaru secrets set {a.secret} --KEY=value`.",
+                    file=sys.stderr,
+                )
         item = next(x for x in _models.list_model_aliases() if x["alias"] == a.alias)
         out.item(item, lambda: f"Registered model alias {a.alias!r} → {a.model}.")
     elif args.action == "list":

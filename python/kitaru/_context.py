@@ -172,13 +172,20 @@ class FlowRun:
         self._spend_n = 0
         self.saved_usd = 0.0
         self.saved_calls = 0
+        self._saved_ids: set[str] = set()
         self._saved_written = (0, 0.0)
+        # Set once the budget stopped the flow: user code that catches the error cannot
+        # finish a checkpoint or the flow after it.
+        self.budget_error: KitaruBudgetExceededError | None = None
         self.reset()
 
     def reset(self) -> None:
         """Start a pass over the flow body (the first, or a flow-level retry)."""
         self.occurrences: dict[str, int] = {}
-        self.explicit: set[str] = set()
+        # Every call id of this pass: an explicit id, a named `llm()` call and the
+        # occurrences of a checkpoint never share one (the later one would be handed the
+        # earlier one's stored output).
+        self.taken: set[str] = set()
         self.wait_names: set[str] = set()
         self.wait_count = 0
         self.llm_count = 0
@@ -211,16 +218,23 @@ class FlowRun:
                     raise KitaruUsageError(
                         f"Checkpoint id must be a non-empty string, got {explicit_id!r}."
                     )
-                if explicit_id in self.explicit:
+                if explicit_id in self.taken:
                     raise KitaruUsageError(
                         f"Checkpoint id {explicit_id!r} is used twice in one execution of flow "
-                        f"{self.flow_name!r}; explicit ids must be unique."
+                        f"{self.flow_name!r}; explicit ids must be unique (and differ from the "
+                        "ids kitaru gives other calls: name, name_2, ...)."
                     )
-                self.explicit.add(explicit_id)
+                self.taken.add(explicit_id)
                 return explicit_id
-            n = self.occurrences.get(name, 0) + 1
+            n = self.occurrences.get(name, 0)
+            while True:
+                n += 1
+                call_id = name if n == 1 else f"{name}_{n}"
+                if call_id not in self.taken:
+                    break
             self.occurrences[name] = n
-            return name if n == 1 else f"{name}_{n}"
+            self.taken.add(call_id)
+            return call_id
 
     def lookup(self, call_id: str) -> tuple[str, bytes, bytes | None] | None:
         hit = self.done.get(call_id)
@@ -285,7 +299,9 @@ class FlowRun:
             for meta in self._earlier_metadata():
                 for entry in (meta.get("kitaru_llm") or {}).values():
                     total += entry.get("cost_usd") or 0.0
-            self._spent = total
+            with self._lock:
+                if self._spent is None:
+                    self._spent = total
         return self._spent
 
     def record_spend(self, call: str, checkpoint: str | None, info: dict[str, Any]) -> None:
@@ -293,7 +309,10 @@ class FlowRun:
         with self._lock:
             self._spend_n += 1
             key = f"{self.runner.claim_seq:08}.{self._spend_n:06}"
-        self._spent = self.spent_usd + (info.get("cost_usd") or 0.0)
+        earlier = self.spent_usd
+        with self._lock:
+            base = earlier if self._spent is None else self._spent
+            self._spent = base + (info.get("cost_usd") or 0.0)
         entry = {"call": call, **({"checkpoint": checkpoint} if checkpoint else {}), **info}
         self.log({"kitaru_llm": {key: entry}})
         if self.budget_usd is not None and info.get("cost_usd") is None:
@@ -309,24 +328,28 @@ class FlowRun:
 
     def check_budget(self) -> None:
         """Stop the flow when its LLM spend went over its budget."""
+        if self.budget_error is not None:
+            raise self.budget_error
         if self.budget_usd is None or self.spent_usd <= self.budget_usd:
             return
         self.flush_ledger()
-        raise KitaruBudgetExceededError(
+        self.budget_error = KitaruBudgetExceededError(
             f"Execution {self.exec_id} of flow {self.flow_name!r} spent ${self.spent_usd:.4f} on "
             f"LLM calls, over its budget of ${self.budget_usd:.4f}. Retry it with a larger budget: "
             f"`kitaru executions retry {self.exec_id} --budget-usd <dollars>` (finished "
-            "checkpoints and LLM calls are reused, not paid for again).",
+            "checkpoints and llm() calls of the flow body are reused, not paid for again).",
             exec_id=self.exec_id,
             status="failed",
             failure_origin=FailureOrigin.BUDGET,
         )
+        raise self.budget_error
 
     def note_reused(self, call_id: str) -> None:
         """A stored checkpoint output was reused: count the LLM calls made inside it."""
         raw = self.runner.call_metadata(call_id)
-        if raw is None or '"llm_calls"' not in raw:
+        if raw is None or '"llm_calls"' not in raw or call_id in self._saved_ids:
             return
+        self._saved_ids.add(call_id)
         import json
 
         calls = json.loads(raw).get("llm_calls") or {}

@@ -24,7 +24,7 @@ from .errors import KitaruBackendError, KitaruContextError, KitaruUsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
     from typing import Any
 
     from ._models import ResolvedModel
@@ -371,7 +371,11 @@ class _Prepared:
                 f"schema={schema!r} has no JSON Schema ({exc}); use a pydantic model, a dataclass, "
                 "a TypedDict or a type such as list[str]."
             ) from None
-        name = sanitize_name(getattr(schema, "__name__", "") or "answer", "answer")[:64]
+        import re
+
+        # Providers take [A-Za-z0-9_-] in schema and tool names.
+        raw = getattr(schema, "__name__", "") or "answer"
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", raw).strip("_")[:64] or "answer"
         if json_schema.get("type") != "object":
             # Providers want an object at the top: wrap the value in one.
             self.wrapped = True
@@ -389,7 +393,17 @@ class _Prepared:
         """What the caller gets from a stored or fresh answer."""
         resp = out["response"]
         if self.tools:
-            return LLMResponse(out, call_id, reused)
+            response = LLMResponse(out, call_id, reused)
+            names = {_tool_name(t) for t in self.tools}
+            for tc in response.tool_calls:
+                # An answer the caller cannot act on is not final: not stored, asked again.
+                if tc.name not in names:
+                    raise KitaruBackendError(
+                        f"kitaru.llm() call {call_id!r}: the model called tool {tc.name!r}, "
+                        f"which is not among the tools given ({', '.join(sorted(names))})."
+                    )
+                tc.arguments  # noqa: B018 - raises KitaruBackendError unless a JSON object
+            return response
         text = resp.get("text")
         if self.schema is not None:
             return self._validate(text, call_id, reused)
@@ -457,10 +471,14 @@ def _mock(prep: _Prepared) -> dict[str, Any]:
 
 
 def _cost(prep: _Prepared, resp: dict[str, Any]) -> float | None:
-    if resp.get("provider_cost_usd") is not None:
-        return float(resp["provider_cost_usd"])
+    """The call's cost: the alias's own prices, else the provider's reported cost
+    (OpenRouter), else the price table."""
     if prep.mock:
         return 0.0
+    alias = prep.resolved.alias
+    explicit = alias is not None and alias.input_price is not None
+    if not explicit and resp.get("provider_cost_usd") is not None:
+        return float(resp["provider_cost_usd"])
     usage = resp.get("usage") or {}
     tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
     prices = prep.resolved.prices
@@ -535,6 +553,10 @@ def _enter(name: str | None) -> tuple[FlowRun, CheckpointScope | None]:
 def _names(run: FlowRun, scope: CheckpointScope | None, name: str | None) -> tuple[str, str]:
     """(checkpoint name, call name) of the next call in this scope."""
     if name is not None:
+        if not any(ch.isalnum() for ch in name):
+            raise KitaruUsageError(
+                f"LLM call name {name!r} has no letters or digits; use a name such as 'summary'."
+            )
         cp_name = call = sanitize_name(name, "llm")
     else:
         owner: Any = scope if scope is not None else run
@@ -672,7 +694,7 @@ def llm(
     return value
 
 
-async def allm(
+def allm(
     prompt: str | list[dict[str, Any]],
     *,
     model: str | None = None,
@@ -684,13 +706,20 @@ async def allm(
     tools: Sequence[Callable[..., Any] | type | dict[str, Any]] | None = None,
     tool_choice: str | None = None,
     timeout: float | None = None,
-) -> Any:
-    """`llm()` for async flows and checkpoints: the event loop runs while the call is out."""
+) -> Coroutine[Any, Any, Any]:
+    """`llm()` for async flows and checkpoints: the event loop runs while the call is out.
+
+    Like an async checkpoint, the call takes its id when it is made, not when it is
+    awaited, so ``asyncio.gather(allm(a), allm(b))`` numbers ``a`` then ``b`` every time.
+    """
     run, scope = _enter(name)
     prep = _Prepared(
         prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
     )
-    c = _Run(prep, name, run, scope)
+    return _allm(run, prep, _Run(prep, name, run, scope))
+
+
+async def _allm(run: FlowRun, prep: _Prepared, c: _Run) -> Any:
     if c.found:
         return c.reused()
     c.begin()

@@ -190,8 +190,12 @@ def _parse_registry(raw: Any, where: str, source: str) -> tuple[dict[str, ModelA
             raise KitaruUsageError(
                 f"{where}: alias {name!r} has prices that are not numbers >= 0 (USD per million tokens)."
             )
-        aliases[str(name)] = ModelAlias(
-            str(name),
+        try:
+            name = normalize_alias(str(name))
+        except KitaruUsageError as exc:
+            raise KitaruUsageError(f"{where}: {exc}") from None
+        aliases[name] = ModelAlias(
+            name,
             entry["model"],
             secret=entry.get("secret"),
             base_url=entry.get("base_url"),

@@ -125,8 +125,12 @@ def _strip_userinfo(url: str) -> str:
 
 
 def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
-    """The URL and headers of a call to `resolved`, with credentials from the environment
-    first, then the alias's secret (read into the request, never into `os.environ`)."""
+    """The URL and headers of a call to `resolved`. The key comes from the alias's secret
+    first, then the provider's environment variable — except for an alias with its own
+    base URL, which never gets the environment's key for the official service. Credentials
+    go into the request only, never into `os.environ`; credentials written into a base URL
+    (`http://user:pass@host/v1`) are taken out of it into an Authorization header, so the
+    URL that httpx logs and errors quote carries none."""
     provider = resolved.provider
     key_var, base_var, default_base = _ENDPOINTS[provider]
     alias = resolved.alias
@@ -147,16 +151,28 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
     if provider == "ollama":
         if not re.match(r"^https?://", base):
             base = "http://" + base
+        if not re.match(r"^https?://(\[[^\]]*\]|[^/:]*):\d+", base):
+            # OLLAMA_HOST=0.0.0.0 means Ollama's port, as in Ollama's own client
+            base = re.sub(r"^(https?://(\[[^\]]*\]|[^/:]*))", r"\1:11434", base)
         if not base.endswith("/v1"):
             base += "/v1"
+    basic = None
+    m = re.match(r"^(https?://)([^/@\s]*)@(.*)$", base)
+    if m:
+        from urllib.parse import unquote
+
+        user, _, password = m.group(2).partition(":")
+        basic = (unquote(user), unquote(password))
+        base = m.group(1) + m.group(3)
     key: str | None = None
     source: str | None = None
+    own_base = alias is not None and alias.base_url is not None
     if key_var is not None:
         env_key = os.environ.get(key_var, "").strip()
-        if env_key:
-            key, source = env_key, "environment"
-        elif secret.get(key_var, "").strip():
+        if secret.get(key_var, "").strip():
             key, source = secret[key_var].strip(), "secret"
+        elif env_key and not own_base:
+            key, source = env_key, "environment"
     custom_base = base != default_base
     if key is None and key_var is not None and not custom_base:
         if alias is not None and alias.secret:
@@ -190,6 +206,13 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
             headers["authorization"] = f"Bearer {key}"
         url = base + "/chat/completions"
     redact = [v for v in secret.values() if v] + ([key] if key else [])
+    if basic is not None:
+        import base64
+
+        if "authorization" not in headers:
+            token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+            headers["authorization"] = f"Basic {token}"
+        redact += [v for v in basic if v]
     ep = Endpoint(provider, url, headers, source, key_var, redact, what)
     ep.secret_name = alias.secret if alias is not None and source == "secret" else None
     return ep
@@ -302,9 +325,10 @@ def anthropic_body(resolved: ResolvedModel, req: dict[str, Any]) -> dict[str, An
             blocks: list[dict[str, Any]] = []
             if m.get("content"):
                 text = m["content"]
-                blocks.append(
-                    {"type": "text", "text": text if isinstance(text, str) else json.dumps(text)}
-                )
+                if isinstance(text, str):
+                    blocks.append({"type": "text", "text": text})
+                else:
+                    blocks.extend(_anthropic_content(text))
             for tc in m["tool_calls"]:
                 fn = tc.get("function", {})
                 args = fn.get("arguments") or "{}"

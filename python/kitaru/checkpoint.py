@@ -241,6 +241,9 @@ class _Call:
 
     def record(self, value: Any) -> tuple[Any, ...]:
         """The arguments of `Runner.record_checkpoint` for a successful attempt."""
+        if self.run.budget_error is not None:
+            # The body caught the budget stop and returned anyway: its output is not final.
+            raise self.run.budget_error
         ended = now_us()
         try:
             self.tag, self.data = _serde().dumps(

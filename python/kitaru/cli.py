@@ -157,7 +157,11 @@ def _describe(e: Any) -> str:
 
 
 def _usd(v: float | None) -> str:
-    return "?" if v is None else f"${v:.4f}" if v < 100 else f"${v:,.2f}"
+    if v is None:
+        return "?"
+    if v == 0 or v >= 100:
+        return f"${v:,.2f}"
+    return f"${v:.6f}" if v < 0.01 else f"${v:.4f}"
 
 
 def _llm_lines(e: Any) -> list[str]:

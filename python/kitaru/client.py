@@ -123,10 +123,12 @@ def _llm_artifacts(exec_id: str, call: dict[str, Any], load_output: Any) -> list
     llm_calls = meta.get("llm_calls") if isinstance(meta, dict) else None
     if not isinstance(llm_calls, dict):
         return refs
-    durable = call.get("checkpoint_type") == "llm_call" and call.get("status") == "completed"
     for name, info in llm_calls.items():
         if not isinstance(info, dict):
             continue
+        # An inline call keeps its prompt in the metadata; a flow-body call (its own
+        # checkpoint) keeps prompt and response in the checkpoint's output.
+        durable = "prompt" not in info and call.get("status") == "completed"
         model = {"model": info.get("resolved_model")}
         for kind in ("prompt", "response"):
             ref = ArtifactRef(

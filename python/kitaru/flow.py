@@ -378,6 +378,11 @@ class FlowDefinition(Generic[R]):
 
         _capture.flush_logs(run)
         _flush_ledger(run)
+        if run.budget_error is not None:
+            # The body caught the budget stop and returned: the execution still stops there.
+            origin, message, exc_type, tb = failure_of(run.budget_error)
+            run.runner.fail(origin, message, exc_type, tb)
+            return
         try:
             tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
         except Exception as exc:
