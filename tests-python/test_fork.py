@@ -21,6 +21,7 @@ def squares(n: int) -> list[int]:
     return [square(i) for i in range(n)]
 
 
+@pytest.mark.both_stores
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_after_use() -> None:
     assert squares.run(3).wait() == [0, 1, 4]  # the parent's runtime is up

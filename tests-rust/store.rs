@@ -153,7 +153,7 @@ fn bad_locations_are_clear_errors() {
     rt().block_on(async {
         for (loc, needle) in [
             ("", "empty"),
-            ("s3://bucket/prefix", "s3://"),
+            ("ftp://host/prefix", "ftp://"),
             ("file://relative/path", "absolute"),
             ("memory://bad name", "memory://"),
         ] {
@@ -185,7 +185,10 @@ fn newer_layout_is_refused() {
     let err = rt()
         .block_on(Store::open(
             dir.path().to_str().unwrap(),
-            StoreOptions { fsync: true },
+            StoreOptions {
+                fsync: true,
+                ..Default::default()
+            },
         ))
         .unwrap_err();
     assert!(err.to_string().contains("upgrade kitaru"), "{err}");
@@ -215,4 +218,122 @@ fn execution_ids_sort_by_creation() {
         assert!(kitaru::ids::validate_call_id(bad).is_err(), "{bad:?}");
     }
     kitaru::ids::validate_call_id("fetch_2").unwrap();
+}
+
+/// A backend that ignores the create-only condition (like S3 gateways that drop
+/// `If-None-Match`): every put overwrites.
+#[derive(Debug)]
+struct IgnoresConditions(object_store::memory::InMemory);
+
+impl std::fmt::Display for IgnoresConditions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IgnoresConditions")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for IgnoresConditions {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        _opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0
+            .put_opts(location, payload, object_store::PutOptions::default())
+            .await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn a_backend_that_ignores_create_only_puts_is_refused() {
+    rt().block_on(async {
+        let err = Store::from_object_store(
+            std::sync::Arc::new(IgnoresConditions(object_store::memory::InMemory::new())),
+            "s3://gateway/prefix",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("s3://gateway/prefix"), "{err}");
+        assert!(err.contains("conditional writes"), "{err}");
+        // an honest backend passes the same check
+        Store::from_object_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "memory://honest",
+        )
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn request_counts_follow_the_calls() {
+    rt().block_on(async {
+        let store = Store::open("memory://counted", StoreOptions::default())
+            .await
+            .unwrap();
+        store.request_counts().reset();
+        assert!(store.put_create("a/1", &b"x"[..]).await.unwrap());
+        assert!(!store.put_create("a/1", &b"y"[..]).await.unwrap());
+        assert!(store.get("a/1").await.unwrap().is_some());
+        assert_eq!(store.list("a").await.unwrap(), vec!["a/1".to_string()]);
+        store.delete("a/1").await.unwrap();
+        let counts: std::collections::BTreeMap<_, _> =
+            store.request_counts().snapshot().into_iter().collect();
+        assert_eq!(
+            counts,
+            [
+                ("delete", 1),
+                ("get", 1),
+                ("head", 0),
+                ("list", 1),
+                ("put", 2)
+            ]
+            .into()
+        );
+    });
 }

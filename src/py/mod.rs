@@ -126,18 +126,44 @@ pub struct PyStore {
 
 #[pymethods]
 impl PyStore {
+    /// `options`: object-store configuration (`object_store` key names such as `region`,
+    /// `endpoint`, `allow_http`, `access_key_id`), winning over the environment.
     #[new]
-    #[pyo3(signature = (location, *, fsync = false))]
-    fn new(py: Python<'_>, location: String, fsync: bool) -> PyResult<Self> {
-        let inner = run(py, async move {
-            Store::open(&location, StoreOptions { fsync }).await
-        })?;
+    #[pyo3(signature = (location, *, fsync = false, options = None))]
+    fn new(
+        py: Python<'_>,
+        location: String,
+        fsync: bool,
+        options: Option<std::collections::BTreeMap<String, String>>,
+    ) -> PyResult<Self> {
+        let options = StoreOptions {
+            fsync,
+            options: options.unwrap_or_default(),
+        };
+        let inner = run(py, async move { Store::open(&location, options).await })?;
         Ok(PyStore { inner })
     }
 
     #[getter]
     fn url(&self) -> String {
         self.inner.url().to_string()
+    }
+
+    /// Requests sent to the backend by this handle since it was opened (or last reset),
+    /// by kind: put, get, head, list, delete.
+    fn request_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.inner.request_counts().snapshot().into_iter().collect()
+    }
+
+    fn reset_request_counts(&self) {
+        self.inner.request_counts().reset();
+    }
+
+    /// (objects, bytes) stored under `prefix` ("" for the whole store).
+    #[pyo3(signature = (prefix = String::new()))]
+    fn usage(&self, py: Python<'_>, prefix: String) -> PyResult<(u64, u64)> {
+        let store = self.inner.clone();
+        run(py, async move { store.usage(&prefix).await })
     }
 
     /// Creates an execution and returns the runner that holds its lease.

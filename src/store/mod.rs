@@ -7,10 +7,12 @@
 
 pub mod layout;
 mod local;
+mod redact;
 mod url;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -20,10 +22,14 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
-pub use url::{StoreOptions, StoreUrl};
+pub use redact::{redact_urls, Redactor};
+pub use url::{Cloud, StoreOptions, StoreUrl};
 
 /// How many reads the store keeps in flight when loading many records at once.
 pub const READ_CONCURRENCY: usize = 64;
+
+/// Keys per page of an object-store listing.
+const LIST_PAGE: u64 = 1000;
 
 /// Failures of the storage backend itself.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +37,23 @@ pub enum StoreError {
     #[error("invalid store location {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
-    #[error("the store location {url} uses {scheme}://, which this build of kitaru does not support yet; \
-             use a local directory (a path or file://...) or memory://")]
-    UnsupportedScheme { url: String, scheme: String },
+    #[error(
+        "the store location {url} uses {scheme}://, which kitaru does not support; use {supported}"
+    )]
+    UnsupportedScheme {
+        url: String,
+        scheme: String,
+        supported: &'static str,
+    },
+
+    #[error(
+        "the store at {url} does not honour create-only writes: {detail}. kitaru needs \
+         conditional writes (S3 `If-None-Match: *`, GCS generation preconditions, Azure \
+         `If-None-Match`) so that two processes can never run one execution at once; use a \
+         server that supports them (AWS S3, MinIO, SeaweedFS, R2, GCS, Azure) or remove any \
+         option that disables them (conditional_put=disabled)"
+    )]
+    ConditionalWritesUnsupported { url: String, detail: String },
 
     #[error("cannot use {path} as the store directory: {source}{}", io_hint(.source))]
     LocalDir {
@@ -42,12 +62,14 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    #[error("store {op} of {key} failed: {source}{}", backend_hint(.source))]
+    /// `detail` is the backend's message with credentials and URL queries removed (the
+    /// original error is not kept: it may quote them).
+    #[error("store {op} of {key} in {url} failed: {detail}")]
     Backend {
         op: &'static str,
         key: String,
-        #[source]
-        source: object_store::Error,
+        url: String,
+        detail: String,
     },
 
     #[error("store {op} of {key} failed: {source}{}", io_hint(.source))]
@@ -93,10 +115,63 @@ fn backend_hint(err: &object_store::Error) -> &'static str {
     ""
 }
 
+/// Kinds of requests the store sends to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+}
+
+const REQUEST_KINDS: [(Request, &str); 5] = [
+    (Request::Put, "put"),
+    (Request::Get, "get"),
+    (Request::Head, "head"),
+    (Request::List, "list"),
+    (Request::Delete, "delete"),
+];
+
+/// Requests sent by one store handle, by kind. On a local store a "put" is a file write
+/// (including a segment append), a "get" a file read and a "list" a directory walk; on
+/// object stores each count is an HTTP request (a listing counts one per page of 1,000).
+#[derive(Debug, Default)]
+pub struct RequestCounts([AtomicU64; 5]);
+
+impl RequestCounts {
+    pub fn add(&self, kind: Request, n: u64) {
+        self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        REQUEST_KINDS
+            .iter()
+            .map(|(k, name)| (*name, self.0[*k as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn reset(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The backend client of this process. A client built before `fork()` holds pooled
+/// connections served by tasks of the parent's runtime, which do not exist in the child;
+/// the child builds its own.
+struct Backend {
+    pid: u32,
+    os: Arc<dyn ObjectStore>,
+}
+
 /// A handle on one store root. Cheap to share (`Arc<Store>`); all methods are async and run
 /// on kitaru's I/O runtime.
 pub struct Store {
-    os: Arc<dyn ObjectStore>,
+    backend: Mutex<Backend>,
+    /// Rebuilds the client (after a fork); `None` for backends shared in memory.
+    connect: Option<Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>>,
     root: Path,
     url: String,
     /// The directory of a local store: bulk reads and listings go straight to the file
@@ -104,6 +179,8 @@ pub struct Store {
     local_dir: Option<std::path::PathBuf>,
     fsync: bool,
     known_blobs: Mutex<HashSet<[u8; 32]>>,
+    redactor: Redactor,
+    counts: RequestCounts,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,26 +189,114 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Object stores whose create-only puts were verified by this process, by identity.
+fn verified_backends() -> &'static Mutex<HashSet<String>> {
+    static VERIFIED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    VERIFIED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
 impl Store {
     /// Opens (and, for a local directory, creates) the store at `location`, and checks the
-    /// layout version written at its root.
+    /// layout version written at its root. An object store is also checked, once per
+    /// process, to honour create-only writes.
     pub async fn open(location: &str, options: StoreOptions) -> Result<Arc<Store>> {
         let parsed = StoreUrl::parse(location)?;
-        let (os, root) = parsed.connect(&options)?;
+        let redactor = Redactor::new(
+            options
+                .options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let (os, root) = parsed.connect(&options, &redactor)?;
         let local_dir = match &parsed {
             StoreUrl::Local(dir) => Some(dir.clone()),
-            StoreUrl::Memory(_) => None,
+            _ => None,
+        };
+        let connect: Option<Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>> = if parsed
+            .is_cloud()
+        {
+            let (parsed, options, redactor) = (parsed.clone(), options.clone(), redactor.clone());
+            Some(Box::new(move || {
+                parsed.connect(&options, &redactor).map(|(os, _)| os)
+            }))
+        } else {
+            None
         };
         let store = Arc::new(Store {
-            os,
+            backend: Mutex::new(Backend {
+                pid: std::process::id(),
+                os,
+            }),
+            connect,
             root,
             url: parsed.display(),
             local_dir,
             fsync: options.fsync,
             known_blobs: Mutex::new(HashSet::new()),
+            redactor,
+            counts: RequestCounts::default(),
         });
-        store.check_layout().await?;
+        let marker = store.check_layout().await?;
+        if parsed.is_cloud() {
+            let identity = parsed.identity(&options);
+            if !verified_backends().lock().contains(&identity) {
+                store.verify_create_only(marker).await?;
+                verified_backends().lock().insert(identity);
+            }
+        }
         Ok(store)
+    }
+
+    /// A store over any `object_store` backend (tests, embedders). Checks the layout and
+    /// that create-only puts are honoured, like [`Store::open`] does for object stores.
+    pub async fn from_object_store(os: Arc<dyn ObjectStore>, name: &str) -> Result<Arc<Store>> {
+        let store = Arc::new(Store {
+            backend: Mutex::new(Backend {
+                pid: std::process::id(),
+                os,
+            }),
+            connect: None,
+            root: Path::default(),
+            url: name.to_string(),
+            local_dir: None,
+            fsync: false,
+            known_blobs: Mutex::new(HashSet::new()),
+            redactor: Redactor::default(),
+            counts: RequestCounts::default(),
+        });
+        let marker = store.check_layout().await?;
+        store.verify_create_only(marker).await?;
+        Ok(store)
+    }
+
+    /// The backend client of this process (rebuilt in a forked child).
+    fn os(&self) -> Result<Arc<dyn ObjectStore>> {
+        let pid = std::process::id();
+        let mut backend = self.backend.lock();
+        if backend.pid != pid {
+            if let Some(connect) = &self.connect {
+                let fresh = connect()?;
+                // The parent's client is leaked, not dropped: dropping it could wait on
+                // connection tasks that do not exist in this process.
+                std::mem::forget(std::mem::replace(&mut backend.os, fresh));
+            }
+            backend.pid = pid;
+        }
+        Ok(backend.os.clone())
+    }
+
+    /// Requests sent so far, by kind.
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.counts
+    }
+
+    fn count(&self, kind: Request) {
+        self.counts.add(kind, 1);
+    }
+
+    /// Local stores: a segment append counts as a put.
+    pub fn count_append(&self) {
+        self.count(Request::Put);
     }
 
     /// The directory of a local store (where append-only segments can live).
@@ -149,14 +314,18 @@ impl Store {
         &self.url
     }
 
-    async fn check_layout(&self) -> Result<()> {
+    /// Checks (or writes) the layout marker; returns its bytes.
+    async fn check_layout(&self) -> Result<Bytes> {
         let marker = layout::LAYOUT_MARKER;
         let found = match self.get(marker).await? {
             Some(bytes) => bytes,
             None => {
-                self.put_create(marker, layout::layout_marker_bytes())
-                    .await?;
-                return Ok(());
+                let bytes = Bytes::from(layout::layout_marker_bytes());
+                if !self.put_create(marker, bytes.clone()).await? {
+                    // Another process created the store at the same moment.
+                    return Box::pin(self.check_layout()).await;
+                }
+                return Ok(bytes);
             }
         };
         let version = layout::parse_layout_marker(&found).ok_or_else(|| Error::Corrupt {
@@ -173,7 +342,49 @@ impl Store {
             }
             .into());
         }
-        Ok(())
+        Ok(found)
+    }
+
+    /// Checks that a create-only put of an existing key is refused: every mutable pointer
+    /// of the layout (state events, answers, claims) relies on it, and a server that
+    /// ignores `If-None-Match` would let two processes run one execution. The probe re-puts
+    /// the layout marker with the bytes it already holds, so even a server that ignores
+    /// the condition changes nothing. Costs one request.
+    async fn verify_create_only(&self, existing: Bytes) -> Result<()> {
+        let marker = layout::LAYOUT_MARKER;
+        let refused = |detail: String| -> Error {
+            StoreError::ConditionalWritesUnsupported {
+                url: self.url.clone(),
+                detail,
+            }
+            .into()
+        };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.count(Request::Put);
+        match self
+            .os()?
+            .put_opts(&self.path(marker), PutPayload::from_bytes(existing), opts)
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(_) => Err(refused(format!(
+                "a create-only put of the existing key {marker} succeeded (the server ignored \
+                 the condition and overwrote it)"
+            ))),
+            Err(object_store::Error::NotImplemented { .. }) => Err(self.no_conditional_puts()),
+            Err(e) => Err(self.backend("create-only put", marker, e)),
+        }
+    }
+
+    fn no_conditional_puts(&self) -> Error {
+        StoreError::ConditionalWritesUnsupported {
+            url: self.url.clone(),
+            detail: "the backend is configured without conditional puts".into(),
+        }
+        .into()
     }
 
     fn path(&self, key: &str) -> Path {
@@ -197,11 +408,23 @@ impl Store {
         }
     }
 
-    fn backend(op: &'static str, key: &str, source: object_store::Error) -> Error {
+    fn backend(&self, op: &'static str, key: &str, source: object_store::Error) -> Error {
+        let mut detail = source.to_string();
+        let mut cur = std::error::Error::source(&source);
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            cur = e.source();
+        }
+        detail.push_str(backend_hint(&source));
         StoreError::Backend {
             op,
             key: key.to_string(),
-            source,
+            url: self.url.clone(),
+            detail: self.redactor.clean(&detail),
         }
         .into()
     }
@@ -214,10 +437,12 @@ impl Store {
             ..Default::default()
         };
         let payload = PutPayload::from_bytes(bytes.into());
-        match self.os.put_opts(&self.path(key), payload, opts).await {
+        self.count(Request::Put);
+        match self.os()?.put_opts(&self.path(key), payload, opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Self::backend("create-only put", key, e)),
+            Err(object_store::Error::NotImplemented { .. }) => Err(self.no_conditional_puts()),
+            Err(e) => Err(self.backend("create-only put", key, e)),
         }
     }
 
@@ -225,30 +450,33 @@ impl Store {
     /// heartbeat); everything shared is written with `put_create`.
     pub async fn put_overwrite(&self, key: &str, bytes: impl Into<Bytes>) -> Result<()> {
         let payload = PutPayload::from_bytes(bytes.into());
-        self.os
+        self.count(Request::Put);
+        self.os()?
             .put(&self.path(key), payload)
             .await
             .map(|_| ())
-            .map_err(|e| Self::backend("put", key, e))
+            .map_err(|e| self.backend("put", key, e))
     }
 
     /// Reads `key`, or `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let res = match self.os.get(&self.path(key)).await {
+        self.count(Request::Get);
+        let res = match self.os()?.get(&self.path(key)).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Self::backend("get", key, e)),
+            Err(e) => return Err(self.backend("get", key, e)),
         };
         match res.bytes().await {
             Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Self::backend("get", key, e)),
+            Err(e) => Err(self.backend("get", key, e)),
         }
     }
 
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         if let Some(dir) = &self.local_dir {
+            self.counts.add(Request::Get, keys.len() as u64);
             return local::get_many(dir, keys).await;
         }
         // Owned keys: a closure over `&String` makes the future's Send bound higher-ranked.
@@ -265,9 +493,10 @@ impl Store {
 
     /// Deletes `key` (absent keys are not an error).
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match self.os.delete(&self.path(key)).await {
+        self.count(Request::Delete);
+        match self.os()?.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::backend("delete", key, e)),
+            Err(e) => Err(self.backend("delete", key, e)),
         }
     }
 
@@ -275,11 +504,12 @@ impl Store {
     /// the store root, sorted. One listing request per 1,000 keys on object stores.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         if let Some(dir) = &self.local_dir {
+            self.count(Request::List);
             return local::list(dir, prefix).await;
         }
         let path = self.path(prefix);
         let mut keys: Vec<String> = match self
-            .os
+            .os()?
             .list(Some(&path))
             .map_ok(|meta| self.relative(&meta.location))
             .try_collect()
@@ -287,20 +517,58 @@ impl Store {
         {
             Ok(keys) => keys,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(Self::backend("list", prefix, e)),
+            Err(e) => return Err(self.backend("list", prefix, e)),
         };
+        // One listing request per page of 1,000 keys (the S3/GCS/Azure page size).
+        self.counts
+            .add(Request::List, (keys.len() as u64 / LIST_PAGE) + 1);
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    /// How many objects are stored under `prefix` (relative to the root, "" for all) and
+    /// their total size in bytes.
+    pub async fn usage(&self, prefix: &str) -> Result<(u64, u64)> {
+        if let Some(dir) = &self.local_dir {
+            let keys = self.list(prefix).await?;
+            let dir = dir.clone();
+            let count = keys.len() as u64;
+            let total = tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .map(|k| std::fs::metadata(dir.join(k)).map(|m| m.len()).unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .await
+            .map_err(|e| StoreError::LocalIo {
+                op: "list",
+                key: prefix.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            return Ok((count, total));
+        }
+        let path = (!prefix.is_empty()).then(|| self.path(prefix));
+        let metas: Vec<object_store::ObjectMeta> =
+            match self.os()?.list(path.as_ref()).try_collect().await {
+                Ok(m) => m,
+                Err(e) => return Err(self.backend("list", prefix, e)),
+            };
+        self.counts
+            .add(Request::List, (metas.len() as u64 / LIST_PAGE) + 1);
+        Ok((metas.len() as u64, metas.iter().map(|m| m.size).sum()))
     }
 
     /// The names of the direct children "directories" of `prefix`, sorted.
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
         let path = self.path(prefix);
-        let listing = match self.os.list_with_delimiter(Some(&path)).await {
+        let listing = match self.os()?.list_with_delimiter(Some(&path)).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(Self::backend("list", prefix, e)),
+            Err(e) => return Err(self.backend("list", prefix, e)),
         };
+        self.counts.add(
+            Request::List,
+            ((listing.common_prefixes.len() + listing.objects.len()) as u64 / LIST_PAGE) + 1,
+        );
         let mut names: Vec<String> = listing
             .common_prefixes
             .iter()
@@ -327,6 +595,7 @@ impl Store {
                     key: "blobs".into(),
                     source: std::io::Error::other(e.to_string()),
                 })??;
+            self.count(Request::Put);
             self.known_blobs.lock().insert(hash);
             return Ok(hash);
         }
@@ -336,12 +605,14 @@ impl Store {
         }
         let key = layout::blob_key(&hash);
         // Large blobs: ask first, so a re-save of big content sends no bytes.
-        let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD
-            && match self.os.head(&self.path(&key)).await {
+        let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD && {
+            self.count(Request::Head);
+            match self.os()?.head(&self.path(&key)).await {
                 Ok(_) => true,
                 Err(object_store::Error::NotFound { .. }) => false,
-                Err(e) => return Err(Self::backend("head", &key, e)),
-            };
+                Err(e) => return Err(self.backend("head", &key, e)),
+            }
+        };
         if !exists {
             self.put_create(&key, bytes).await?;
         }
