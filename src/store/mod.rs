@@ -158,6 +158,9 @@ impl RequestCounts {
     }
 }
 
+/// Builds a fresh client for the store's backend.
+type Connect = Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>;
+
 /// The backend client of this process. A client built before `fork()` holds pooled
 /// connections served by tasks of the parent's runtime, which do not exist in the child;
 /// the child builds its own.
@@ -171,7 +174,7 @@ struct Backend {
 pub struct Store {
     backend: Mutex<Backend>,
     /// Rebuilds the client (after a fork); `None` for backends shared in memory.
-    connect: Option<Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>>,
+    connect: Option<Connect>,
     root: Path,
     url: String,
     /// The directory of a local store: bulk reads and listings go straight to the file
@@ -212,9 +215,7 @@ impl Store {
             StoreUrl::Local(dir) => Some(dir.clone()),
             _ => None,
         };
-        let connect: Option<Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>> = if parsed
-            .is_cloud()
-        {
+        let connect: Option<Connect> = if parsed.is_cloud() {
             let (parsed, options, redactor) = (parsed.clone(), options.clone(), redactor.clone());
             Some(Box::new(move || {
                 parsed.connect(&options, &redactor).map(|(os, _)| os)

@@ -302,6 +302,7 @@ fn not_built(cloud: Cloud) -> String {
     )
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn unknown_key(cloud: Cloud, key: &str) -> String {
     format!(
         "unknown {} option {key:?}; use object_store configuration keys (for example \
@@ -422,6 +423,7 @@ fn build_azure(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
