@@ -73,6 +73,20 @@ def chat(turns: int) -> int:
     return turns
 
 
+DOC = os.urandom(600_000).hex()  # 1.2 MB of text
+
+
+@checkpoint
+def document(version: int) -> str:
+    return DOC + "".join(f"edit {version}.{i} " + "x" * 1000 for i in range(version * 20))
+
+
+@flow
+def edit(version: int) -> int:
+    document(version)
+    return version
+
+
 @flow
 def fails_after(n: int) -> None:
     for i in range(n):
@@ -110,6 +124,25 @@ def conversation(turns: int) -> dict[str, Any]:
     }
 
 
+def large_documents(versions: int) -> dict[str, Any]:
+    """A 1.2 MB document saved by `versions` separate executions, growing ~20 KB each time:
+    no delta applies across executions, content-defined chunking dedups the shared part."""
+    store = _config.get_store()
+    before = store.usage("")
+    for v in range(versions):
+        edit.run(v).wait()
+    after = store.usage("")
+    last = versions - 1
+    final = len(DOC) + sum(len(f"edit {last}.{i} ") + 1000 for i in range(last * 20))
+    stored = after[1] - before[1]
+    return {
+        "versions": versions,
+        "final_bytes": final,
+        "stored_bytes": stored,
+        "ratio_to_final": round(stored / final, 2),
+    }
+
+
 def resume(n: int) -> dict[str, Any]:
     handle = fails_after.run(n)
     try:
@@ -130,6 +163,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "per_checkpoint": per_checkpoint(args.checkpoints, args.repeat),
         "conversation": conversation(args.turns),
+        "large_documents": large_documents(10),
         "resume": resume(args.checkpoints),
     }
 

@@ -337,3 +337,80 @@ fn request_counts_follow_the_calls() {
         );
     });
 }
+
+#[test]
+fn large_values_on_object_stores_are_chunked_and_deduplicated() {
+    rt().block_on(async {
+        let store = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        // 2 MB of incompressible-looking text, then the same with 30 KB appended
+        let mut x: u64 = 99;
+        let mut base: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 26) as u8
+            })
+            .collect();
+        let first = store.put_blob(Bytes::from(base.clone())).await.unwrap();
+        let (_, after_first) = stored_bytes(&store).await;
+        base.extend(std::iter::repeat_n(b'z', 30_000));
+        // a different process (no memory of known chunks) stores the grown value
+        let other = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        let second = other.put_blob(Bytes::from(base.clone())).await.unwrap();
+        let (_, after_second) = stored_bytes(&store).await;
+        let added = after_second - after_first;
+        assert!(added < 400_000, "the grown value added {added} bytes");
+        // both read back whole and verified
+        assert_eq!(store.get_blob(&second, None, None).await.unwrap(), base);
+        assert_eq!(
+            other.get_blob(&first, None, None).await.unwrap().len(),
+            2_000_000
+        );
+        // a damaged chunk is a corruption error, not a wrong value
+        let manifest = store
+            .get(&layout::blob_key(&second))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = kitaru::store::cdc::Manifest::decode(&manifest).unwrap();
+        let chunk_key = layout::blob_key(&m.chunks[1].0);
+        store.delete(&chunk_key).await.unwrap();
+        assert!(store.put_create(&chunk_key, &b"garbage"[..]).await.unwrap());
+        let fresh = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        let err = fresh
+            .get_blob(&second, Some("e1"), Some("cp"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("chunk"), "{err}");
+    });
+}
+
+async fn stored_bytes(store: &Store) -> (u64, u64) {
+    store.usage("").await.unwrap()
+}
+
+#[test]
+fn verify_accepts_chunked_values() {
+    rt().block_on(async {
+        let store = Store::open("memory://cdc-verify", StoreOptions::default())
+            .await
+            .unwrap();
+        let value: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        store.put_blob(Bytes::from(value)).await.unwrap();
+        let report = kitaru::verify::verify(&store).await.unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(
+            report.blobs > 1,
+            "a manifest and its chunks: {}",
+            report.blobs
+        );
+    });
+}

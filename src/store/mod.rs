@@ -5,6 +5,7 @@
 //! on S3), an overwrite put for keys that only one writer ever touches, get, list, and blobs
 //! named by their blake3 hash, verified on every read.
 
+pub mod cdc;
 pub mod layout;
 mod local;
 mod redact;
@@ -27,6 +28,9 @@ pub use url::{Cloud, StoreOptions, StoreUrl};
 
 /// How many reads the store keeps in flight when loading many records at once.
 pub const READ_CONCURRENCY: usize = 64;
+
+/// How many chunk uploads of one large value are in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
 
 /// Keys per page of an object-store listing.
 const LIST_PAGE: u64 = 1000;
@@ -581,7 +585,8 @@ impl Store {
 
     /// Stores `bytes` as a blob named by its blake3 hash and returns the hash. A blob that
     /// is already there is never rewritten: one this process saw is skipped outright; on
-    /// object stores a large one is looked up (HEAD) first; on local stores a large one is
+    /// object stores a large one is looked up (HEAD) first and stored as content-defined
+    /// chunks (`put_chunked`), so values sharing content share chunks; on local stores a large one is
     /// hashed while a staged copy is written, and the copy is dropped if the blob exists
     /// (re-saving identical large content across processes is rare; hiding the hash behind
     /// the write is what makes big saves fast).
@@ -604,6 +609,11 @@ impl Store {
         if self.known_blobs.lock().contains(&hash) {
             return Ok(hash);
         }
+        if bytes.len() > layout::CDC_THRESHOLD {
+            self.put_chunked(hash, bytes).await?;
+            self.known_blobs.lock().insert(hash);
+            return Ok(hash);
+        }
         let key = layout::blob_key(&hash);
         // Large blobs: ask first, so a re-save of big content sends no bytes.
         let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD && {
@@ -619,6 +629,79 @@ impl Store {
         }
         self.known_blobs.lock().insert(hash);
         Ok(hash)
+    }
+
+    /// Stores a large value as content-defined chunks (each an ordinary blob) plus a
+    /// manifest under the value's own blob key. Chunks go first, the manifest last, so a
+    /// manifest never names a missing chunk. A value already stored costs one HEAD.
+    async fn put_chunked(&self, hash: [u8; 32], bytes: Bytes) -> Result<()> {
+        let key = layout::blob_key(&hash);
+        self.count(Request::Head);
+        match self.os()?.head(&self.path(&key)).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.backend("head", &key, e)),
+        }
+        let mut manifest = cdc::Manifest {
+            size: bytes.len() as u64,
+            chunks: Vec::new(),
+        };
+        let mut uploads = Vec::new();
+        {
+            let known = self.known_blobs.lock();
+            for range in cdc::split(&bytes) {
+                let chunk = bytes.slice(range);
+                let chunk_hash = *blake3::hash(&chunk).as_bytes();
+                manifest.chunks.push((chunk_hash, chunk.len() as u32));
+                if !known.contains(&chunk_hash) {
+                    uploads.push((chunk_hash, chunk));
+                }
+            }
+        }
+        let written: Vec<[u8; 32]> = stream::iter(uploads)
+            .map(|(h, chunk)| async move {
+                // An existing chunk (stored by another value) is left as it is.
+                self.put_create(&layout::blob_key(&h), chunk)
+                    .await
+                    .map(|_| h)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        self.known_blobs.lock().extend(written);
+        self.put_create(&key, manifest.encode()).await?;
+        Ok(())
+    }
+
+    /// Rebuilds a chunked value from its manifest, verifying every chunk and the whole.
+    async fn get_chunked(
+        &self,
+        manifest: cdc::Manifest,
+        corrupt: impl Fn(String) -> Error,
+    ) -> Result<Bytes> {
+        let keys: Vec<String> = manifest
+            .chunks
+            .iter()
+            .map(|(h, _)| layout::blob_key(h))
+            .collect();
+        let parts = self.get_many(&keys).await?;
+        let mut out = bytes::BytesMut::with_capacity(manifest.size as usize);
+        for ((hash, len), part) in manifest.chunks.iter().zip(parts) {
+            let part = part.ok_or_else(|| {
+                corrupt(format!(
+                    "chunk {} of the value is missing",
+                    layout::hex(hash)
+                ))
+            })?;
+            if part.len() != *len as usize || blake3::hash(&part).as_bytes() != hash {
+                return Err(corrupt(format!(
+                    "chunk {} does not match its blake3 name",
+                    layout::hex(hash)
+                )));
+            }
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
     }
 
     /// Reads the blob named `hash` and verifies its content. `exec_id` and `checkpoint`
@@ -640,10 +723,21 @@ impl Store {
             .get(&key)
             .await?
             .ok_or_else(|| corrupt("the blob is missing (dangling reference)".into()))?;
-        if blake3::hash(&bytes).as_bytes() != hash {
+        if blake3::hash(&bytes).as_bytes() == hash {
+            self.known_blobs.lock().insert(*hash);
+            return Ok(bytes);
+        }
+        // Not the content itself: a manifest of chunks, or damage.
+        let Some(manifest) = cdc::Manifest::decode(&bytes) else {
             return Err(corrupt("the content does not match its blake3 name".into()));
+        };
+        let whole = self.get_chunked(manifest, &corrupt).await?;
+        if blake3::hash(&whole).as_bytes() != hash {
+            return Err(corrupt(
+                "the chunks put together do not match the value's blake3 name".into(),
+            ));
         }
         self.known_blobs.lock().insert(*hash);
-        Ok(bytes)
+        Ok(whole)
     }
 }
