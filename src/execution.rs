@@ -242,6 +242,30 @@ pub async fn answer(
     Ok(())
 }
 
+/// What an execution was started with (entry point, arguments): one read of its first
+/// state event, which never changes.
+pub async fn start_info(store: &Store, exec_id: &str) -> Result<StartInfo> {
+    ids::validate_exec_id(exec_id)?;
+    let key = layout::state_key(exec_id, 0);
+    let bytes = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::ExecutionNotFound {
+            exec_id: exec_id.to_string(),
+            store: store.url().to_string(),
+        })?;
+    let rec: StateRecord = crate::journal::decode_at(&key, exec_id, &bytes)?;
+    match rec.event {
+        Event::Started { start, .. } => Ok(*start),
+        _ => Err(Error::Corrupt {
+            key,
+            exec_id: Some(exec_id.to_string()),
+            checkpoint: None,
+            reason: "the first state event is not the start of the execution".into(),
+        }),
+    }
+}
+
 /// The flow's return value of a completed execution.
 pub async fn result(store: &Store, exec_id: &str) -> Result<Option<RawValue>> {
     let journal = Journal::load(store, exec_id, Scope::States).await?;

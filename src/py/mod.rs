@@ -264,18 +264,25 @@ impl PyStore {
         py: Python<'py>,
         exec_id: String,
     ) -> PyResult<(String, Bound<'py, PyBytes>)> {
+        let (_, tag, data) = self.start_record(py, exec_id)?;
+        Ok((tag, data))
+    }
+
+    /// (entry point as JSON, arguments' serializer, arguments) of an execution, from one
+    /// read of its first state event.
+    fn start_record<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+    ) -> PyResult<(String, String, Bound<'py, PyBytes>)> {
         let store = self.inner.clone();
-        let v = run(py, async move {
-            let journal =
-                crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::States)
-                    .await?;
-            let start = journal.start().ok_or_else(|| Error::ExecutionNotFound {
-                exec_id: exec_id.clone(),
-                store: store.url().to_string(),
-            })?;
-            execution::load_value(&store, &start.args, &exec_id, None).await
+        let (entry, v) = run(py, async move {
+            let start = execution::start_info(&store, &exec_id).await?;
+            let args = execution::load_value(&store, &start.args, &exec_id, None).await?;
+            Ok((start.entry, args))
         })?;
-        Ok(value_tuple(py, v))
+        let (tag, data) = value_tuple(py, v);
+        Ok((json(&entry)?, tag, data))
     }
 
     /// The flow's return value, or None when the execution has not completed.
