@@ -242,7 +242,12 @@ def test_bad_secret_never_appears_in_errors(s3_server: S3Server, s3_prefix: str)
 def test_explicit_options_reach_the_bucket(s3_server: S3Server, s3_prefix: str) -> None:
     store = Store(f"s3://{s3_server.bucket}/{s3_prefix}", options=s3_server.options())
     assert store.url == f"s3://{s3_server.bucket}/{s3_prefix}"
+    # a new store: read the marker (missing), create it, probe create-only (refused)
+    assert store.request_counts() == {"get": 1, "put": 2, "head": 0, "list": 0, "delete": 0}
     assert store.keys("") == ["kitaru-store.json"]
+    # the probe ran once in this process: opening again only reads the marker
+    again = Store(f"s3://{s3_server.bucket}/{s3_prefix}", options=s3_server.options())
+    assert again.request_counts() == {"get": 1, "put": 0, "head": 0, "list": 0, "delete": 0}
 
 
 def test_kitaru_forks_with_an_s3_store(s3_server: S3Server, s3_prefix: str) -> None:
