@@ -502,4 +502,28 @@ mod tests {
             "{err}"
         );
     }
+
+    #[cfg(feature = "azure")]
+    #[test]
+    fn azure_needs_an_account() {
+        // (assumes AZURE_STORAGE_ACCOUNT_NAME is not set in the test environment)
+        let url = StoreUrl::parse("az://container/p").unwrap();
+        let opts = StoreOptions {
+            fsync: false,
+            options: [("account_key".to_string(), "TOPSECRET99".to_string())].into(),
+        };
+        let redactor = Redactor::new([("account_key", "TOPSECRET99")]);
+        let err = url.connect(&opts, &redactor).err().unwrap().to_string();
+        assert!(
+            err.contains("az://container/p") && err.contains("Azure"),
+            "{err}"
+        );
+        assert!(!err.contains("TOPSECRET99"), "{err}");
+        // with an account the client is built (nothing is sent until the store is used)
+        let opts = StoreOptions {
+            fsync: false,
+            options: [("account_name".to_string(), "acct".to_string())].into(),
+        };
+        assert!(url.connect(&opts, &redactor).is_ok());
+    }
 }
