@@ -302,3 +302,12 @@ def test_large_values_share_chunks_across_executions(store_backend: str) -> None
     fresh = Store(os.environ["KITARU_STORE"])
     _tag, data = fresh.checkpoint_output(second.exec_id, "big_doc") or ("", b"")
     assert len(data) >= len(BIG) + 3800 and BIG.encode() in data
+
+
+def test_status_and_info_never_show_credentials_in_a_store_url() -> None:
+    env = {"KITARU_STORE": "s3://AKIAEXAMPLE:sekr1t-Value-77@bucket/p?X-Amz-Signature=sig-88x"}
+    for command in ("status", "info"):
+        proc = run_cli(command, "-o", "json", env=env)
+        shown = proc.stdout + proc.stderr
+        assert "sekr1t-Value-77" not in shown and "sig-88x" not in shown, shown
+        assert "bucket/p" in shown, shown

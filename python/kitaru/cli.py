@@ -354,7 +354,10 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
 
     from . import _config
 
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("KITARU_")}
+    from ._kitaru import redact_urls
+
+    # a store URL could carry credentials (refused when used, but shown here)
+    env = {k: redact_urls(v) for k, v in sorted(os.environ.items()) if k.startswith("KITARU_")}
     counts: dict[str, int] = {}
     store_error = None
     try:
@@ -365,7 +368,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     except KitaruError as exc:
         store_error = str(exc)
     item = {
-        "store": _config.store_location(),
+        "store": redact_urls(_config.store_location()),
         "config_dir": _config.config_dir(),
         "environment": env,
         "executions": counts,
@@ -390,7 +393,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
     import platform
 
     from . import _config
-    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION
+    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION, redact_urls
     from .flow import VERSION
 
     item = {
@@ -399,7 +402,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
         "platform": platform.platform(),
         "store_layout_version": LAYOUT_VERSION,
         "record_format_version": RECORD_FORMAT_VERSION,
-        "store": _config.store_location(),
+        "store": redact_urls(_config.store_location()),
         "config_dir": _config.config_dir(),
     }
     out.item(item, lambda: "\n".join(f"{k:<22} {v}" for k, v in item.items()))

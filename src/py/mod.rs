@@ -697,6 +697,13 @@ fn record_to_json(data: &[u8]) -> PyResult<String> {
     json(&v)
 }
 
+/// `text` with the query string and user info of every URL in it removed (for showing
+/// store locations and settings that may carry credentials).
+#[pyfunction]
+fn redact_urls(text: &str) -> String {
+    crate::store::redact_urls(text)
+}
+
 #[pymodule]
 fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
@@ -705,6 +712,7 @@ fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(now_us, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(record_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(redact_urls, m)?)?;
     m.add("RECORD_FORMAT_VERSION", record::FORMAT_VERSION)?;
     m.add("LAYOUT_VERSION", crate::store::layout::LAYOUT_VERSION)?;
     m.add("INLINE_LIMIT", crate::store::layout::INLINE_LIMIT)?;
