@@ -353,7 +353,6 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     import os
 
     from . import _config
-
     from ._kitaru import redact_urls
 
     # a store URL could carry credentials (refused when used, but shown here)
