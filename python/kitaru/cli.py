@@ -292,12 +292,15 @@ def _logs(client: Any, args: argparse.Namespace, out: Output) -> None:
         return
     seen = 0
     while True:
+        # Status first, then logs: every batch written before the execution stopped is in
+        # the read that follows (reading them the other way round loses the last batches
+        # when it stops in between, a window that a network store makes wide).
+        status = client.executions.get(args.exec_id).status.value
         entries = client.executions.logs(args.exec_id, checkpoint=args.checkpoint, source=source)
         for e in entries[seen:]:
             print(json.dumps({"command": out.command, "event": "log", "item": to_jsonable(e)}) if out.json else fmt(e),
                   flush=True)  # fmt: skip
         seen = len(entries)
-        status = client.executions.get(args.exec_id).status.value
         if status in ("completed", "failed", "cancelled", "waiting"):
             item = {
                 "status": status,
