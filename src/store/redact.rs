@@ -25,6 +25,7 @@ const SECRET_ENV: &[&str] = &[
 const PUBLIC_OPTIONS: &[&str] = &[
     "region",
     "endpoint",
+    "base_url",
     "allow_http",
     "virtual_hosted_style_request",
     "conditional_put",
