@@ -261,6 +261,7 @@ def test_explicit_options_reach_the_bucket(s3_server: S3Server, s3_prefix: str) 
     # a new store: read the marker (missing), create it, probe create-only (refused)
     assert store.request_counts() == {"get": 1, "put": 2, "head": 0, "list": 0, "delete": 0}
     assert store.keys("") == ["kitaru-store.json"]
+    assert store.usage()[0] == 1  # only this prefix, not the whole (shared) bucket
     # the probe ran once in this process: opening again only reads the marker
     again = Store(f"s3://{s3_server.bucket}/{s3_prefix}", options=s3_server.options())
     assert again.request_counts() == {"get": 1, "put": 0, "head": 0, "list": 0, "delete": 0}

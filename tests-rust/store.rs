@@ -414,3 +414,23 @@ fn verify_accepts_chunked_values() {
         );
     });
 }
+
+#[test]
+fn usage_counts_only_the_store_root() {
+    rt().block_on(async {
+        let a = Store::open("memory://usage", StoreOptions::default())
+            .await
+            .unwrap();
+        assert!(a.put_create("x/1", &b"12345"[..]).await.unwrap());
+        assert!(a.put_create("x/2", &b"123"[..]).await.unwrap());
+        let marker = layout::layout_marker_bytes().len() as u64;
+        assert_eq!(a.usage("").await.unwrap(), (3, 8 + marker));
+        assert_eq!(a.usage("x").await.unwrap(), (2, 8));
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap(), StoreOptions::default())
+            .await
+            .unwrap();
+        assert!(local.put_create("x/1", &b"12345"[..]).await.unwrap());
+        assert_eq!(local.usage("").await.unwrap(), (2, 5 + marker));
+    });
+}

@@ -551,9 +551,10 @@ impl Store {
             })?;
             return Ok((count, total));
         }
-        let path = (!prefix.is_empty()).then(|| self.path(prefix));
+        // `path("")` is the root itself (object_store paths drop empty segments).
+        let path = self.path(prefix);
         let metas: Vec<object_store::ObjectMeta> =
-            match self.os()?.list(path.as_ref()).try_collect().await {
+            match self.os()?.list(Some(&path)).try_collect().await {
                 Ok(m) => m,
                 Err(e) => return Err(self.backend("list", prefix, e)),
             };
