@@ -4,6 +4,8 @@ Linux, prefork servers): the child gets its own I/O runtime."""
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
 import warnings
 
@@ -44,6 +46,14 @@ def test_fork_after_use() -> None:
         finally:
             os._exit(code)
     os.close(write)
+    # A child whose I/O hangs (a runtime or connection inherited across fork) never
+    # answers: give up after a generous bound instead of hanging the suite.
+    ready, _, _ = select.select([read], [], [], 120)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+        pytest.fail("the forked child hung using kitaru (no answer in 120 s)")
     with os.fdopen(read, "rb") as f:
         message = f.read()
     _, status = os.waitpid(pid, 0)
