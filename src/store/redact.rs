@@ -72,9 +72,10 @@ impl Redactor {
         Redactor { secrets }
     }
 
-    /// `text` with every known secret, URL query string and URL user info removed.
+    /// `text` with every known secret, URL query string, URL user info and PEM private
+    /// key removed.
     pub fn clean(&self, text: &str) -> String {
-        let mut out = redact_urls(text);
+        let mut out = redact_pem(&redact_urls(text));
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
@@ -97,6 +98,28 @@ pub fn redact_urls(text: &str) -> String {
         let (url, after) = tail.split_at(end);
         out.push_str(&redact_one(url));
         rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes PEM private keys (a service-account key quoted in a parse error).
+fn redact_pem(text: &str) -> String {
+    const BEGIN: &str = "-----BEGIN";
+    const END: &str = "PRIVATE KEY-----";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        out.push_str(&rest[..start]);
+        // the END marker closes the BEGIN line; the second one closes the key
+        let after_begin = &rest[start..];
+        let end = after_begin
+            .match_indices(END)
+            .nth(1)
+            .map(|(i, m)| i + m.len())
+            .unwrap_or(after_begin.len());
+        out.push_str(REDACTED);
+        rest = &after_begin[end..];
     }
     out.push_str(rest);
     out
@@ -131,6 +154,15 @@ mod tests {
         assert!(clean.ends_with("): boom"), "{clean}");
         let clean = redact_urls("s3://AKIA:hunter22@bucket/prefix and more");
         assert_eq!(clean, "s3://<redacted>@bucket/prefix and more");
+    }
+
+    #[test]
+    fn private_keys_are_removed() {
+        let text = "bad key \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADAN\\n-----END PRIVATE KEY-----\\n\" here";
+        let clean = Redactor::default().clean(text);
+        assert_eq!(clean, "bad key \"<redacted>\\n\" here");
+        let cut = Redactor::default().clean("x -----BEGIN RSA PRIVATE KEY-----\nMIIE");
+        assert_eq!(cut, "x <redacted>");
     }
 
     #[test]
