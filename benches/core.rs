@@ -212,3 +212,49 @@ fn journal_lookup(bencher: Bencher) {
             .map(|(rev, _)| *rev)
     });
 }
+
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Content-defined chunking alone (the gear rolling hash), without hashing the chunks.
+#[divan::bench(args = [1 << 20, 16 << 20])]
+fn cdc_split(bencher: Bencher, size: usize) {
+    let data = noise(size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| kitaru::store::cdc::split(black_box(&data)));
+}
+
+/// A 4 MiB value whose chunks are all stored already (another value shared them): split,
+/// hash every chunk, write the manifest — what a re-save of shared content costs in CPU.
+#[divan::bench(sample_count = 20)]
+fn store_put_chunked_memory_4mib_shared(bencher: Bencher) {
+    let rt = rt();
+    let store = rt
+        .block_on(Store::open("memory://bench-cdc", StoreOptions::default()))
+        .unwrap();
+    let base = noise(4 << 20);
+    rt.block_on(store.put_blob(Bytes::from(base.clone())))
+        .unwrap();
+    let mut n: u32 = 0;
+    bencher
+        .counter(divan::counter::BytesCount::new(4usize << 20))
+        .bench_local(|| {
+            // a new value each time (a different last byte), same chunks before it
+            n += 1;
+            let mut v = base.clone();
+            let last = v.len() - 1;
+            v[last] = n as u8;
+            v.extend_from_slice(&n.to_le_bytes());
+            rt.block_on(store.put_blob(Bytes::from(v))).unwrap()
+        });
+}

@@ -133,10 +133,21 @@ fn check(journal: &Journal, event: &Event) -> Result<State> {
 async fn append_event(
     store: &Store,
     exec_id: &str,
+    make: impl FnMut(&Journal) -> Result<Event>,
+) -> Result<(u64, Journal)> {
+    append_event_in(store, exec_id, Scope::States, make).await
+}
+
+/// [`append_event`] reading `scope` of the journal; the returned journal includes the
+/// event that was written.
+async fn append_event_in(
+    store: &Store,
+    exec_id: &str,
+    scope: Scope,
     mut make: impl FnMut(&Journal) -> Result<Event>,
 ) -> Result<(u64, Journal)> {
     for _ in 0..MAX_RACES {
-        let journal = Journal::load(store, exec_id, Scope::States).await?;
+        let mut journal = Journal::load(store, exec_id, scope).await?;
         let event = make(&journal)?;
         check(&journal, &event)?;
         let seq = journal.next_seq();
@@ -152,6 +163,7 @@ async fn append_event(
             )
             .await?
         {
+            journal.states.push(rec);
             return Ok((seq, journal));
         }
     }
@@ -228,6 +240,30 @@ pub async fn answer(
         cancel(store, exec_id, &format!("wait {name} was aborted")).await?;
     }
     Ok(())
+}
+
+/// What an execution was started with (entry point, arguments): one read of its first
+/// state event, which never changes.
+pub async fn start_info(store: &Store, exec_id: &str) -> Result<StartInfo> {
+    ids::validate_exec_id(exec_id)?;
+    let key = layout::state_key(exec_id, 0);
+    let bytes = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::ExecutionNotFound {
+            exec_id: exec_id.to_string(),
+            store: store.url().to_string(),
+        })?;
+    let rec: StateRecord = crate::journal::decode_at(&key, exec_id, &bytes)?;
+    match rec.event {
+        Event::Started { start, .. } => Ok(*start),
+        _ => Err(Error::Corrupt {
+            key,
+            exec_id: Some(exec_id.to_string()),
+            checkpoint: None,
+            reason: "the first state event is not the start of the execution".into(),
+        }),
+    }
 }
 
 /// The flow's return value of a completed execution.
@@ -351,7 +387,9 @@ impl Runner {
     ) -> Result<Runner> {
         let lease = lease::new_claim(ttl_ms);
         let token = lease.token;
-        let (seq, _) = append_event(&store, exec_id, |journal| {
+        // One listing and one batch of reads: the journal read to check the claim is the
+        // one the run resumes from.
+        let (seq, journal) = append_event_in(&store, exec_id, Scope::Full, |journal| {
             let pending: Vec<String> = journal
                 .pending_waits()
                 .iter()
@@ -377,7 +415,6 @@ impl Runner {
             })
         })
         .await?;
-        let journal = Journal::load(&store, exec_id, Scope::Full).await?;
         Ok(Self::new(store, journal, seq, token, ttl_ms))
     }
 
@@ -676,6 +713,7 @@ impl Runner {
             *slot = Some(file);
         }
         if let Some(file) = slot.as_mut() {
+            self.shared.store.count_append();
             file.write_all(bytes).map_err(io)?;
             if self.shared.store.fsync() {
                 file.sync_data().map_err(io)?;

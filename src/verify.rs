@@ -56,6 +56,7 @@ fn blob_of(value: &Value) -> Option<[u8; 32]> {
 pub async fn verify(store: &Store) -> Result<Report> {
     let mut report = Report::default();
     let mut present: HashSet<[u8; 32]> = HashSet::new();
+    let mut manifests: Vec<(String, [u8; 32])> = Vec::new();
     let blob_keys = store.list("blobs").await?;
     for chunk in blob_keys.chunks(256) {
         let values = store.get_many(chunk).await?;
@@ -66,6 +67,9 @@ pub async fn verify(store: &Store) -> Result<Report> {
             match name {
                 Some(hash) if blake3::hash(&bytes).as_bytes() == &hash => {
                     present.insert(hash);
+                }
+                Some(hash) if crate::store::cdc::Manifest::decode(&bytes).is_some() => {
+                    manifests.push((key.clone(), hash));
                 }
                 Some(_) => report.findings.push(Finding {
                     kind: "corrupt",
@@ -78,6 +82,19 @@ pub async fn verify(store: &Store) -> Result<Report> {
                     detail: "not a blob name".into(),
                 }),
             }
+        }
+    }
+    // A chunked value is present when its chunks put together hash to its name.
+    for (key, hash) in manifests {
+        match store.get_blob(&hash, None, None).await {
+            Ok(_) => {
+                present.insert(hash);
+            }
+            Err(e) => report.findings.push(Finding {
+                kind: "corrupt",
+                key,
+                detail: e.to_string(),
+            }),
         }
     }
     let mut refs: Vec<(String, [u8; 32])> = Vec::new();

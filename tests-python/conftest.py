@@ -6,17 +6,95 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azserver import AzureServer, AzureServerError, azurite
+from s3server import S3Server, S3ServerError, seaweedfs
 
 REPO = Path(__file__).resolve().parent.parent
 
+STORE_BACKENDS = ("local", "s3")
+ALL_STORE_BACKENDS = ("local", "s3", "azure")
+
+# Environment variables that could point a test's S3 client somewhere else.
+_AWS_VARS = (
+    "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL_S3", "AWS_ALLOW_HTTP", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_CONDITIONAL_PUT", "AZURE_STORAGE_USE_EMULATOR", "AZURITE_BLOB_STORAGE_URL",
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+)  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_stores: run the test against the local store and against S3 (SeaweedFS)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "all_stores: run the test against the local store, S3 (SeaweedFS) and Azure (Azurite)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_stores` run once per store backend (`store_backend` = local, s3)."""
+    if metafunc.definition.get_closest_marker("all_stores"):
+        metafunc.parametrize("store_backend", ALL_STORE_BACKENDS, indirect=True)
+    elif metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("store_backend", STORE_BACKENDS, indirect=True)
+
 
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own store and config directory."""
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Which store the test runs against: "local" unless the test is marked `both_stores`."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on free 127.0.0.1 ports for the whole session, signed requests only.
+
+    Fails (never skips) when the server cannot start: CI must prove S3 works.
+    """
+    try:
+        with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except S3ServerError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServer]:
+    """Azurite (Azure Blob Storage emulator) for the whole session; fails if it cannot start."""
+    try:
+        with azurite(tmp_path_factory.mktemp("azurite")) as server:
+            yield server
+    except AzureServerError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def s3_prefix(request: pytest.FixtureRequest) -> str:
+    """A fresh key prefix inside the test bucket for one test."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    return f"t/{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(
+    request: pytest.FixtureRequest,
+    store_backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """Every test gets its own store and config directory: a local directory, or for a
+    `store_backend` "s3" / "azure" test a fresh prefix in the SeaweedFS bucket / Azurite
+    container (`KITARU_STORE` and `AWS_*` / `AZURE*` are set in the environment, so
+    subprocesses use it too)."""
     store = tmp_path / "store"
     monkeypatch.setenv("KITARU_STORE", str(store))
     monkeypatch.setenv("KITARU_CONFIG_PATH", str(tmp_path / "config"))
@@ -25,8 +103,15 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "KITARU_LEASE_TTL",
         "KITARU_FSYNC",
         *LLM_ENV,
+        *_AWS_VARS,
     ):
         monkeypatch.delenv(var, raising=False)
+    if store_backend in ("s3", "azure"):
+        server: S3Server | AzureServer = request.getfixturevalue(
+            "s3_server" if store_backend == "s3" else "azure_server"
+        )
+        for name, value in server.env(request.getfixturevalue("s3_prefix")).items():
+            monkeypatch.setenv(name, value)
     return store
 
 

@@ -30,6 +30,7 @@ def retrying(fail: int) -> str:
     return flaky("a", fail)
 
 
+@pytest.mark.both_stores
 def test_checkpoint_retries_record_every_attempt() -> None:
     handle = retrying.run(2)
     assert handle.wait() == "A"
@@ -123,6 +124,7 @@ def fan_out(n: int) -> list[int]:
     return [first.result()] + [f.result() for f in rest]
 
 
+@pytest.mark.both_stores
 def test_submit_and_map_run_concurrently_with_stable_ids() -> None:
     handle = fan_out.run(3)
     assert handle.wait() == [100, 0, 1, 4]
@@ -205,6 +207,7 @@ def diverging_error() -> int:
     ("definition", "expected", "runs"),
     [(diverging_reuse, 10, 1), (diverging_rerun, 20, 2), (diverging_error, None, 1)],
 )
+@pytest.mark.both_stores
 def test_divergence_policies(definition: kitaru.flow, expected: int | None, runs: int) -> None:  # type: ignore[valid-type]
     INPUT.clear()
     INPUT.update(value=1, crash=True)

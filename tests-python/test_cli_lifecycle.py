@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_json, run_cli, write_script
 
 CHATTY = """
@@ -32,6 +33,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.both_stores
 def test_logs_follow_streams_until_the_end(tmp_path: Path) -> None:
     write_script(tmp_path, "chatty.py", CHATTY)
     env = {**os.environ, "SLOW": "0.3"}
@@ -67,6 +69,7 @@ def test_logs_follow_streams_until_the_end(tmp_path: Path) -> None:
                           "item": {"status": "completed", "recovery_command": None}}  # fmt: skip
 
 
+@pytest.mark.both_stores
 def test_logs_follow_of_a_failed_execution_exits_1_with_the_retry_hint(tmp_path: Path) -> None:
     write_script(tmp_path, "chatty.py", CHATTY)
     env = {**os.environ, "FAIL_AT": "1"}

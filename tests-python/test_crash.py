@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import cli_json, ledger, race_cli, run_cli, wait_for_line, write_script
 
+# Every durability test here runs against the local store, S3 (SeaweedFS) and Azure (Azurite).
+pytestmark = pytest.mark.all_stores
+
 AGENT = """
 import asyncio, json, os, sys, time
 from kitaru import checkpoint, flow

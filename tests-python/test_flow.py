@@ -71,6 +71,7 @@ def _reset() -> None:
     CALLS.clear()
 
 
+@pytest.mark.both_stores
 def test_run_returns_a_handle_with_status_and_result() -> None:
     handle = simple.run(5)
     assert isinstance(handle, kitaru.FlowHandle)
@@ -153,6 +154,7 @@ def test_flows_defined_in_functions_are_refused() -> None:
         local.run()
 
 
+@pytest.mark.both_stores
 def test_flow_retries_rerun_the_body_and_reuse_checkpoints() -> None:
     handle = flaky_flow.run(2)
     assert handle.wait() == "ok"
@@ -188,6 +190,7 @@ def test_none_and_typed_results_round_trip() -> None:
     assert typed_result.run("t").wait() == Report("t", (1, 2))
 
 
+@pytest.mark.both_stores
 def test_async_flow_with_gather_numbers_calls_in_call_order() -> None:
     handle = async_flow.run(4)
     assert handle.wait() == [0, 2, 4, 6]

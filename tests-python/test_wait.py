@@ -91,6 +91,7 @@ def result(exec_id: str, tmp_path: Path, env: dict[str, str]) -> object:
     return json.loads(out.stdout)
 
 
+@pytest.mark.both_stores
 def test_two_wait_release_flow_each_step_in_a_new_process(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path)
     first = run_release(tmp_path, env)
@@ -142,6 +143,7 @@ def test_two_wait_release_flow_each_step_in_a_new_process(tmp_path: Path) -> Non
     assert answers == {"approve_draft": "answered", "release_details": "answered"}
 
 
+@pytest.mark.both_stores
 def test_answer_while_polling_continues_in_the_same_process(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path, timeout="60")
     proc = subprocess.Popen(
@@ -173,6 +175,7 @@ def test_answer_while_polling_continues_in_the_same_process(tmp_path: Path) -> N
     assert [e["event"] for e in status(exec_id, tmp_path)["events"]] == ["started", "completed"]
 
 
+@pytest.mark.both_stores
 def test_abort_cancels_and_resume_of_a_non_waiting_execution_is_refused(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path)
     exec_id = run_release(tmp_path, env)["exec_id"]
@@ -187,6 +190,7 @@ def test_abort_cancels_and_resume_of_a_non_waiting_execution_is_refused(tmp_path
     assert ledger(ledger_path) == ["write_draft"]
 
 
+@pytest.mark.both_stores
 def test_racing_resumers_run_the_execution_once(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path)
     exec_id = run_release(tmp_path, env)["exec_id"]
@@ -206,6 +210,7 @@ def test_racing_resumers_run_the_execution_once(tmp_path: Path) -> None:
     assert status(exec_id, tmp_path)["status"] == "waiting"
 
 
+@pytest.mark.both_stores
 def test_sigkill_while_polling_then_input_and_resume(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path, timeout="60")
     proc = subprocess.Popen(
@@ -290,6 +295,7 @@ def test_wait_outside_a_flow_or_in_a_checkpoint_is_a_context_error() -> None:
         wait_in_checkpoint.run().wait()
 
 
+@pytest.mark.both_stores
 def test_default_names_gate_and_typed_answer_in_process() -> None:
     handle = gate_then_typed.run()
     assert handle.status == "waiting"
@@ -376,6 +382,7 @@ def _call_wait_with(**kwargs: object) -> None:
         current_flow.reset(token)
 
 
+@pytest.mark.both_stores
 def test_abort_while_polling_stops_the_runner(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path, timeout="60")
     proc = subprocess.Popen(
@@ -447,6 +454,7 @@ def test_prompt_on_a_terminal_answers_in_place(tmp_path: Path) -> None:
     assert ledger(ledger_path) == ["write_draft", "approved", "publish"]
 
 
+@pytest.mark.both_stores
 def test_cancel_while_polling_stops_the_runner_quietly(tmp_path: Path) -> None:
     env, ledger_path = start(tmp_path, timeout="60")
     env["KITARU_LEASE_TTL"] = "0.6"  # the runner notices within a heartbeat (0.2 s)

@@ -153,7 +153,7 @@ fn bad_locations_are_clear_errors() {
     rt().block_on(async {
         for (loc, needle) in [
             ("", "empty"),
-            ("s3://bucket/prefix", "s3://"),
+            ("ftp://host/prefix", "ftp://"),
             ("file://relative/path", "absolute"),
             ("memory://bad name", "memory://"),
         ] {
@@ -185,7 +185,10 @@ fn newer_layout_is_refused() {
     let err = rt()
         .block_on(Store::open(
             dir.path().to_str().unwrap(),
-            StoreOptions { fsync: true },
+            StoreOptions {
+                fsync: true,
+                ..Default::default()
+            },
         ))
         .unwrap_err();
     assert!(err.to_string().contains("upgrade kitaru"), "{err}");
@@ -215,4 +218,219 @@ fn execution_ids_sort_by_creation() {
         assert!(kitaru::ids::validate_call_id(bad).is_err(), "{bad:?}");
     }
     kitaru::ids::validate_call_id("fetch_2").unwrap();
+}
+
+/// A backend that ignores the create-only condition (like S3 gateways that drop
+/// `If-None-Match`): every put overwrites.
+#[derive(Debug)]
+struct IgnoresConditions(object_store::memory::InMemory);
+
+impl std::fmt::Display for IgnoresConditions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IgnoresConditions")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for IgnoresConditions {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        _opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0
+            .put_opts(location, payload, object_store::PutOptions::default())
+            .await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn a_backend_that_ignores_create_only_puts_is_refused() {
+    rt().block_on(async {
+        let err = Store::from_object_store(
+            std::sync::Arc::new(IgnoresConditions(object_store::memory::InMemory::new())),
+            "s3://gateway/prefix",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("s3://gateway/prefix"), "{err}");
+        assert!(err.contains("conditional writes"), "{err}");
+        // an honest backend passes the same check
+        Store::from_object_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "memory://honest",
+        )
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn request_counts_follow_the_calls() {
+    rt().block_on(async {
+        let store = Store::open("memory://counted", StoreOptions::default())
+            .await
+            .unwrap();
+        store.request_counts().reset();
+        assert!(store.put_create("a/1", &b"x"[..]).await.unwrap());
+        assert!(!store.put_create("a/1", &b"y"[..]).await.unwrap());
+        assert!(store.get("a/1").await.unwrap().is_some());
+        assert_eq!(store.list("a").await.unwrap(), vec!["a/1".to_string()]);
+        store.delete("a/1").await.unwrap();
+        let counts: std::collections::BTreeMap<_, _> =
+            store.request_counts().snapshot().into_iter().collect();
+        assert_eq!(
+            counts,
+            [
+                ("delete", 1),
+                ("get", 1),
+                ("head", 0),
+                ("list", 1),
+                ("put", 2)
+            ]
+            .into()
+        );
+    });
+}
+
+#[test]
+fn large_values_on_object_stores_are_chunked_and_deduplicated() {
+    rt().block_on(async {
+        let store = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        // 2 MB of incompressible-looking text, then the same with 30 KB appended
+        let mut x: u64 = 99;
+        let mut base: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 26) as u8
+            })
+            .collect();
+        let first = store.put_blob(Bytes::from(base.clone())).await.unwrap();
+        let (_, after_first) = stored_bytes(&store).await;
+        base.extend(std::iter::repeat_n(b'z', 30_000));
+        // a different process (no memory of known chunks) stores the grown value
+        let other = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        let second = other.put_blob(Bytes::from(base.clone())).await.unwrap();
+        let (_, after_second) = stored_bytes(&store).await;
+        let added = after_second - after_first;
+        assert!(added < 400_000, "the grown value added {added} bytes");
+        // both read back whole and verified
+        assert_eq!(store.get_blob(&second, None, None).await.unwrap(), base);
+        assert_eq!(
+            other.get_blob(&first, None, None).await.unwrap().len(),
+            2_000_000
+        );
+        // a damaged chunk is a corruption error, not a wrong value
+        let manifest = store
+            .get(&layout::blob_key(&second))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = kitaru::store::cdc::Manifest::decode(&manifest).unwrap();
+        let chunk_key = layout::blob_key(&m.chunks[1].0);
+        store.delete(&chunk_key).await.unwrap();
+        assert!(store.put_create(&chunk_key, &b"garbage"[..]).await.unwrap());
+        let fresh = Store::open("memory://cdc", StoreOptions::default())
+            .await
+            .unwrap();
+        let err = fresh
+            .get_blob(&second, Some("e1"), Some("cp"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("chunk"), "{err}");
+    });
+}
+
+async fn stored_bytes(store: &Store) -> (u64, u64) {
+    store.usage("").await.unwrap()
+}
+
+#[test]
+fn verify_accepts_chunked_values() {
+    rt().block_on(async {
+        let store = Store::open("memory://cdc-verify", StoreOptions::default())
+            .await
+            .unwrap();
+        let value: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        store.put_blob(Bytes::from(value)).await.unwrap();
+        let report = kitaru::verify::verify(&store).await.unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(
+            report.blobs > 1,
+            "a manifest and its chunks: {}",
+            report.blobs
+        );
+    });
+}
+
+#[test]
+fn usage_counts_only_the_store_root() {
+    rt().block_on(async {
+        let a = Store::open("memory://usage", StoreOptions::default())
+            .await
+            .unwrap();
+        assert!(a.put_create("x/1", &b"12345"[..]).await.unwrap());
+        assert!(a.put_create("x/2", &b"123"[..]).await.unwrap());
+        let marker = layout::layout_marker_bytes().len() as u64;
+        assert_eq!(a.usage("").await.unwrap(), (3, 8 + marker));
+        assert_eq!(a.usage("x").await.unwrap(), (2, 8));
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap(), StoreOptions::default())
+            .await
+            .unwrap();
+        assert!(local.put_create("x/1", &b"12345"[..]).await.unwrap());
+        assert_eq!(local.usage("").await.unwrap(), (2, 5 + marker));
+    });
 }

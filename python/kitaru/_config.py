@@ -130,25 +130,6 @@ def allow_pickle() -> bool:
 _stores: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], Store] = {}
 
 
-def _open_with_options(
-    cls: type[Store], location: str, fsync: bool, options: dict[str, str]
-) -> Store:
-    """A store with object-store options (region, endpoint, ...), which a core built
-    without the object-store backends does not accept."""
-    try:
-        return cls(location, fsync=fsync, options=options)  # type: ignore[call-arg]
-    except TypeError as exc:
-        if "options" not in str(exc):
-            raise
-        from .errors import KitaruFeatureNotAvailableError
-
-        raise KitaruFeatureNotAvailableError(
-            f"The store {location} is configured with options ({', '.join(sorted(options))}), "
-            "which this build of kitaru's core does not accept yet. Use a local stack, or "
-            "KITARU_STORE with a directory."
-        ) from None
-
-
 def get_store(location: str | None = None, options: dict[str, str] | None = None) -> Store:
     """The store at `location` with object-store `options` (default: `resolve_store()`),
     opened once per process."""
@@ -162,10 +143,7 @@ def get_store(location: str | None = None, options: dict[str, str] | None = None
     key = (os.getpid(), location, opts, fsync)
     store = _stores.get(key)
     if store is None:
-        if opts:
-            store = _open_with_options(Store, location, fsync, dict(opts))
-        else:
-            store = Store(location, fsync=fsync)
+        store = Store(location, fsync=fsync, options=dict(opts) or None)
         _stores[key] = store
     return store
 

@@ -58,6 +58,18 @@ def _load_script(path: str) -> Any:
     return module
 
 
+def _working_copy(script: str, recorded_cwd: str | None) -> str:
+    """The recorded script, or (when it does not exist here, e.g. on another machine that
+    shares the store) the file at the same path relative to this process's directory."""
+    if os.path.exists(script) or not recorded_cwd:
+        return script
+    rel = os.path.relpath(script, recorded_cwd)
+    if rel.startswith(os.pardir):
+        return script
+    candidate = os.path.join(os.getcwd(), rel)
+    return candidate if os.path.exists(candidate) else script
+
+
 def _import_failed(where: str, exc: BaseException) -> KitaruStateError:
     return KitaruStateError(
         f"Loading the flow's code from {where} failed with {type(exc).__name__}: {exc}. "
@@ -78,7 +90,7 @@ def load_flow(entry: dict[str, Any]) -> Any:
                 "This execution's flow was defined in an interactive session, so no other process can "
                 "import it; define flows in a module or script to resume them."
             )
-        module = _load_script(script)
+        module = _load_script(_working_copy(script, entry.get("cwd")))
     else:
         for path in (os.getcwd(), entry.get("cwd")):
             if path and path not in sys.path:

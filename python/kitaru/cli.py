@@ -381,12 +381,15 @@ def _logs(client: Any, args: argparse.Namespace, out: Output) -> None:
         return
     seen = 0
     while True:
+        # Status first, then logs: every batch written before the execution stopped is in
+        # the read that follows (reading them the other way round loses the last batches
+        # when it stops in between, a window that a network store makes wide).
+        status = client.executions.get(args.exec_id).status.value
         entries = client.executions.logs(args.exec_id, checkpoint=args.checkpoint, source=source)
         for e in entries[seen:]:
             print(json.dumps({"command": out.command, "event": "log", "item": to_jsonable(e)}) if out.json else fmt(e),
                   flush=True)  # fmt: skip
         seen = len(entries)
-        status = client.executions.get(args.exec_id).status.value
         if status in ("completed", "failed", "cancelled", "waiting"):
             item = {
                 "status": status,
@@ -442,11 +445,13 @@ def _where(args: argparse.Namespace) -> dict[str, Any]:
     """The store commands use from here: stack, why, location and options."""
     from . import _config
 
+    from ._kitaru import redact_urls
+
     choice = _config.resolve_store(_stack_arg(args), "--stack")
     return {
         "stack": choice.stack,
         "stack_source": choice.source,
-        "store": choice.location,
+        "store": redact_urls(choice.location),
         "store_options": choice.options,
     }
 
@@ -464,9 +469,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     import os
 
     from . import _config
+    from ._kitaru import redact_urls
 
+    # a store URL could carry credentials (refused when used, but shown here)
     env = {
-        k: "***" if any(w in k for w in ("KEY", "TOKEN", "SECRET", "PASSWORD")) else v
+        k: "***" if any(w in k for w in ("KEY", "TOKEN", "SECRET", "PASSWORD")) else redact_urls(v)
         for k, v in sorted(os.environ.items())
         if k.startswith("KITARU_")
     }
@@ -520,7 +527,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
     import platform
 
     from . import _config
-    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION
+    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION, redact_urls
     from .flow import VERSION
 
     item = {

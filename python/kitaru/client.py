@@ -553,15 +553,17 @@ class ExecutionsAPI:
         from . import _entry
 
         store = self._store
-        view = json.loads(store.inspect(exec_id, full=False))
-        if not view.get("entry"):
+        # One read of the (immutable) start record, then the claim: one listing of the
+        # execution and concurrent reads of its records, which the run resumes from.
+        entry_json, tag, data = store.start_record(exec_id)
+        entry = json.loads(entry_json)
+        if not entry:
             raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
-        definition = _entry.load_flow(view["entry"])
+        definition = _entry.load_flow(entry)
         if budget_usd is not None:
             from .flow import _check_budget
 
             budget_usd = _check_budget(budget_usd, intent)
-        tag, data = store.start_args(exec_id)
         saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}")
         runner = store.claim(exec_id, intent, _config.lease_ttl_ms())
         definition.resume_execution(

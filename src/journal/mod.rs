@@ -56,23 +56,19 @@ impl Journal {
     /// Reads an execution. An execution with no state events does not exist.
     pub async fn load(store: &Store, exec_id: &str, scope: Scope) -> Result<Journal> {
         ids::validate_exec_id(exec_id)?;
-        let prefix = match scope {
-            Scope::States => layout::state_prefix(exec_id),
-            Scope::Full => layout::exec_prefix(exec_id),
-        };
-        let mut keys = store.list(&prefix).await?;
-        if scope == Scope::States {
-            for dir in ["lease", "wait", "answer"] {
-                keys.extend(
-                    store
-                        .list(&format!("{}/{dir}", layout::exec_prefix(exec_id)))
-                        .await?,
-                );
-            }
-        }
+        // One listing of the whole execution (one request per 1,000 keys on object stores);
+        // a summary then reads only the keys it needs.
+        let keys = store.list(&layout::exec_prefix(exec_id)).await?;
         let wanted: Vec<String> = keys
             .into_iter()
-            .filter(|k| !matches!(layout::classify(exec_id, k), None | Some(ExecKey::Other)))
+            .filter(|k| match layout::classify(exec_id, k) {
+                // Logs are read by `load_logs`, not by the journal.
+                None | Some(ExecKey::Other | ExecKey::Log) => false,
+                Some(ExecKey::State(_) | ExecKey::Lease(_) | ExecKey::Wait | ExecKey::Answer) => {
+                    true
+                }
+                Some(_) => scope == Scope::Full,
+            })
             .collect();
         let values = store.get_many(&wanted).await?;
         let mut journal = Journal {

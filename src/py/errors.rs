@@ -25,6 +25,7 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
         Error::Store(StoreError::LocalDir { .. })
         | Error::Store(StoreError::LocalIo { .. })
         | Error::Store(StoreError::Backend { .. })
+        | Error::Store(StoreError::ConditionalWritesUnsupported { .. })
         | Error::Store(StoreError::LayoutTooNew { .. })
         | Error::RuntimeStart(_) => class!(py, "KitaruBackendError"),
         Error::Corrupt { .. } => class!(py, "KitaruCorruptionError"),

@@ -126,18 +126,44 @@ pub struct PyStore {
 
 #[pymethods]
 impl PyStore {
+    /// `options`: object-store configuration (`object_store` key names such as `region`,
+    /// `endpoint`, `allow_http`, `access_key_id`), winning over the environment.
     #[new]
-    #[pyo3(signature = (location, *, fsync = false))]
-    fn new(py: Python<'_>, location: String, fsync: bool) -> PyResult<Self> {
-        let inner = run(py, async move {
-            Store::open(&location, StoreOptions { fsync }).await
-        })?;
+    #[pyo3(signature = (location, *, fsync = false, options = None))]
+    fn new(
+        py: Python<'_>,
+        location: String,
+        fsync: bool,
+        options: Option<std::collections::BTreeMap<String, String>>,
+    ) -> PyResult<Self> {
+        let options = StoreOptions {
+            fsync,
+            options: options.unwrap_or_default(),
+        };
+        let inner = run(py, async move { Store::open(&location, options).await })?;
         Ok(PyStore { inner })
     }
 
     #[getter]
     fn url(&self) -> String {
         self.inner.url().to_string()
+    }
+
+    /// Requests sent to the backend by this handle since it was opened (or last reset),
+    /// by kind: put, get, head, list, delete.
+    fn request_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.inner.request_counts().snapshot().into_iter().collect()
+    }
+
+    fn reset_request_counts(&self) {
+        self.inner.request_counts().reset();
+    }
+
+    /// (objects, bytes) stored under `prefix` ("" for the whole store).
+    #[pyo3(signature = (prefix = String::new()))]
+    fn usage(&self, py: Python<'_>, prefix: String) -> PyResult<(u64, u64)> {
+        let store = self.inner.clone();
+        run(py, async move { store.usage(&prefix).await })
     }
 
     /// Creates an execution and returns the runner that holds its lease.
@@ -238,18 +264,25 @@ impl PyStore {
         py: Python<'py>,
         exec_id: String,
     ) -> PyResult<(String, Bound<'py, PyBytes>)> {
+        let (_, tag, data) = self.start_record(py, exec_id)?;
+        Ok((tag, data))
+    }
+
+    /// (entry point as JSON, arguments' serializer, arguments) of an execution, from one
+    /// read of its first state event.
+    fn start_record<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+    ) -> PyResult<(String, String, Bound<'py, PyBytes>)> {
         let store = self.inner.clone();
-        let v = run(py, async move {
-            let journal =
-                crate::journal::Journal::load(&store, &exec_id, crate::journal::Scope::States)
-                    .await?;
-            let start = journal.start().ok_or_else(|| Error::ExecutionNotFound {
-                exec_id: exec_id.clone(),
-                store: store.url().to_string(),
-            })?;
-            execution::load_value(&store, &start.args, &exec_id, None).await
+        let (entry, v) = run(py, async move {
+            let start = execution::start_info(&store, &exec_id).await?;
+            let args = execution::load_value(&store, &start.args, &exec_id, None).await?;
+            Ok((start.entry, args))
         })?;
-        Ok(value_tuple(py, v))
+        let (tag, data) = value_tuple(py, v);
+        Ok((json(&entry)?, tag, data))
     }
 
     /// The flow's return value, or None when the execution has not completed.
@@ -681,6 +714,13 @@ fn record_to_json(data: &[u8]) -> PyResult<String> {
     json(&v)
 }
 
+/// `text` with the query string and user info of every URL in it removed (for showing
+/// store locations and settings that may carry credentials).
+#[pyfunction]
+fn redact_urls(text: &str) -> String {
+    crate::store::redact_urls(text)
+}
+
 #[pymodule]
 fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
@@ -689,6 +729,7 @@ fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(now_us, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(record_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(redact_urls, m)?)?;
     m.add("RECORD_FORMAT_VERSION", record::FORMAT_VERSION)?;
     m.add("LAYOUT_VERSION", crate::store::layout::LAYOUT_VERSION)?;
     m.add("INLINE_LIMIT", crate::store::layout::INLINE_LIMIT)?;

@@ -22,6 +22,10 @@ pub const LAYOUT_MARKER: &str = "kitaru-store.json";
 /// Blobs larger than this are looked up (HEAD) before they are uploaded.
 pub const BLOB_HEAD_THRESHOLD: usize = 256 * 1024;
 
+/// On object stores, blobs larger than this are stored as content-defined chunks plus a
+/// manifest (`cdc.rs`), so large values that share content share storage.
+pub const CDC_THRESHOLD: usize = 256 * 1024;
+
 /// Outputs up to this size live inside their checkpoint record: one put per checkpoint.
 pub const INLINE_LIMIT: usize = 16 * 1024;
 

@@ -86,7 +86,11 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let key = format!("{rel}/{name}");
+        let key = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         let ty = entry.file_type().map_err(|e| io_err("list", &key, e))?;
         if ty.is_dir() {
             walk(root, &key, out)?;

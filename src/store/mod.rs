@@ -5,12 +5,15 @@
 //! on S3), an overwrite put for keys that only one writer ever touches, get, list, and blobs
 //! named by their blake3 hash, verified on every read.
 
+pub mod cdc;
 pub mod layout;
 mod local;
+mod redact;
 mod url;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -20,10 +23,17 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
-pub use url::{StoreOptions, StoreUrl};
+pub use redact::{redact_urls, Redactor};
+pub use url::{Cloud, StoreOptions, StoreUrl};
 
 /// How many reads the store keeps in flight when loading many records at once.
 pub const READ_CONCURRENCY: usize = 64;
+
+/// How many chunk uploads of one large value are in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Keys per page of an object-store listing.
+const LIST_PAGE: u64 = 1000;
 
 /// Failures of the storage backend itself.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +41,23 @@ pub enum StoreError {
     #[error("invalid store location {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
-    #[error("the store location {url} uses {scheme}://, which this build of kitaru does not support yet; \
-             use a local directory (a path or file://...) or memory://")]
-    UnsupportedScheme { url: String, scheme: String },
+    #[error(
+        "the store location {url} uses {scheme}://, which kitaru does not support; use {supported}"
+    )]
+    UnsupportedScheme {
+        url: String,
+        scheme: String,
+        supported: &'static str,
+    },
+
+    #[error(
+        "the store at {url} does not honour create-only writes: {detail}. kitaru needs \
+         conditional writes (S3 `If-None-Match: *`, GCS generation preconditions, Azure \
+         `If-None-Match`) so that two processes can never run one execution at once; use a \
+         server that supports them (AWS S3, MinIO, SeaweedFS, R2, GCS, Azure) or remove any \
+         option that disables them (conditional_put=disabled)"
+    )]
+    ConditionalWritesUnsupported { url: String, detail: String },
 
     #[error("cannot use {path} as the store directory: {source}{}", io_hint(.source))]
     LocalDir {
@@ -42,12 +66,14 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    #[error("store {op} of {key} failed: {source}{}", backend_hint(.source))]
+    /// `detail` is the backend's message with credentials and URL queries removed (the
+    /// original error is not kept: it may quote them).
+    #[error("store {op} of {key} in {url} failed: {detail}")]
     Backend {
         op: &'static str,
         key: String,
-        #[source]
-        source: object_store::Error,
+        url: String,
+        detail: String,
     },
 
     #[error("store {op} of {key} failed: {source}{}", io_hint(.source))]
@@ -93,10 +119,66 @@ fn backend_hint(err: &object_store::Error) -> &'static str {
     ""
 }
 
+/// Kinds of requests the store sends to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+}
+
+const REQUEST_KINDS: [(Request, &str); 5] = [
+    (Request::Put, "put"),
+    (Request::Get, "get"),
+    (Request::Head, "head"),
+    (Request::List, "list"),
+    (Request::Delete, "delete"),
+];
+
+/// Requests sent by one store handle, by kind. On a local store a "put" is a file write
+/// (including a segment append), a "get" a file read and a "list" a directory walk; on
+/// object stores each count is an HTTP request (a listing counts one per page of 1,000).
+#[derive(Debug, Default)]
+pub struct RequestCounts([AtomicU64; 5]);
+
+impl RequestCounts {
+    pub fn add(&self, kind: Request, n: u64) {
+        self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        REQUEST_KINDS
+            .iter()
+            .map(|(k, name)| (*name, self.0[*k as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn reset(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Builds a fresh client for the store's backend.
+type Connect = Box<dyn Fn() -> Result<Arc<dyn ObjectStore>> + Send + Sync>;
+
+/// The backend client of this process. A client built before `fork()` holds pooled
+/// connections served by tasks of the parent's runtime, which do not exist in the child;
+/// the child builds its own.
+struct Backend {
+    pid: u32,
+    os: Arc<dyn ObjectStore>,
+}
+
 /// A handle on one store root. Cheap to share (`Arc<Store>`); all methods are async and run
 /// on kitaru's I/O runtime.
 pub struct Store {
-    os: Arc<dyn ObjectStore>,
+    backend: Mutex<Backend>,
+    /// Rebuilds the client (after a fork); `None` for backends shared in memory.
+    connect: Option<Connect>,
     root: Path,
     url: String,
     /// The directory of a local store: bulk reads and listings go straight to the file
@@ -104,6 +186,8 @@ pub struct Store {
     local_dir: Option<std::path::PathBuf>,
     fsync: bool,
     known_blobs: Mutex<HashSet<[u8; 32]>>,
+    redactor: Redactor,
+    counts: RequestCounts,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,26 +196,112 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Object stores whose create-only puts were verified by this process, by identity.
+fn verified_backends() -> &'static Mutex<HashSet<String>> {
+    static VERIFIED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    VERIFIED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
 impl Store {
     /// Opens (and, for a local directory, creates) the store at `location`, and checks the
-    /// layout version written at its root.
+    /// layout version written at its root. An object store is also checked, once per
+    /// process, to honour create-only writes.
     pub async fn open(location: &str, options: StoreOptions) -> Result<Arc<Store>> {
         let parsed = StoreUrl::parse(location)?;
-        let (os, root) = parsed.connect(&options)?;
+        let redactor = Redactor::new(
+            options
+                .options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let (os, root) = parsed.connect(&options, &redactor)?;
         let local_dir = match &parsed {
             StoreUrl::Local(dir) => Some(dir.clone()),
-            StoreUrl::Memory(_) => None,
+            _ => None,
+        };
+        let connect: Option<Connect> = if parsed.is_cloud() {
+            let (parsed, options, redactor) = (parsed.clone(), options.clone(), redactor.clone());
+            Some(Box::new(move || {
+                parsed.connect(&options, &redactor).map(|(os, _)| os)
+            }))
+        } else {
+            None
         };
         let store = Arc::new(Store {
-            os,
+            backend: Mutex::new(Backend {
+                pid: std::process::id(),
+                os,
+            }),
+            connect,
             root,
             url: parsed.display(),
             local_dir,
             fsync: options.fsync,
             known_blobs: Mutex::new(HashSet::new()),
+            redactor,
+            counts: RequestCounts::default(),
         });
-        store.check_layout().await?;
+        let marker = store.check_layout().await?;
+        if parsed.is_cloud() {
+            let identity = parsed.identity(&options);
+            if !verified_backends().lock().contains(&identity) {
+                store.verify_create_only(marker).await?;
+                verified_backends().lock().insert(identity);
+            }
+        }
         Ok(store)
+    }
+
+    /// A store over any `object_store` backend (tests, embedders). Checks the layout and
+    /// that create-only puts are honoured, like [`Store::open`] does for object stores.
+    pub async fn from_object_store(os: Arc<dyn ObjectStore>, name: &str) -> Result<Arc<Store>> {
+        let store = Arc::new(Store {
+            backend: Mutex::new(Backend {
+                pid: std::process::id(),
+                os,
+            }),
+            connect: None,
+            root: Path::default(),
+            url: name.to_string(),
+            local_dir: None,
+            fsync: false,
+            known_blobs: Mutex::new(HashSet::new()),
+            redactor: Redactor::default(),
+            counts: RequestCounts::default(),
+        });
+        let marker = store.check_layout().await?;
+        store.verify_create_only(marker).await?;
+        Ok(store)
+    }
+
+    /// The backend client of this process (rebuilt in a forked child).
+    fn os(&self) -> Result<Arc<dyn ObjectStore>> {
+        let pid = std::process::id();
+        let mut backend = self.backend.lock();
+        if backend.pid != pid {
+            if let Some(connect) = &self.connect {
+                let fresh = connect()?;
+                // The parent's client is leaked, not dropped: dropping it could wait on
+                // connection tasks that do not exist in this process.
+                std::mem::forget(std::mem::replace(&mut backend.os, fresh));
+            }
+            backend.pid = pid;
+        }
+        Ok(backend.os.clone())
+    }
+
+    /// Requests sent so far, by kind.
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.counts
+    }
+
+    fn count(&self, kind: Request) {
+        self.counts.add(kind, 1);
+    }
+
+    /// Local stores: a segment append counts as a put.
+    pub fn count_append(&self) {
+        self.count(Request::Put);
     }
 
     /// The directory of a local store (where append-only segments can live).
@@ -149,14 +319,18 @@ impl Store {
         &self.url
     }
 
-    async fn check_layout(&self) -> Result<()> {
+    /// Checks (or writes) the layout marker; returns its bytes.
+    async fn check_layout(&self) -> Result<Bytes> {
         let marker = layout::LAYOUT_MARKER;
         let found = match self.get(marker).await? {
             Some(bytes) => bytes,
             None => {
-                self.put_create(marker, layout::layout_marker_bytes())
-                    .await?;
-                return Ok(());
+                let bytes = Bytes::from(layout::layout_marker_bytes());
+                if !self.put_create(marker, bytes.clone()).await? {
+                    // Another process created the store at the same moment.
+                    return Box::pin(self.check_layout()).await;
+                }
+                return Ok(bytes);
             }
         };
         let version = layout::parse_layout_marker(&found).ok_or_else(|| Error::Corrupt {
@@ -173,7 +347,49 @@ impl Store {
             }
             .into());
         }
-        Ok(())
+        Ok(found)
+    }
+
+    /// Checks that a create-only put of an existing key is refused: every mutable pointer
+    /// of the layout (state events, answers, claims) relies on it, and a server that
+    /// ignores `If-None-Match` would let two processes run one execution. The probe re-puts
+    /// the layout marker with the bytes it already holds, so even a server that ignores
+    /// the condition changes nothing. Costs one request.
+    async fn verify_create_only(&self, existing: Bytes) -> Result<()> {
+        let marker = layout::LAYOUT_MARKER;
+        let refused = |detail: String| -> Error {
+            StoreError::ConditionalWritesUnsupported {
+                url: self.url.clone(),
+                detail,
+            }
+            .into()
+        };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.count(Request::Put);
+        match self
+            .os()?
+            .put_opts(&self.path(marker), PutPayload::from_bytes(existing), opts)
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(_) => Err(refused(format!(
+                "a create-only put of the existing key {marker} succeeded (the server ignored \
+                 the condition and overwrote it)"
+            ))),
+            Err(object_store::Error::NotImplemented { .. }) => Err(self.no_conditional_puts()),
+            Err(e) => Err(self.backend("create-only put", marker, e)),
+        }
+    }
+
+    fn no_conditional_puts(&self) -> Error {
+        StoreError::ConditionalWritesUnsupported {
+            url: self.url.clone(),
+            detail: "the backend is configured without conditional puts".into(),
+        }
+        .into()
     }
 
     fn path(&self, key: &str) -> Path {
@@ -197,11 +413,23 @@ impl Store {
         }
     }
 
-    fn backend(op: &'static str, key: &str, source: object_store::Error) -> Error {
+    fn backend(&self, op: &'static str, key: &str, source: object_store::Error) -> Error {
+        let mut detail = source.to_string();
+        let mut cur = std::error::Error::source(&source);
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            cur = e.source();
+        }
+        detail.push_str(backend_hint(&source));
         StoreError::Backend {
             op,
             key: key.to_string(),
-            source,
+            url: self.url.clone(),
+            detail: self.redactor.clean(&detail),
         }
         .into()
     }
@@ -214,10 +442,12 @@ impl Store {
             ..Default::default()
         };
         let payload = PutPayload::from_bytes(bytes.into());
-        match self.os.put_opts(&self.path(key), payload, opts).await {
+        self.count(Request::Put);
+        match self.os()?.put_opts(&self.path(key), payload, opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Self::backend("create-only put", key, e)),
+            Err(object_store::Error::NotImplemented { .. }) => Err(self.no_conditional_puts()),
+            Err(e) => Err(self.backend("create-only put", key, e)),
         }
     }
 
@@ -225,30 +455,33 @@ impl Store {
     /// heartbeat); everything shared is written with `put_create`.
     pub async fn put_overwrite(&self, key: &str, bytes: impl Into<Bytes>) -> Result<()> {
         let payload = PutPayload::from_bytes(bytes.into());
-        self.os
+        self.count(Request::Put);
+        self.os()?
             .put(&self.path(key), payload)
             .await
             .map(|_| ())
-            .map_err(|e| Self::backend("put", key, e))
+            .map_err(|e| self.backend("put", key, e))
     }
 
     /// Reads `key`, or `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let res = match self.os.get(&self.path(key)).await {
+        self.count(Request::Get);
+        let res = match self.os()?.get(&self.path(key)).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Self::backend("get", key, e)),
+            Err(e) => return Err(self.backend("get", key, e)),
         };
         match res.bytes().await {
             Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Self::backend("get", key, e)),
+            Err(e) => Err(self.backend("get", key, e)),
         }
     }
 
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         if let Some(dir) = &self.local_dir {
+            self.counts.add(Request::Get, keys.len() as u64);
             return local::get_many(dir, keys).await;
         }
         // Owned keys: a closure over `&String` makes the future's Send bound higher-ranked.
@@ -265,9 +498,10 @@ impl Store {
 
     /// Deletes `key` (absent keys are not an error).
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match self.os.delete(&self.path(key)).await {
+        self.count(Request::Delete);
+        match self.os()?.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::backend("delete", key, e)),
+            Err(e) => Err(self.backend("delete", key, e)),
         }
     }
 
@@ -275,11 +509,12 @@ impl Store {
     /// the store root, sorted. One listing request per 1,000 keys on object stores.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         if let Some(dir) = &self.local_dir {
+            self.count(Request::List);
             return local::list(dir, prefix).await;
         }
         let path = self.path(prefix);
         let mut keys: Vec<String> = match self
-            .os
+            .os()?
             .list(Some(&path))
             .map_ok(|meta| self.relative(&meta.location))
             .try_collect()
@@ -287,20 +522,59 @@ impl Store {
         {
             Ok(keys) => keys,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(Self::backend("list", prefix, e)),
+            Err(e) => return Err(self.backend("list", prefix, e)),
         };
+        // One listing request per page of 1,000 keys (the S3/GCS/Azure page size).
+        self.counts
+            .add(Request::List, (keys.len() as u64 / LIST_PAGE) + 1);
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    /// How many objects are stored under `prefix` (relative to the root, "" for all) and
+    /// their total size in bytes.
+    pub async fn usage(&self, prefix: &str) -> Result<(u64, u64)> {
+        if let Some(dir) = &self.local_dir {
+            let keys = self.list(prefix).await?;
+            let dir = dir.clone();
+            let count = keys.len() as u64;
+            let total = tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .map(|k| std::fs::metadata(dir.join(k)).map(|m| m.len()).unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .await
+            .map_err(|e| StoreError::LocalIo {
+                op: "list",
+                key: prefix.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            return Ok((count, total));
+        }
+        // `path("")` is the root itself (object_store paths drop empty segments).
+        let path = self.path(prefix);
+        let metas: Vec<object_store::ObjectMeta> =
+            match self.os()?.list(Some(&path)).try_collect().await {
+                Ok(m) => m,
+                Err(e) => return Err(self.backend("list", prefix, e)),
+            };
+        self.counts
+            .add(Request::List, (metas.len() as u64 / LIST_PAGE) + 1);
+        Ok((metas.len() as u64, metas.iter().map(|m| m.size).sum()))
     }
 
     /// The names of the direct children "directories" of `prefix`, sorted.
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
         let path = self.path(prefix);
-        let listing = match self.os.list_with_delimiter(Some(&path)).await {
+        let listing = match self.os()?.list_with_delimiter(Some(&path)).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(Self::backend("list", prefix, e)),
+            Err(e) => return Err(self.backend("list", prefix, e)),
         };
+        self.counts.add(
+            Request::List,
+            ((listing.common_prefixes.len() + listing.objects.len()) as u64 / LIST_PAGE) + 1,
+        );
         let mut names: Vec<String> = listing
             .common_prefixes
             .iter()
@@ -312,7 +586,8 @@ impl Store {
 
     /// Stores `bytes` as a blob named by its blake3 hash and returns the hash. A blob that
     /// is already there is never rewritten: one this process saw is skipped outright; on
-    /// object stores a large one is looked up (HEAD) first; on local stores a large one is
+    /// object stores a large one is looked up (HEAD) first and stored as content-defined
+    /// chunks (`put_chunked`), so values sharing content share chunks; on local stores a large one is
     /// hashed while a staged copy is written, and the copy is dropped if the blob exists
     /// (re-saving identical large content across processes is rare; hiding the hash behind
     /// the write is what makes big saves fast).
@@ -327,6 +602,7 @@ impl Store {
                     key: "blobs".into(),
                     source: std::io::Error::other(e.to_string()),
                 })??;
+            self.count(Request::Put);
             self.known_blobs.lock().insert(hash);
             return Ok(hash);
         }
@@ -334,19 +610,99 @@ impl Store {
         if self.known_blobs.lock().contains(&hash) {
             return Ok(hash);
         }
+        if bytes.len() > layout::CDC_THRESHOLD {
+            self.put_chunked(hash, bytes).await?;
+            self.known_blobs.lock().insert(hash);
+            return Ok(hash);
+        }
         let key = layout::blob_key(&hash);
         // Large blobs: ask first, so a re-save of big content sends no bytes.
-        let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD
-            && match self.os.head(&self.path(&key)).await {
+        let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD && {
+            self.count(Request::Head);
+            match self.os()?.head(&self.path(&key)).await {
                 Ok(_) => true,
                 Err(object_store::Error::NotFound { .. }) => false,
-                Err(e) => return Err(Self::backend("head", &key, e)),
-            };
+                Err(e) => return Err(self.backend("head", &key, e)),
+            }
+        };
         if !exists {
             self.put_create(&key, bytes).await?;
         }
         self.known_blobs.lock().insert(hash);
         Ok(hash)
+    }
+
+    /// Stores a large value as content-defined chunks (each an ordinary blob) plus a
+    /// manifest under the value's own blob key. Chunks go first, the manifest last, so a
+    /// manifest never names a missing chunk. A value already stored costs one HEAD.
+    async fn put_chunked(&self, hash: [u8; 32], bytes: Bytes) -> Result<()> {
+        let key = layout::blob_key(&hash);
+        self.count(Request::Head);
+        match self.os()?.head(&self.path(&key)).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.backend("head", &key, e)),
+        }
+        let mut manifest = cdc::Manifest {
+            size: bytes.len() as u64,
+            chunks: Vec::new(),
+        };
+        let mut uploads = Vec::new();
+        {
+            let known = self.known_blobs.lock();
+            for range in cdc::split(&bytes) {
+                let chunk = bytes.slice(range);
+                let chunk_hash = *blake3::hash(&chunk).as_bytes();
+                manifest.chunks.push((chunk_hash, chunk.len() as u32));
+                if !known.contains(&chunk_hash) {
+                    uploads.push((chunk_hash, chunk));
+                }
+            }
+        }
+        let written: Vec<[u8; 32]> = stream::iter(uploads)
+            .map(|(h, chunk)| async move {
+                // An existing chunk (stored by another value) is left as it is.
+                self.put_create(&layout::blob_key(&h), chunk)
+                    .await
+                    .map(|_| h)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        self.known_blobs.lock().extend(written);
+        self.put_create(&key, manifest.encode()).await?;
+        Ok(())
+    }
+
+    /// Rebuilds a chunked value from its manifest, verifying every chunk and the whole.
+    async fn get_chunked(
+        &self,
+        manifest: cdc::Manifest,
+        corrupt: impl Fn(String) -> Error,
+    ) -> Result<Bytes> {
+        let keys: Vec<String> = manifest
+            .chunks
+            .iter()
+            .map(|(h, _)| layout::blob_key(h))
+            .collect();
+        let parts = self.get_many(&keys).await?;
+        let mut out = bytes::BytesMut::with_capacity(manifest.size as usize);
+        for ((hash, len), part) in manifest.chunks.iter().zip(parts) {
+            let part = part.ok_or_else(|| {
+                corrupt(format!(
+                    "chunk {} of the value is missing",
+                    layout::hex(hash)
+                ))
+            })?;
+            if part.len() != *len as usize || blake3::hash(&part).as_bytes() != hash {
+                return Err(corrupt(format!(
+                    "chunk {} does not match its blake3 name",
+                    layout::hex(hash)
+                )));
+            }
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
     }
 
     /// Reads the blob named `hash` and verifies its content. `exec_id` and `checkpoint`
@@ -368,10 +724,21 @@ impl Store {
             .get(&key)
             .await?
             .ok_or_else(|| corrupt("the blob is missing (dangling reference)".into()))?;
-        if blake3::hash(&bytes).as_bytes() != hash {
+        if blake3::hash(&bytes).as_bytes() == hash {
+            self.known_blobs.lock().insert(*hash);
+            return Ok(bytes);
+        }
+        // Not the content itself: a manifest of chunks, or damage.
+        let Some(manifest) = cdc::Manifest::decode(&bytes) else {
             return Err(corrupt("the content does not match its blake3 name".into()));
+        };
+        let whole = self.get_chunked(manifest, &corrupt).await?;
+        if blake3::hash(&whole).as_bytes() != hash {
+            return Err(corrupt(
+                "the chunks put together do not match the value's blake3 name".into(),
+            ));
         }
         self.known_blobs.lock().insert(*hash);
-        Ok(bytes)
+        Ok(whole)
     }
 }
