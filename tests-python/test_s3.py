@@ -116,6 +116,41 @@ def test_three_machines_wait_answer_resume(
     assert not (tmp_path / "c" / "config" / "store").exists()
 
 
+def test_machines_configured_by_a_stack_not_the_environment(
+    tmp_path: Path, s3_server: S3Server, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's walk-through: `kitaru stack create prod --artifact-store s3://...`, then
+    plain commands. Only the credentials come from the environment; the bucket, endpoint
+    and region come from each machine's stack."""
+    for var in ("KITARU_STORE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)  # run_cli starts from this environment
+    machines = []
+    for name in ("a", "b", "c"):
+        code, env = machine(tmp_path, name, s3_server, s3_prefix)
+        for var in ("KITARU_STORE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+            env.pop(var)
+        run_cli(
+            "stack", "create", "prod",
+            "--artifact-store", f"s3://{s3_server.bucket}/{s3_prefix}",
+            "--endpoint", s3_server.endpoint, "--allow-http", "--region", "us-east-1",
+            cwd=code, env=env, check=True,
+        )  # fmt: skip
+        machines.append((code, env))
+    (a, env_a), (b, env_b), (c, env_c) = machines
+    exec_id = start_waiting(a, env_a)
+    run_cli("executions", "input", exec_id, "--value", "true", cwd=b, env=env_b, check=True)
+    (a / "agent.py").unlink()  # machine A's code is gone: C resumes from its own copy
+    run_cli("executions", "resume", exec_id, cwd=c, env=env_c, check=True)
+    item = cli_json("executions", "get", exec_id, cwd=b, env=env_b)["item"]
+    assert item["status"] == "completed"
+    assert item["stack_name"] == "prod"
+    assert ledger(tmp_path / "ledger.txt") == ["draft@a", "publish@c"]
+    status = cli_json("status", cwd=c, env=env_c)["item"]
+    assert status["stack"] == "prod" and status["store"].startswith("s3://")
+    for m in ("a", "b", "c"):  # every machine used the bucket, none its local default store
+        assert not (tmp_path / m / "config" / "store").exists()
+
+
 @CLOUDS
 def test_racing_resumers_on_two_machines_run_once(
     tmp_path: Path, request: pytest.FixtureRequest, cloud: str, s3_prefix: str

@@ -444,7 +444,6 @@ def cmd_init(args: argparse.Namespace, out: Output) -> None:
 def _where(args: argparse.Namespace) -> dict[str, Any]:
     """The store commands use from here: stack, why, location and options."""
     from . import _config
-
     from ._kitaru import redact_urls
 
     choice = _config.resolve_store(_stack_arg(args), "--stack")
@@ -527,7 +526,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
     import platform
 
     from . import _config
-    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION, redact_urls
+    from ._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION
     from .flow import VERSION
 
     item = {
