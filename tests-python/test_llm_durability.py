@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import kitaru
+import pytest
 from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
 from fake_llm import OPENAI_KEY, FakeLLM, Reply
 
@@ -53,6 +54,14 @@ if __name__ == "__main__":
     handle = agent.run(sys.argv[1])
     print(handle.exec_id)
 """
+
+
+@pytest.fixture
+def provider(fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> FakeLLM:
+    """The fake provider, with this process's provider variables pointing at it."""
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    return fake_llm
 
 
 def _register_fast(env: dict[str, str], cwd: Path, *extra: str) -> None:
@@ -264,13 +273,11 @@ def spender() -> list[str]:
     return [kitaru.llm(f"q{i}", model="cheap") for i in range(5)]
 
 
-def test_budget_error_in_process(tmp_path: Path, fake_llm: FakeLLM, monkeypatch: Any) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
+def test_budget_error_in_process(tmp_path: Path, provider: FakeLLM) -> None:
     kitaru.register_model_alias(
         "cheap", model="openai/gpt-4o-mini", input_price=1000, output_price=0
     )
-    fake_llm.queue(Reply(usage=(1000, 1)), Reply(usage=(1000, 1)))
+    provider.queue(Reply(usage=(1000, 1)), Reply(usage=(1000, 1)))
 
     handle = spender.run()
     try:
@@ -281,7 +288,7 @@ def test_budget_error_in_process(tmp_path: Path, fake_llm: FakeLLM, monkeypatch:
     else:
         raise AssertionError("the budget did not stop the flow")
     # $1 per call: the first call spends $1 > $0.50, so the second never starts
-    assert len(fake_llm.requests) == 1
+    assert len(provider.requests) == 1
 
 
 FAIL_AFTER_CALL = {"on": True}
@@ -295,13 +302,9 @@ def asks_once(q: str) -> str:
     return answer
 
 
-def test_a_retry_without_the_alias_reuses_finished_calls(
-    fake_llm: FakeLLM, monkeypatch: Any
-) -> None:
+def test_a_retry_without_the_alias_reuses_finished_calls(provider: FakeLLM) -> None:
     from kitaru import _models
 
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
     FAIL_AFTER_CALL["on"] = True
     handle = asks_once.run("hello")
@@ -312,7 +315,7 @@ def test_a_retry_without_the_alias_reuses_finished_calls(
     done = kitaru.KitaruClient().executions.retry(handle.exec_id)
     assert done.status == "completed"
     assert handle.get() == "echo: hello"
-    assert len(fake_llm.requests) == 1
+    assert len(provider.requests) == 1
     # ...while a call that has to reach a provider names the missing alias.
     fresh = asks_once.run("again")
     try:
@@ -321,7 +324,7 @@ def test_a_retry_without_the_alias_reuses_finished_calls(
         assert "'fast'" in str(exc) and "kitaru model register" in str(exc)
     else:
         raise AssertionError("an unknown alias did not fail the call")
-    assert len(fake_llm.requests) == 1
+    assert len(provider.requests) == 1
 
 
 @kitaru.checkpoint
@@ -335,11 +338,7 @@ def two_calls(q: str) -> str:
     return inline_summary(first)
 
 
-def test_prompts_and_responses_are_artifacts_of_the_calls(
-    fake_llm: FakeLLM, monkeypatch: Any
-) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
+def test_prompts_and_responses_are_artifacts_of_the_calls(provider: FakeLLM) -> None:
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
     handle = two_calls.run("tides")
     assert handle.wait() == "echo: Summarize: echo: tides"
@@ -378,10 +377,8 @@ async def asks_in_any_order(n: int) -> list[str]:
 
 
 def test_allm_takes_its_id_when_called_so_a_retry_gets_each_prompt_its_own_answer(
-    fake_llm: FakeLLM, monkeypatch: Any
+    provider: FakeLLM,
 ) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
     FLAGS["fail"] = True
     handle = asks_in_any_order.run(5)
@@ -389,7 +386,7 @@ def test_allm_takes_its_id_when_called_so_a_retry_gets_each_prompt_its_own_answe
     FLAGS["fail"] = False
     kitaru.KitaruClient().executions.retry(handle.exec_id)
     assert handle.get() == [f"echo: question {i}" for i in range(5)]
-    assert len(fake_llm.requests) == 5  # the retry asked nothing again
+    assert len(provider.requests) == 5  # the retry asked nothing again
     ex = kitaru.KitaruClient().executions.get(handle.exec_id)
     prompts = {c.name: c.artifacts[0].load()[-1]["content"] for c in ex.checkpoints}
     assert prompts == {f"llm_{i + 1}": f"question {i}" for i in range(5)}
@@ -411,13 +408,11 @@ def colliding_names() -> list[str]:
     ]
 
 
-def test_call_ids_never_collide(fake_llm: FakeLLM, monkeypatch: Any) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
+def test_call_ids_never_collide(provider: FakeLLM) -> None:
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
     handle = colliding_names.run()
     assert handle.wait() == ["echo: alpha", "echo: beta", "plain", "echo: gamma", "echo: delta"]
-    assert [r.last_user_text for r in fake_llm.requests] == ["alpha", "beta", "gamma", "delta"]
+    assert [r.last_user_text for r in provider.requests] == ["alpha", "beta", "gamma", "delta"]
     names = [c.name for c in kitaru.KitaruClient().executions.get(handle.exec_id).checkpoints]
     assert sorted(names) == sorted(["llm", "llm_2", "llm_3", "llm_1", "llm_2_2"])
 
@@ -442,16 +437,14 @@ def swallows_budget() -> list[str]:
     return out
 
 
-def test_user_code_cannot_swallow_a_budget_stop(fake_llm: FakeLLM, monkeypatch: Any) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
+def test_user_code_cannot_swallow_a_budget_stop(provider: FakeLLM) -> None:
     kitaru.register_model_alias("pricey", model="openai/x", input_price=1000, output_price=0)
-    fake_llm.queue(Reply(usage=(1000, 1)))
+    provider.queue(Reply(usage=(1000, 1)))
     handle = swallows_budget.run()
     got = kitaru.KitaruClient().executions.get(handle.exec_id)
     assert got.status == "failed"
     assert got.failure is not None and got.failure.origin == "budget"
-    assert len(fake_llm.requests) == 1
+    assert len(provider.requests) == 1
     # the checkpoint that caught the stop did not store its fallback as its output
     assert [c.name for c in got.checkpoints if c.status.value == "completed"] == ["llm_1"]
 
@@ -466,11 +459,7 @@ def flaky_after_calls() -> str:
     return a + b
 
 
-def test_saved_calls_are_counted_once_per_run_despite_flow_retries(
-    fake_llm: FakeLLM, monkeypatch: Any
-) -> None:
-    for k, v in fake_llm.env().items():
-        monkeypatch.setenv(k, v)
+def test_saved_calls_are_counted_once_per_run_despite_flow_retries(provider: FakeLLM) -> None:
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini", input_price=1, output_price=1)
     FLAGS.clear()
     FLAGS["fail"] = True
@@ -480,6 +469,6 @@ def test_saved_calls_are_counted_once_per_run_despite_flow_retries(
     kitaru.KitaruClient().executions.retry(handle.exec_id)  # passes 1 and 2 fail, 3 completes
     cost = kitaru.KitaruClient().executions.get(handle.exec_id).llm_cost
     assert cost is not None
-    assert cost.calls == 2 and len(fake_llm.requests) == 2
+    assert cost.calls == 2 and len(provider.requests) == 2
     assert cost.saved_calls == 2  # llm_1 and llm_2, once each, in the retry run
     assert abs(cost.saved_usd - cost.cost_usd) < 1e-9
