@@ -472,3 +472,27 @@ def test_saved_calls_are_counted_once_per_run_despite_flow_retries(provider: Fak
     assert cost.calls == 2 and len(provider.requests) == 2
     assert cost.saved_calls == 2  # llm_1 and llm_2, once each, in the retry run
     assert abs(cost.saved_usd - cost.cost_usd) < 1e-9
+
+
+@kitaru.flow
+def filtered() -> str:
+    return kitaru.llm("something the filter blocks", model="fast")
+
+
+def test_a_billed_answer_that_cannot_be_used_is_still_in_the_ledger(provider: FakeLLM) -> None:
+    import json
+
+    kitaru.register_model_alias("fast", model="openai/gpt-4o-mini", input_price=1, output_price=1)
+    # a content filter's answer: no choices, but the prompt was billed
+    blocked = {
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 0},
+    }
+    provider.queue(Reply(body=json.dumps(blocked)))
+    handle = filtered.run()
+    ex = kitaru.KitaruClient().executions.get(handle.exec_id)
+    assert ex.status == "failed" and ex.failure is not None and ex.failure.origin == "backend"
+    assert ex.llm_cost is not None and ex.llm_cost.calls == 1
+    assert ex.llm_calls[0].tokens_input == 40
+    assert abs((ex.llm_cost.cost_usd or 0) - 40 / 1e6) < 1e-12

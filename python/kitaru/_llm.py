@@ -624,6 +624,11 @@ class _Run:
         return value
 
     def failed(self, exc: Exception) -> None:
+        billed = getattr(exc, "billed_usage", None)
+        if billed is not None:  # an unusable answer the provider still charges for
+            info = _info(self.prep, billed, 0.0, None)
+            checkpoint = self.scope.call_id if self.scope is not None else None
+            self.run.record_spend(self.call_name, checkpoint, info)
         if self.call is not None:
             self.call.failed(exc, 0)  # records the attempt, re-raises
 

@@ -495,12 +495,32 @@ def parse(ep: Endpoint, data: Any, req: dict[str, Any]) -> dict[str, Any]:
             return parse_anthropic(data, schema["name"] if schema else None)
         return parse_openai(data)
     except KitaruBackendError as exc:
-        raise KitaruBackendError(f"{ep.what}: {ep.scrub(str(exc))}") from None
+        err = KitaruBackendError(f"{ep.what}: {ep.scrub(str(exc))}")
     except (AttributeError, TypeError, ValueError, KeyError):
-        raise KitaruBackendError(
+        err = KitaruBackendError(
             f"{ep.what}: the provider's answer is not a {ep.provider} response: "
             f"{ep.scrub(json.dumps(data, default=str)[:300])}"
-        ) from None
+        )
+    # An answer we cannot use may still be billed (a content filter's empty choices):
+    # keep its usage so the ledger counts it.
+    err.billed_usage = _usage_only(data)  # type: ignore[attr-defined]
+    raise err
+
+
+def _usage_only(data: Any) -> dict[str, Any] | None:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    tin = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    tout = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    if tin is None and tout is None:
+        return None
+    cost = usage.get("cost")
+    return {
+        "usage": {"input_tokens": tin, "output_tokens": tout,
+                  "total_tokens": (tin or 0) + (tout or 0)},
+        "provider_cost_usd": float(cost) if isinstance(cost, (int, float)) else None,
+    }  # fmt: skip
 
 
 # --- sending, with retries ---------------------------------------------------------------
