@@ -273,7 +273,7 @@ class _Prepared:
         "identity",
         "mock",
         "req",
-        "resolve_error",
+        "model",
         "resolved",
         "schema",
         "timeout",
@@ -336,14 +336,10 @@ class _Prepared:
         if schema is not None:
             schema_req = self._schema_request(schema)
         self.timeout = timeout
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise KitaruUsageError(f"model must be an alias or 'provider/model', got {model!r}.")
         self.mock = "KITARU_LLM_MOCK_RESPONSE" in os.environ
-        # A machine without the alias can still reuse finished calls: a resolution error
-        # only counts when the call has to go to a provider.
-        self.resolve_error: KitaruUsageError | None = None
-        try:
-            self.resolved = _resolve(model, self.mock)
-        except KitaruUsageError as exc:
-            self.resolve_error = exc
+        self.model = model
         self.req: dict[str, Any] = {
             "messages": messages,
             "temperature": temperature,
@@ -357,9 +353,9 @@ class _Prepared:
         self.identity = {"model": model.strip() if isinstance(model, str) else None, **self.req}
 
     def live(self) -> None:
-        """Raise the model resolution error, if any: the call is about to be made."""
-        if self.resolve_error is not None:
-            raise self.resolve_error
+        """The call is about to reach a provider: resolve its model now. A reused call needs
+        no registry (a machine without the alias can resume), so only live calls read it."""
+        self.resolved = _resolve(self.model, self.mock)
 
     def _schema_request(self, schema: Any) -> dict[str, Any]:
         from pydantic import TypeAdapter
