@@ -272,8 +272,8 @@ class _Prepared:
     __slots__ = (
         "identity",
         "mock",
-        "req",
         "model",
+        "req",
         "resolved",
         "schema",
         "timeout",
