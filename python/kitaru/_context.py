@@ -169,6 +169,8 @@ class FlowRun:
         # and what this run got from stored calls instead of paying again.
         self.budget_usd: float | None = None
         self._spent: float | None = None
+        self._earlier: list[dict[str, Any]] | None = None
+        self._had_llm: bool | None = None
         self._spend_n = 0
         self.saved_usd = 0.0
         self.saved_calls = 0
@@ -271,13 +273,13 @@ class FlowRun:
     # --- the LLM ledger -------------------------------------------------------------
 
     def _earlier_metadata(self) -> list[dict[str, Any]]:
-        import json
+        """kitaru's own execution metadata of earlier runs (ledger, budget), read once."""
+        if self._earlier is None:
+            import json
 
-        out = []
-        for raw in self.runner.execution_metadata():
-            if "kitaru_" in raw:
-                out.append(json.loads(raw))
-        return out
+            raws = self.runner.execution_metadata()
+            self._earlier = [json.loads(raw) for raw in raws if "kitaru_" in raw]
+        return self._earlier
 
     def set_budget(self, declared: float | None, override: float | None) -> None:
         """The budget of this run: `override` (recorded, so later runs keep it), else the
@@ -346,6 +348,12 @@ class FlowRun:
 
     def note_reused(self, call_id: str) -> None:
         """A stored checkpoint output was reused: count the LLM calls made inside it."""
+        if self._had_llm is None:
+            # Every model call is in the ledger before its checkpoint is recorded: with no
+            # ledger entry, no stored call holds one (and resume skips the lookups).
+            self._had_llm = any("kitaru_llm" in m for m in self._earlier_metadata())
+        if not self._had_llm:
+            return
         raw = self.runner.call_metadata(call_id)
         if raw is None or '"llm_calls"' not in raw or call_id in self._saved_ids:
             return
