@@ -283,23 +283,6 @@ def register_model_alias(
             raise KitaruUsageError(
                 f"Prices must be numbers >= 0 (USD per million tokens), got {price!r}."
             )
-    with _config.config_lock("models"):
-        return _register(
-            name, provider, model_name, secret, base_url, input_price, output_price, default
-        )
-
-
-def _register(
-    name: str,
-    provider: str,
-    model_name: str,
-    secret: str | None,
-    base_url: str | None,
-    input_price: float | None,
-    output_price: float | None,
-    default: bool,
-) -> ModelAlias:
-    aliases, current_default = _load_local()
     entry = ModelAlias(
         name,
         f"{provider}/{model_name}",
@@ -308,44 +291,41 @@ def _register(
         input_price=None if input_price is None else float(input_price),
         output_price=None if output_price is None else float(output_price),
     )
-    aliases[name] = entry
-    if default or current_default not in aliases:
-        current_default = name
-    _save_local(aliases, current_default)
+    with _config.config_lock("models"):
+        aliases, current_default = _load_local()
+        aliases[name] = entry
+        if default or current_default not in aliases:
+            current_default = name
+        _save_local(aliases, current_default)
     return entry
 
 
 def remove_model_alias(alias: str) -> ModelAlias:
     name = normalize_alias(alias)
     with _config.config_lock("models"):
-        return _remove(name)
-
-
-def _remove(name: str) -> ModelAlias:
-    aliases, default = _load_local()
-    entry = aliases.pop(name, None)
-    if entry is None:
-        known = ", ".join(sorted(aliases)) or "none"
-        raise KitaruUsageError(f"No model alias {name!r} in {_registry_path()} (known: {known}).")
-    if default == name:
-        default = next(iter(sorted(aliases)), None)
-    _save_local(aliases, default)
+        aliases, default = _load_local()
+        entry = aliases.pop(name, None)
+        if entry is None:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise KitaruUsageError(
+                f"No model alias {name!r} in {_registry_path()} (known: {known})."
+            )
+        if default == name:
+            default = next(iter(sorted(aliases)), None)
+        _save_local(aliases, default)
     return entry
 
 
 def set_default_alias(alias: str) -> ModelAlias:
     name = normalize_alias(alias)
     with _config.config_lock("models"):
-        return _set_default(name)
-
-
-def _set_default(name: str) -> ModelAlias:
-    aliases, _ = _load_local()
-    if name not in aliases:
-        raise KitaruUsageError(
-            f"No model alias {name!r}; register it first with `kitaru model register {name} --model provider/model`."
-        )
-    _save_local(aliases, name)
+        aliases, _ = _load_local()
+        if name not in aliases:
+            raise KitaruUsageError(
+                f"No model alias {name!r}; register it first with "
+                f"`kitaru model register {name} --model provider/model`."
+            )
+        _save_local(aliases, name)
     return aliases[name]
 
 
