@@ -8,9 +8,7 @@ import base64
 import hashlib
 import hmac
 import http.client
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
+
+from s3server import stop_server
 
 # The emulator's published development account (not a secret).
 ACCOUNT = "devstoreaccount1"
@@ -86,15 +86,9 @@ def create_container(port: int, name: str) -> int:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL: Azurite keeps serving open keep-alive connections after
-    SIGTERM, and holds nothing that must be saved (it runs in memory)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Azurite keeps serving open keep-alive connections after SIGTERM, and holds nothing
+    # that must be saved (it runs in memory): a short grace.
+    stop_server(proc, 3)
 
 
 @contextmanager

@@ -96,14 +96,19 @@ def _wait_for_bucket(server: S3Server, proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.3)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the server's process group, SIGKILL it after `grace` seconds."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_server(proc, 20)  # SeaweedFS flushes its volumes on SIGTERM
 
 
 @contextmanager
