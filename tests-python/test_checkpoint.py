@@ -179,7 +179,7 @@ def remember(x: int) -> int:
     return x * 10
 
 
-@flow
+@flow(divergence="reuse")
 def diverging_reuse() -> int:
     out = remember(INPUT["value"])
     if INPUT.get("crash"):
@@ -215,7 +215,12 @@ def test_divergence_policies(definition: kitaru.flow, expected: int | None, runs
     assert handle.status == "failed"
     INPUT.update(value=2, crash=False)
     client = KitaruClient()
-    execution = client.executions.retry(handle.exec_id)
+    if definition.divergence == "reuse":
+        # Reusing an output recorded for other inputs is the user's choice, and visible.
+        with pytest.warns(kitaru.errors.KitaruDivergenceWarning, match="'reuse'"):
+            execution = client.executions.retry(handle.exec_id)
+    else:
+        execution = client.executions.retry(handle.exec_id)
     assert CALLS.count("remember 1") == 1
     assert len([c for c in CALLS if c.startswith("remember")]) == runs
     assert [d.call_id for d in execution.divergences] == ["remember"]
@@ -225,6 +230,25 @@ def test_divergence_policies(definition: kitaru.flow, expected: int | None, runs
             handle.wait()
     else:
         assert handle.wait() == expected
+
+
+@flow
+def diverging_default() -> int:
+    out = remember(INPUT["value"])
+    if INPUT.get("crash"):
+        raise RuntimeError("crash after the checkpoint")
+    return out
+
+
+def test_default_policy_reruns_a_call_whose_inputs_changed() -> None:
+    INPUT.clear()
+    INPUT.update(value=1, crash=True)
+    handle = diverging_default.run()
+    INPUT.update(value=2, crash=False)
+    execution = KitaruClient().executions.retry(handle.exec_id)
+    assert handle.wait() == 20
+    assert CALLS == ["remember 1", "remember 2"]
+    assert [(d.call_id, d.policy) for d in execution.divergences] == [("remember", "rerun")]
 
 
 def test_same_inputs_are_not_a_divergence() -> None:

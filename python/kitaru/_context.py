@@ -153,6 +153,9 @@ def runtime_error(message: str, cause: BaseException | None = None) -> KitaruRun
 class FlowRun:
     """One process's run of one execution."""
 
+    # @flow(allow_pickle=True): this run may store and load pickles (set by the flow)
+    allow_pickle = False
+
     def __init__(
         self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None
     ) -> None:
@@ -161,10 +164,17 @@ class FlowRun:
         self.exec_id: str = runner.exec_id
         self.flow_name = flow_name
         self.divergence = divergence
-        self.finished = set(runner.finished_calls())
+        # What the journal says about each finished call: call id -> (name, explicit, digest),
+        # and the auto-numbered calls by (name, input digest), for matching calls to results.
+        self.stored: dict[str, tuple[str, bool, bytes | None]] = {}
+        self.by_inputs: dict[tuple[str, bytes], list[str]] = {}
+        for call_id, name, explicit, digest in runner.stored_calls():
+            self._index(call_id, name, explicit, digest)
         # results recorded by this process (reused by a flow-level retry)
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self._lock = _thread.allocate_lock()
+        self.pass_no = 0
+        self.flow_thread = _thread.get_ident()
         # The LLM ledger: budget, spend (of every run so far, read when first needed),
         # and what this run got from stored calls instead of paying again.
         self.budget_usd: float | None = None
@@ -191,6 +201,14 @@ class FlowRun:
         self.wait_names: set[str] = set()
         self.wait_count = 0
         self.llm_count = 0
+        # Stored results handed to a call of this pass: each goes to one call only.
+        self.claimed: set[str] = set()
+        # Calls whose ids come from the flow's own thread (in call order) can be compared
+        # with the call at the same position in an earlier run; calls made from other
+        # threads are ordered by the scheduler, so they are matched by their inputs only.
+        self.flow_thread = _thread.get_ident()
+        self.pass_no += 1
+        self.submitted: list[Any] = []
 
     def allocate_wait(self, name: str | None) -> str:
         """The name of the next wait: `name`, or `wait_1`, `wait_2`, ... in call order."""
@@ -238,37 +256,127 @@ class FlowRun:
             self.taken.add(call_id)
             return call_id
 
-    def lookup(self, call_id: str) -> tuple[str, bytes, bytes | None] | None:
-        hit = self.done.get(call_id)
-        if hit is not None or call_id not in self.finished:
-            return hit
-        return self.runner.lookup(call_id)
+    def track(self, future: Any) -> None:
+        """A call submitted in this pass (`.submit()`/`.map()`): settled before the next."""
+        with self._lock:
+            self.submitted.append(future)
 
-    def stored_result(self, call_id: str, digest: bytes | None) -> tuple[bool, Any]:
-        """(True, value) when the call finished before and its result is to be reused."""
-        hit = self.lookup(call_id)
-        if hit is None:
-            return False, None
-        tag, data, stored_digest = hit
-        if digest is not None and stored_digest is not None and digest != stored_digest:
-            self.runner.record_divergence(call_id, stored_digest, digest, self.divergence)
+    def settle_submitted(self) -> None:
+        """Wait for the calls this pass submitted: a failed pass ends before the next one
+        starts (or before the failure is recorded), so no call runs in two passes."""
+        with self._lock:
+            pending, self.submitted = self.submitted, []
+        if pending:
+            import concurrent.futures
+
+            concurrent.futures.wait(pending)
+
+    def in_order(self) -> bool:
+        """Whether a call made now gets its id in the flow's own call order."""
+        return _thread.get_ident() == self.flow_thread
+
+    def _index(self, call_id: str, name: str, explicit: bool, digest: bytes | None) -> None:
+        self.stored[call_id] = (name, explicit, digest)
+        if digest is not None and not explicit:
+            ids = self.by_inputs.setdefault((name, digest), [])
+            if call_id not in ids:
+                ids.append(call_id)
+                ids.sort(key=_occurrence)
+
+    def _fresh(self, name: str) -> str:
+        """An id of checkpoint `name` that no stored result and no call of this pass has."""
+        n = 0
+        while True:
+            n += 1
+            call_id = name if n == 1 else f"{name}_{n}"
+            if call_id not in self.taken and call_id not in self.stored:
+                self.taken.add(call_id)
+                self.claimed.add(call_id)
+                return call_id
+
+    def _choose(
+        self, call_id: str, name: str, digest: bytes | None, ordered: bool, explicit: bool
+    ) -> tuple[str, str, bytes | None]:
+        """(id, "reuse" | "run" | "diverged", stored digest) for a call; under the lock.
+
+        A stored result goes only to a call with the same inputs: first the stored call of
+        this checkpoint with the call's own id, then any other unclaimed one with the same
+        inputs (calls from threads arrive in any order). Only a call in the flow's own
+        order is compared with the stored call at its position (a divergence); a call
+        from another thread with new inputs runs under an id nothing stored has.
+        """
+        known = self.stored.get(call_id)
+        if explicit:
+            self.claimed.add(call_id)
+            if known is None or digest is None or known[2] is None or known[2] == digest:
+                return call_id, ("run" if known is None else "reuse"), None
+            return call_id, "diverged", known[2]
+        if digest is not None:
+            ids = self.by_inputs.get((name, digest), ())
+            if call_id in ids and call_id not in self.claimed:
+                self.claimed.add(call_id)
+                return call_id, "reuse", None
+            for other in ids:
+                if other not in self.claimed:
+                    self.claimed.add(other)
+                    return other, "reuse", None
+        if known is None and call_id not in self.claimed:
+            self.claimed.add(call_id)
+            return call_id, "run", None
+        if known is not None and ordered and call_id not in self.claimed and known[0] == name:
+            self.claimed.add(call_id)
+            if digest is None or known[2] is None:
+                return call_id, "reuse", None  # inputs that cannot be compared
+            return call_id, "diverged", known[2]
+        return self._fresh(name), "run", None
+
+    def begin_call(
+        self, call_id: str, name: str, digest: bytes | None, ordered: bool, explicit: bool
+    ) -> tuple[str, bool, Any]:
+        """What a call gets: (its id, True, the stored output) or (its id, False, None) to run."""
+        with self._lock:
+            chosen, action, stored_digest = self._choose(call_id, name, digest, ordered, explicit)
+        if action == "diverged":
+            self.runner.record_divergence(chosen, stored_digest, digest, self.divergence)
             if self.divergence == "error":
                 raise KitaruDivergenceError(
-                    f"Checkpoint {call_id!r} of execution {self.exec_id} finished earlier with different "
+                    f"Checkpoint {chosen!r} of execution {self.exec_id} finished earlier with different "
                     "inputs than this call. The flow's divergence policy is 'error'; use "
-                    "@flow(divergence='reuse') to keep the stored output or 'rerun' to run it again.",
+                    "@flow(divergence='rerun') to run it again with the new inputs, or "
+                    "divergence='reuse' to keep the stored output.",
                     exec_id=self.exec_id,
                     status="failed",
                     failure_origin=FailureOrigin.DIVERGENCE,
                 )
             if self.divergence == "rerun":
-                return False, None
+                if chosen in self.done:  # recorded by this process: a call id is recorded once
+                    with self._lock:
+                        chosen = self._fresh(name)
+                return chosen, False, None
+            import warnings
+
+            from .errors import KitaruDivergenceWarning
+
+            warnings.warn(
+                f"Checkpoint {chosen!r} of execution {self.exec_id} is called with different inputs "
+                "than when it finished; its stored output is reused because the flow's divergence "
+                "policy is 'reuse' (the divergence is recorded on the execution).",
+                KitaruDivergenceWarning,
+                stacklevel=4,
+            )
+        elif action == "run":
+            return chosen, False, None
+        hit = self.done.get(chosen)
+        if hit is None:
+            hit = self.runner.lookup(chosen)
+        if hit is None:  # pragma: no cover - the journal listed it
+            return chosen, False, None
         from . import serde
 
-        value = serde.loads(tag, data, what=f"stored output of checkpoint {call_id!r}")
-        if call_id not in self.done:
-            self.note_reused(call_id)
-        return True, value
+        value = serde.loads(hit[0], hit[1], what=f"stored output of checkpoint {chosen!r}")
+        if chosen not in self.done:
+            self.note_reused(chosen)
+        return chosen, True, value
 
     # --- the LLM ledger -------------------------------------------------------------
 
@@ -383,8 +491,12 @@ class FlowRun:
             }
         )
 
-    def remember(self, call_id: str, tag: str, data: bytes, digest: bytes | None) -> None:
-        self.done[call_id] = (tag, data, digest)
+    def remember(
+        self, call_id: str, name: str, explicit: bool, tag: str, data: bytes, digest: bytes | None
+    ) -> None:
+        with self._lock:
+            self.done[call_id] = (tag, data, digest)
+            self._index(call_id, name, explicit, digest)
 
     def log(self, values: dict[str, Any]) -> None:
         import json
@@ -392,10 +504,34 @@ class FlowRun:
         self.runner.log_metadata(json.dumps(values, default=repr))
 
 
+def _occurrence(call_id: str) -> tuple[int, str]:
+    """Sort key of auto ids: name, name_2, name_3, ... in call order."""
+    base, _, n = call_id.rpartition("_")
+    return (int(n), base) if base and n.isdigit() else (1, call_id)
+
+
+# The flows this process is running now (to tell "outside a flow" from "in a thread
+# that does not carry the flow's context").
+ACTIVE: set[FlowRun] = set()
+
+
+def outside_flow_message(api: str, what: str | None = None) -> str:
+    """Why `api` cannot run here, and what to do when a flow is running in this process."""
+    msg = f"{api} can only run inside a @flow" + (f" ({what})." if what else ".")
+    if ACTIVE:
+        msg += (
+            " A flow is running in this process, but this call comes from a thread that does "
+            "not carry its context (a thread started with threading.Thread or a plain "
+            "executor). Use checkpoint.submit()/.map(), or start the thread's work with "
+            "contextvars.copy_context().run(fn, ...) so it runs inside the flow."
+        )
+    return msg
+
+
 def require_flow(api: str) -> FlowRun:
     run = current_flow.get()
     if run is None:
-        raise KitaruContextError(f"{api} can only run inside a @flow.")
+        raise KitaruContextError(outside_flow_message(api))
     return run
 
 

@@ -587,10 +587,10 @@ class _Run:
             from .checkpoint import _Call
 
             call_id = run.allocate(self.call_name, None)
-            self.call = _Call(_Step(self.cp_name), run, call_id, False)  # type: ignore[arg-type]
-            self.call.digest = serde.digest(prep.identity)
-            self.call_name = call_id
-            self.found, self.stored = run.stored_result(call_id, self.call.digest)
+            call = _Call(_Step(self.cp_name), run, call_id, False, run.in_order())  # type: ignore[arg-type]
+            self.call = call
+            self.found, self.stored = call.decide(serde.digest(prep.identity))
+            self.call_name = call.call_id
 
     def reused(self) -> Any:
         return self.prep.finish(self.stored, self.call_name, reused=True)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from ._context import (
     check_lease,
     copy_identity,
     current_checkpoint,
+    outside_flow_message,
     current_flow,
     failure_of,
     is_async_function,
@@ -38,12 +39,15 @@ __all__ = ["Checkpoint", "checkpoint"]
 class Checkpoint(Generic[R]):
     """A function decorated with `@checkpoint`."""
 
-    def __init__(self, func: Callable[..., R], *, retries: int, type: str | None) -> None:
+    def __init__(
+        self, func: Callable[..., R], *, retries: int, type: str | None, allow_pickle: bool = False
+    ) -> None:
         copy_identity(self, func)
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "checkpoint")
         self.retries = retries
         self.checkpoint_type = type
+        self.allow_pickle = allow_pickle
         self.is_async = is_async_function(func)
         self._signature: inspect.Signature | None = None
         self._fast_params = _simple_params(func)
@@ -64,9 +68,7 @@ class Checkpoint(Generic[R]):
     def _enter(self, explicit_id: str | None, api: str = "Checkpoints") -> tuple[FlowRun, str]:
         run = current_flow.get()
         if run is None:
-            raise KitaruContextError(
-                f"{api} can only run inside a @flow (checkpoint {self.name!r})."
-            )
+            raise KitaruContextError(outside_flow_message(api, f"checkpoint {self.name!r}"))
         if current_checkpoint.get() is not None:
             raise KitaruContextError(
                 f"Nested checkpoint calls are not supported: {self.name!r} was called inside "
@@ -76,27 +78,31 @@ class Checkpoint(Generic[R]):
 
     def __call__(self, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
         run, call_id = self._enter(id)
+        ordered = run.in_order()
         if self.is_async:
             # The id is taken now, at the call, so asyncio.gather(...) numbers calls in
             # argument order whatever order they are awaited in.
-            return self._run_async(run, call_id, id is not None, args, kwargs)
-        return self._run_sync(run, call_id, id is not None, args, kwargs)
+            return self._run_async(run, call_id, id is not None, ordered, args, kwargs)
+        return self._run_sync(run, call_id, id is not None, ordered, args, kwargs)
 
     def submit(
         self, *args: Any, id: str | None = None, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
         """Run the call concurrently; returns a future (``.result()`` gives the output)."""
         run, call_id = self._enter(id, "Concurrent checkpoint execution")
+        ordered = run.in_order()  # ids are taken here, in submission order
         ctx = contextvars.copy_context()
         if self.is_async:
             import asyncio
 
             fn: Callable[[], Any] = lambda: asyncio.run(
-                self._run_async(run, call_id, id is not None, args, kwargs)
+                self._run_async(run, call_id, id is not None, ordered, args, kwargs)
             )
         else:
-            fn = lambda: self._run_sync(run, call_id, id is not None, args, kwargs)
-        return _executor().submit(ctx.run, fn)
+            fn = lambda: self._run_sync(run, call_id, id is not None, ordered, args, kwargs)
+        future = _executor().submit(ctx.run, fn)
+        run.track(future)
+        return future
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[concurrent.futures.Future[Any]]:
         """One concurrent call per element (of the zipped iterables); returns the futures."""
@@ -143,10 +149,11 @@ class Checkpoint(Generic[R]):
         run: FlowRun,
         call_id: str,
         explicit: bool,
+        ordered: bool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _Call(self, run, call_id, explicit)
+        call = _Call(self, run, call_id, explicit, ordered)
         found, value = call.prepare(args, kwargs)
         if found:
             return value
@@ -168,10 +175,11 @@ class Checkpoint(Generic[R]):
         run: FlowRun,
         call_id: str,
         explicit: bool,
+        ordered: bool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _Call(self, run, call_id, explicit)
+        call = _Call(self, run, call_id, explicit, ordered)
         found, value = call.prepare(args, kwargs)
         if found:
             return value
@@ -198,6 +206,8 @@ class _Call:
         "data",
         "digest",
         "explicit",
+        "ordered",
+        "pass_no",
         "run",
         "scope",
         "started",
@@ -205,14 +215,30 @@ class _Call:
         "token",
     )
 
-    def __init__(self, cp: Checkpoint[Any], run: FlowRun, call_id: str, explicit: bool) -> None:
+    def __init__(
+        self, cp: Checkpoint[Any], run: FlowRun, call_id: str, explicit: bool, ordered: bool
+    ) -> None:
         self.cp, self.run, self.call_id, self.explicit = cp, run, call_id, explicit
+        self.ordered = ordered
+        self.pass_no = run.pass_no
         self.digest: bytes | None = None
 
     def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
         """(True, stored output) when the call finished in an earlier run."""
-        self.digest = _serde().digest(self.cp._bind(args, kwargs))
-        return self.run.stored_result(self.call_id, self.digest)
+        return self.decide(_serde().digest(self.cp._bind(args, kwargs)))
+
+    def decide(self, digest: bytes | None) -> tuple[bool, Any]:
+        """Whether a stored result answers this call (the run decides; the id may change)."""
+        self.digest = digest
+        with _serde().pickle_allowed(self._allow_pickle()):
+            self.call_id, found, value = self.run.begin_call(
+                self.call_id, self.cp.name, digest, self.ordered, self.explicit
+            )
+        return found, value
+
+    def _allow_pickle(self) -> bool:
+        """@checkpoint(allow_pickle=True) or @flow(allow_pickle=True)."""
+        return bool(getattr(self.cp, "allow_pickle", False) or self.run.allow_pickle)
 
     def begin(self) -> None:
         self.run.check_budget()
@@ -244,10 +270,18 @@ class _Call:
         if self.run.budget_error is not None:
             # The body caught the budget stop and returned anyway: its output is not final.
             raise self.run.budget_error
+        if self.run.pass_no != self.pass_no:
+            raise runtime_error(
+                f"Checkpoint {self.call_id!r} finished after the pass of the flow body that "
+                "called it had ended (the flow failed or was retried meanwhile); its output is "
+                "not recorded. Wait for calls started in threads before the flow body returns."
+            )
         ended = now_us()
         try:
             self.tag, self.data = _serde().dumps(
-                value, what=f"output of checkpoint {self.call_id!r}"
+                value,
+                what=f"output of checkpoint {self.call_id!r}",
+                allow_pickle=self._allow_pickle(),
             )
         except Exception as exc:
             raise runtime_error(str(exc), exc) from None
@@ -257,7 +291,9 @@ class _Call:
                 self.started, ended, meta)  # fmt: skip
 
     def done(self, value: Any) -> Any:
-        self.run.remember(self.call_id, self.tag, self.data, self.digest)
+        self.run.remember(
+            self.call_id, self.cp.name, self.explicit, self.tag, self.data, self.digest
+        )
         flush_logs(self.run)
         return value
 
@@ -314,7 +350,7 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
 def checkpoint(func: Callable[..., R], /) -> Checkpoint[R]: ...
 @overload
 def checkpoint(
-    *, retries: int = 0, type: str | None = None
+    *, retries: int = 0, type: str | None = None, allow_pickle: bool = False
 ) -> Callable[[Callable[..., R]], Checkpoint[R]]: ...
 
 
@@ -325,12 +361,17 @@ def checkpoint(
     retries: int = 0,
     type: str | None = None,
     runtime: str | None = None,
+    allow_pickle: bool = False,
 ) -> Any:
     """Mark a function (sync or ``async def``) as a durable step of a flow.
 
     Args:
         retries: extra attempts after a failure (each attempt is recorded).
         type: a free label shown in the UI and CLI, e.g. ``"llm_call"`` or ``"tool_call"``.
+        allow_pickle: store outputs that have no typed serializer as pickles, and load such
+            stored outputs when the flow runs again. Off by default: loading a pickle runs
+            code chosen by whoever wrote it, so opt in only if you trust everyone who can
+            write to the store.
         runtime: accepted for Kitaru compatibility (``"inline"`` or ``"isolated"``); every
             checkpoint runs inline in the flow's process.
     """
@@ -340,6 +381,8 @@ def checkpoint(
         raise KitaruUsageError("Checkpoint retries must be >= 0.")
     if type is not None and not isinstance(type, str):
         raise KitaruUsageError(f"Checkpoint type must be a string, got {type!r}.")
+    if not isinstance(allow_pickle, bool):
+        raise KitaruUsageError(f"Checkpoint allow_pickle must be True or False, got {allow_pickle!r}.")
     if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in (
         "inline",
         "isolated",
@@ -351,6 +394,6 @@ def checkpoint(
     def wrap(f: Callable[..., R]) -> Checkpoint[R]:
         if not callable(f):
             raise KitaruUsageError(f"@checkpoint decorates a function, got {f!r}.")
-        return Checkpoint(f, retries=retries, type=type)
+        return Checkpoint(f, retries=retries, type=type, allow_pickle=allow_pickle)
 
     return wrap(func) if func is not None else wrap

@@ -98,6 +98,11 @@ class KitaruDivergenceError(KitaruExecutionError):
     """A finished checkpoint was called again with different inputs under the `error` policy."""
 
 
+class KitaruDivergenceWarning(UserWarning):
+    """A stored checkpoint output was reused for a call with different inputs, because the
+    flow's divergence policy is ``"reuse"``."""
+
+
 class KitaruBudgetExceededError(KitaruExecutionError):
     """The execution spent more on LLM calls than its `budget_usd`.
 

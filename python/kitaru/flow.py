@@ -8,6 +8,7 @@ import time
 
 from . import _capture
 from ._context import (
+    ACTIVE,
     DIVERGENCE_POLICIES,
     FlowCancelled,
     FlowRun,
@@ -303,6 +304,7 @@ class FlowDefinition(Generic[R]):
     ) -> None:
         run = self._new_run(runner, store, budget)
         _capture.install()
+        ACTIVE.add(run)
         try:
             for attempt in range(retries + 1):
                 run.reset()
@@ -310,6 +312,7 @@ class FlowDefinition(Generic[R]):
                 try:
                     result = self._func(*args, **kwargs)
                 except BaseException as exc:
+                    run.settle_submitted()
                     if self._on_error(run, exc, attempt, retries):
                         continue
                     return
@@ -318,6 +321,7 @@ class FlowDefinition(Generic[R]):
                 self._complete(run, result)
                 return
         finally:
+            ACTIVE.discard(run)
             _capture.uninstall()
 
     async def _drive_async(
@@ -329,15 +333,24 @@ class FlowDefinition(Generic[R]):
         store: Store | None,
         budget: float | None,
     ) -> None:
+        import asyncio
+
         run = self._new_run(runner, store, budget)
         _capture.install()
+        ACTIVE.add(run)
         try:
             for attempt in range(retries + 1):
                 run.reset()
                 token = current_flow.set(run)
+                before = asyncio.all_tasks()
                 try:
                     result = await self._func(*args, **kwargs)  # type: ignore[misc]
                 except BaseException as exc:
+                    # Tasks the failed pass started (asyncio.gather does not cancel the
+                    # others when one fails) end before the next pass or the failure is
+                    # recorded: a body never runs twice at once.
+                    await _cancel_tasks(asyncio.all_tasks() - before)
+                    run.settle_submitted()
                     if self._on_error(run, exc, attempt, retries):
                         continue
                     return
@@ -346,6 +359,7 @@ class FlowDefinition(Generic[R]):
                 self._complete(run, result)
                 return
         finally:
+            ACTIVE.discard(run)
             _capture.uninstall()
 
     def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
@@ -389,6 +403,16 @@ class FlowDefinition(Generic[R]):
             run.runner.fail(str(FailureOrigin.RUNTIME), str(exc), type(exc).__name__, None)
             return
         run.runner.complete(tag, data)
+
+
+async def _cancel_tasks(tasks: set[Any]) -> None:
+    import asyncio
+
+    tasks.discard(asyncio.current_task())
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _flush_ledger(run: FlowRun) -> None:
@@ -522,7 +546,7 @@ def flow(
     image: Any = None,
     cache: bool | None = None,
     retries: int | None = None,
-    divergence: str = "reuse",
+    divergence: str = "rerun",
     budget_usd: float | None = None,
 ) -> Callable[[Callable[..., R]], FlowDefinition[R]]: ...
 
@@ -535,7 +559,7 @@ def flow(
     image: Any = None,
     cache: bool | None = None,
     retries: int | None = None,
-    divergence: str = "reuse",
+    divergence: str = "rerun",
     budget_usd: float | None = None,
 ) -> Any:
     """Mark the function that drives an agent as a durable flow (sync or ``async def``).
@@ -544,8 +568,11 @@ def flow(
         retries: times the whole body runs again after a failure; finished checkpoints are
             reused, so only unfinished work repeats.
         divergence: what to do when a finished checkpoint is called again with different
-            inputs: ``"reuse"`` its stored output (default), ``"rerun"`` it, or ``"error"``
-            (raise ``KitaruDivergenceError``). Every divergence is recorded on the execution.
+            inputs: ``"rerun"`` it (default), ``"reuse"`` its stored output anyway (with a
+            ``KitaruDivergenceWarning``), or ``"error"`` (raise ``KitaruDivergenceError``).
+            Every divergence is recorded on the execution. A stored output is never handed
+            to a call with different inputs while another stored call of the same
+            checkpoint has the call's inputs.
         budget_usd: the most the execution may spend on ``kitaru.llm()`` calls; once its
             spend exceeds it, the next LLM call or checkpoint stops the flow with
             ``KitaruBudgetExceededError`` (retry with ``--budget-usd`` to continue).

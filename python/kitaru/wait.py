@@ -15,7 +15,14 @@ import sys
 import time
 
 from . import _config
-from ._context import FlowCancelled, WaitSuspended, check_lease, current_checkpoint, current_flow
+from ._context import (
+    FlowCancelled,
+    WaitSuspended,
+    check_lease,
+    current_checkpoint,
+    current_flow,
+    outside_flow_message,
+)
 from .errors import KitaruContextError, KitaruUsageError, KitaruWaitValidationError
 
 TYPE_CHECKING = False
@@ -82,7 +89,7 @@ def wait(
     """
     run = current_flow.get()
     if run is None:
-        raise KitaruContextError("wait() can only run inside a @flow.")
+        raise KitaruContextError(outside_flow_message("wait()"))
     if current_checkpoint.get() is not None:
         raise KitaruContextError(
             "wait() cannot be called inside a @checkpoint. Call wait() in the flow body instead."

@@ -420,9 +420,21 @@ impl PyRunner {
         self.inner.claim_seq()
     }
 
-    /// Call ids with a stored result in the journal loaded when the lease was taken.
-    fn finished_calls(&self) -> Vec<String> {
-        self.inner.journal().checkpoints.keys().cloned().collect()
+    /// Every finished call in the journal loaded when the lease was taken:
+    /// (call id, checkpoint name, explicit id?, input digest).
+    fn stored_calls<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(String, String, bool, Option<Bound<'py, PyBytes>>)> {
+        self.inner
+            .journal()
+            .checkpoints
+            .iter()
+            .map(|(id, (_, rec))| {
+                let digest = rec.input_digest.map(|d| PyBytes::new(py, &d.0));
+                (id.clone(), rec.name.clone(), rec.explicit_id, digest)
+            })
+            .collect()
     }
 
     /// The stored result of `call_id`: (serializer, bytes, input digest), or None.
