@@ -321,6 +321,8 @@ struct Shared {
     ttl_ms: u64,
     /// Set when another process appended a state event (cancel, takeover).
     lost: Mutex<Option<Lost>>,
+    /// When the heartbeat last saw no foreign state event (µs since the epoch).
+    confirmed_us: std::sync::atomic::AtomicU64,
     stopped: AtomicBool,
     stop: Notify,
 }
@@ -405,13 +407,12 @@ impl Runner {
                     resume_hint: true,
                 });
             }
-            Ok(match intent {
-                Intent::Retry => Event::Retried {
-                    lease: lease.clone(),
-                },
-                Intent::Resume => Event::Resumed {
-                    lease: lease.clone(),
-                },
+            // The claim fences the runs before it: what they wrote after this point
+            // never counts, so a stalled runner that wakes up cannot add to the execution.
+            Ok(Event::Claimed {
+                resume: intent == Intent::Resume,
+                lease: lease.clone(),
+                fence: journal.fence_for_next_claim(),
             })
         })
         .await?;
@@ -436,6 +437,7 @@ impl Runner {
             token,
             ttl_ms,
             lost: Mutex::new(None),
+            confirmed_us: std::sync::atomic::AtomicU64::new(now_us()),
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
         });
@@ -456,7 +458,7 @@ impl Runner {
     /// Starts renewing the lease in the background; stops when the runner finishes or drops.
     pub fn spawn_heartbeat(&self, rt: &tokio::runtime::Runtime) {
         let shared = self.shared.clone();
-        let period = Duration::from_millis((shared.ttl_ms / 3).max(50));
+        let period = self.heartbeat_period();
         let first_unknown_seq = *self.next_seq.lock();
         rt.spawn(async move {
             let mut next_seq = first_unknown_seq;
@@ -484,6 +486,7 @@ impl Runner {
                     }
                 }
                 let now = now_us();
+                shared.confirmed_us.fetch_max(now, Ordering::AcqRel);
                 let hb = Heartbeat {
                     claim_seq: shared.claim_seq,
                     token: shared.token,
@@ -516,13 +519,67 @@ impl Runner {
         &self.journal
     }
 
-    /// Fails if another process cancelled or took over the execution (checked at every
-    /// checkpoint boundary; costs no I/O).
+    /// Fails if another process cancelled or took over the execution, as far as the
+    /// heartbeat knows (no I/O).
     pub fn check_lease(&self) -> Result<()> {
         match self.shared.lost.lock().as_ref() {
             None => Ok(()),
             Some(lost) => Err(lost.error(&self.shared.exec_id)),
         }
+    }
+
+    /// [`Runner::check_lease`] at a checkpoint boundary, made current: on a local store
+    /// the next state event is looked for every time (one failed open), so a cancel or a
+    /// takeover stops the flow before its next checkpoint body; on an object store it is
+    /// read when the heartbeat has not confirmed the lease for longer than half a period
+    /// beyond its own (the process was stalled or its requests hang), else the heartbeat's
+    /// word stands (a cancel is seen within one heartbeat period, `ttl / 3`).
+    pub async fn check_lease_now(&self) -> Result<()> {
+        if let Some(done) = self.check_lease_quick() {
+            return done;
+        }
+        let key = layout::state_key(&self.shared.exec_id, *self.next_seq.lock());
+        let found = self.shared.store.get(&key).await?;
+        self.note_next_state(&key, found)
+    }
+
+    /// [`Runner::check_lease_now`] when it needs no request (a local store, or a lease the
+    /// heartbeat confirmed recently); `None` when the store must be asked.
+    pub fn check_lease_quick(&self) -> Option<Result<()>> {
+        if let Err(e) = self.check_lease() {
+            return Some(Err(e));
+        }
+        let key = layout::state_key(&self.shared.exec_id, *self.next_seq.lock());
+        if let Some(read) = self.shared.store.read_local_now(&key) {
+            return Some(read.and_then(|found| self.note_next_state(&key, found)));
+        }
+        let period_us = self.heartbeat_period().as_micros() as u64;
+        let confirmed = self.shared.confirmed_us.load(Ordering::Acquire);
+        (now_us().saturating_sub(confirmed) <= period_us + period_us / 2).then_some(Ok(()))
+    }
+
+    /// What the state event after this runner's own ones says: another process's event
+    /// (a cancel, a takeover) ends this run.
+    fn note_next_state(&self, key: &str, found: Option<Bytes>) -> Result<()> {
+        match found {
+            Some(bytes) => {
+                let rec: StateRecord =
+                    crate::journal::decode_at(key, &self.shared.exec_id, &bytes)?;
+                if !is_own(&rec.event, self.shared.token) {
+                    *self.shared.lost.lock() = Some(Lost::from_event(&rec.event));
+                }
+            }
+            None => {
+                self.shared
+                    .confirmed_us
+                    .fetch_max(now_us(), Ordering::AcqRel);
+            }
+        }
+        self.check_lease()
+    }
+
+    fn heartbeat_period(&self) -> Duration {
+        Duration::from_millis((self.shared.ttl_ms / 3).max(50))
     }
 
     /// How many attempts of `call_id` failed before (in this or earlier runs).
@@ -580,7 +637,13 @@ impl Runner {
     /// `layout::INLINE_LIMIT` bytes; a blob put first for larger ones.
     pub async fn record_checkpoint(&self, done: FinishedCall) -> Result<()> {
         ids::validate_call_id(&done.call_id)?;
-        self.check_lease()?;
+        // A local store was just looked at before the body ran (and a late append is
+        // fenced anyway); an object store is asked only if the heartbeat fell behind.
+        if self.shared.store.local_dir().is_some() {
+            self.check_lease()?;
+        } else {
+            self.check_lease_now().await?;
+        }
         let (delta, base) = {
             let bases = self.bases.lock();
             crate::delta::encode(bases.get(&done.name), &done.call_id, &done.output.bytes)
@@ -611,7 +674,6 @@ impl Runner {
             .get(&done.call_id)
             .map(|(r, _)| r + 1)
             .unwrap_or(0);
-        let key = layout::checkpoint_key(&self.shared.exec_id, &done.call_id, revision);
         let rec = CheckpointRecord {
             call_id: done.call_id,
             name: done.name,
@@ -632,12 +694,26 @@ impl Runner {
         let name = rec.name;
         if let Some(dir) = self.shared.store.local_dir() {
             self.append_segment(dir, &bytes)?;
-        } else if !self.shared.store.put_create(&key, bytes).await? {
-            return Err(self.lost_race());
+        } else {
+            self.put_checkpoint(&rec.call_id, revision, bytes).await?;
         }
         // Only a stored value may be the base of the next delta.
         self.bases.lock().insert(name, base);
         Ok(())
+    }
+
+    /// Object stores: the record of a call under the first free revision from `revision`.
+    /// A taken key this run's journal does not count was written by a runner that a claim
+    /// fenced (it woke up after being replaced): it is skipped, never overwritten.
+    async fn put_checkpoint(&self, call_id: &str, revision: u32, bytes: Bytes) -> Result<()> {
+        for rev in revision..revision.saturating_add(MAX_RACES) {
+            let key = layout::checkpoint_key(&self.shared.exec_id, call_id, rev);
+            if self.shared.store.put_create(&key, bytes.clone()).await? {
+                return Ok(());
+            }
+            self.check_lease_now().await?;
+        }
+        Err(self.lost_race())
     }
 
     /// The stored output of `call_id` (rebuilt if it is a delta) and its input digest, from

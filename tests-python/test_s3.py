@@ -219,13 +219,18 @@ def fails_after(n: int) -> None:
 @pytest.mark.all_stores
 def test_checkpoint_hot_path_costs_one_put_per_small_output(store_backend: str) -> None:
     counts = measured.run(10, False).wait()
-    assert counts == {"put": 10, "get": 0, "head": 0, "list": 0, "delete": 0}
+    # On a local disk each checkpoint boundary looks for a cancel or a takeover (one open
+    # of a file that does not exist), so a cancel stops the flow before its next body;
+    # object stores leave that to the heartbeat.
+    gets = 10 if store_backend == "local" else 0
+    assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
 
 
 @pytest.mark.both_stores
 def test_blob_outputs_cost_two_puts_and_no_lookups(store_backend: str) -> None:
     counts = measured.run(5, True).wait()
-    assert counts == {"put": 10, "get": 0, "head": 0, "list": 0, "delete": 0}
+    gets = 5 if store_backend == "local" else 0  # the boundary checks, as above
+    assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
 
 
 @pytest.mark.all_stores
@@ -243,7 +248,7 @@ def test_resume_and_summary_list_the_execution_once(store_backend: str) -> None:
     runner = store.claim(flow_handle.exec_id, "retry", 60_000)
     counts = store.request_counts()
     runner.release()
-    assert sorted(runner.finished_calls()) == sorted(
+    assert sorted(c[0] for c in runner.stored_calls()) == sorted(
         ["small"] + [f"small_{i}" for i in range(2, 31)]
     )
     # one listing, the records read concurrently, one put (the claim)

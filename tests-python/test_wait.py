@@ -372,7 +372,7 @@ def _call_wait_with(**kwargs: object) -> None:
     class FakeRunner:
         exec_id = "x"
 
-        def finished_calls(self) -> list[str]:
+        def stored_calls(self) -> list[tuple[str, str, bool, bytes | None]]:
             return []
 
     token = current_flow.set(FlowRun(FakeRunner(), "f", "reuse"))  # type: ignore[arg-type]

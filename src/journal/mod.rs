@@ -46,6 +46,24 @@ pub struct Journal {
     pub waits: BTreeMap<String, WaitRecord>,
     /// wait name → its answer.
     pub answers: BTreeMap<String, AnswerRecord>,
+    /// Local stores: claim seq → bytes of whole, counted records at the start of that
+    /// run's segment (what the next claim fences).
+    pub segments: BTreeMap<u64, u64>,
+    /// Object stores: counted checkpoint record keys (`cp/...`, relative to the execution)
+    /// and the claim seq of the run that wrote each.
+    pub record_keys: Vec<(String, u64)>,
+    /// Checkpoint records a run wrote after a later claim fenced it: never counted.
+    pub fenced: Vec<String>,
+    /// Segments whose last append a crash cut short (the cut record never counted).
+    pub torn_tails: usize,
+}
+
+/// A checkpoint record read but not yet counted: it counts once the fences are known.
+enum Pending {
+    /// `cp/<call>[@rev]`: key, revision, record.
+    Record(String, u32, CheckpointRecord),
+    /// `seg/<claim seq>`: key, claim seq, the segment's bytes.
+    Segment(String, u64, Bytes),
 }
 
 pub(crate) fn decode_at<R: Record>(key: &str, exec_id: &str, bytes: &[u8]) -> Result<R> {
@@ -75,10 +93,11 @@ impl Journal {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
+        let mut pending = Vec::new();
         for (key, bytes) in wanted.iter().zip(values) {
             // A key listed but gone by the time it is read was deleted; nothing to add.
             if let Some(bytes) = bytes {
-                journal.add(key, &bytes)?;
+                journal.add(key, bytes, &mut pending)?;
             }
         }
         if journal.states.is_empty() {
@@ -94,14 +113,20 @@ impl Journal {
         journal.meta.sort_by_key(|m| (m.claim_seq, m.n));
         journal.divergences.sort_by_key(|d| d.at_us);
         journal.check_sequence()?;
+        for p in pending {
+            journal.count(p)?;
+        }
+        if scope == Scope::Full {
+            journal.check_fences()?;
+        }
         Ok(journal)
     }
 
-    fn add(&mut self, key: &str, bytes: &Bytes) -> Result<()> {
+    fn add(&mut self, key: &str, bytes: Bytes, pending: &mut Vec<Pending>) -> Result<()> {
         let exec_id = self.exec_id.clone();
         match layout::classify(&exec_id, key) {
             Some(ExecKey::State(seq)) => {
-                let rec: StateRecord = decode_at(key, &exec_id, bytes)?;
+                let rec: StateRecord = decode_at(key, &exec_id, &bytes)?;
                 if rec.seq != seq {
                     return Err(Error::Corrupt {
                         key: key.to_string(),
@@ -113,11 +138,11 @@ impl Journal {
                 self.states.push(rec);
             }
             Some(ExecKey::Lease(seq)) => {
-                let hb: Heartbeat = decode_at(key, &exec_id, bytes)?;
+                let hb: Heartbeat = decode_at(key, &exec_id, &bytes)?;
                 self.heartbeats.insert(seq, hb);
             }
             Some(ExecKey::Checkpoint(call_id, rev)) => {
-                let rec: CheckpointRecord = decode_at(key, &exec_id, bytes)?;
+                let rec: CheckpointRecord = decode_at(key, &exec_id, &bytes)?;
                 if rec.call_id != call_id {
                     return Err(Error::corrupt_record(
                         key,
@@ -125,40 +150,197 @@ impl Journal {
                         record::RecordError::Payload(format!("record is for call {}", rec.call_id)),
                     ));
                 }
-                self.add_checkpoint(rev, rec);
+                pending.push(Pending::Record(key.to_string(), rev, rec));
             }
-            Some(ExecKey::Segment(_)) => {
-                let (frames, tail) = record::split_frames(bytes);
-                // A short last frame is an append cut off by a crash: it never counted.
-                if let Some(err) = tail.filter(|e| !matches!(e, record::RecordError::Truncated(_)))
-                {
-                    return Err(Error::corrupt_record(key, Some(&exec_id), err));
-                }
-                for frame in frames {
-                    let rec: CheckpointRecord = decode_at(key, &exec_id, frame)?;
-                    self.add_checkpoint(0, rec);
-                }
+            Some(ExecKey::Segment(seq)) => {
+                pending.push(Pending::Segment(key.to_string(), seq, bytes));
             }
             Some(ExecKey::FailedAttempt(call_id, _)) => {
-                let rec: FailedAttemptRecord = decode_at(key, &exec_id, bytes)?;
+                let rec: FailedAttemptRecord = decode_at(key, &exec_id, &bytes)?;
                 self.failed_attempts
                     .entry(call_id.to_string())
                     .or_default()
                     .push(rec);
             }
-            Some(ExecKey::Meta) => self.meta.push(decode_at(key, &exec_id, bytes)?),
-            Some(ExecKey::Divergence) => self.divergences.push(decode_at(key, &exec_id, bytes)?),
+            Some(ExecKey::Meta) => self.meta.push(decode_at(key, &exec_id, &bytes)?),
+            Some(ExecKey::Divergence) => self.divergences.push(decode_at(key, &exec_id, &bytes)?),
             Some(ExecKey::Wait) => {
-                let w: WaitRecord = decode_at(key, &exec_id, bytes)?;
+                let w: WaitRecord = decode_at(key, &exec_id, &bytes)?;
                 self.waits.insert(w.name.clone(), w);
             }
             Some(ExecKey::Answer) => {
-                let a: AnswerRecord = decode_at(key, &exec_id, bytes)?;
+                let a: AnswerRecord = decode_at(key, &exec_id, &bytes)?;
                 self.answers.insert(a.name.clone(), a);
             }
             Some(ExecKey::Log | ExecKey::Other) | None => {}
         }
         Ok(())
+    }
+
+    /// The first claim after run `claim_seq`: (its seq, its fence if it set one).
+    fn next_claim(&self, claim_seq: u64) -> Option<(u64, Option<&Fence>)> {
+        self.states
+            .iter()
+            .find(|s| s.seq > claim_seq && s.event.claim().is_some())
+            .map(|s| (s.seq, s.event.fence()))
+    }
+
+    /// Whether run `claim_seq` ended by itself (completed, failed or suspended): it was
+    /// not appending when it stopped, so its segment cannot end in a torn append.
+    fn ended_cleanly(&self, claim_seq: u64) -> bool {
+        let Some(token) = self
+            .states
+            .iter()
+            .find(|s| s.seq == claim_seq)
+            .and_then(|s| s.event.claim())
+            .map(|c| c.token)
+        else {
+            return false;
+        };
+        self.states.iter().any(|s| {
+            matches!(&s.event,
+                Event::Completed { token: t, .. }
+                | Event::Failed { token: t, .. }
+                | Event::Suspended { token: t, .. } if *t == token)
+        })
+    }
+
+    /// Counts a checkpoint record or a segment's records, unless a later claim fenced them.
+    fn count(&mut self, p: Pending) -> Result<()> {
+        match p {
+            Pending::Record(key, rev, rec) => {
+                let rel = layout::exec_relative(&self.exec_id, &key).to_string();
+                let run = rec.attempts.last().map(|a| a.claim_seq).unwrap_or(0);
+                let counted = match self.next_claim(run) {
+                    Some((_, Some(fence))) => fence.records.iter().any(|k| *k == rel),
+                    _ => true,
+                };
+                if counted {
+                    self.record_keys.push((rel, run));
+                    self.add_checkpoint(rev, rec);
+                } else {
+                    self.fenced.push(key);
+                }
+            }
+            Pending::Segment(key, run, bytes) => self.count_segment(&key, run, &bytes)?,
+        }
+        Ok(())
+    }
+
+    fn count_segment(&mut self, key: &str, run: u64, bytes: &[u8]) -> Result<()> {
+        let exec_id = self.exec_id.clone();
+        let corrupt = |reason: String| Error::Corrupt {
+            key: key.to_string(),
+            exec_id: Some(exec_id.clone()),
+            checkpoint: None,
+            reason,
+        };
+        let next = self.next_claim(run).map(|(n, f)| (n, f.cloned()));
+        let (counted_len, scan) = match next {
+            // A later claim counted exactly the first `len` bytes: they must be whole
+            // records, and whatever follows was written after it (never counted).
+            Some((n, Some(fence))) => {
+                let len = fence
+                    .segments
+                    .iter()
+                    .find(|(c, _)| *c == run)
+                    .map(|(_, l)| *l)
+                    .unwrap_or(0);
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if bytes.len() < len {
+                    return Err(corrupt(format!(
+                        "the segment has {} bytes but the claim of state event {n} counted {len}: \
+                         it was truncated or replaced",
+                        bytes.len()
+                    )));
+                }
+                let scan = record::scan_segment(&bytes[..len]);
+                if let Some((at, e)) = scan.tail {
+                    return Err(corrupt(format!("damaged at byte {at}: {e}")));
+                }
+                if bytes.len() > len {
+                    self.fenced.push(format!("{key}@{len}"));
+                }
+                (len, scan)
+            }
+            // The latest run (or one before fences existed): only a crash mid-append may
+            // leave a partial record, and only at the very end.
+            _ => {
+                let scan = record::scan_segment(bytes);
+                let mut len = bytes.len();
+                if let Some((at, e)) = &scan.tail {
+                    if self.ended_cleanly(run) || !record::is_torn_tail(&bytes[*at..]) {
+                        return Err(corrupt(format!("damaged at byte {at}: {e}")));
+                    }
+                    self.torn_tails += 1;
+                    len = *at;
+                }
+                (len, scan)
+            }
+        };
+        for (frame, _) in scan.frames {
+            let rec: CheckpointRecord = decode_at(key, &self.exec_id, frame)?;
+            self.add_checkpoint(0, rec);
+        }
+        self.segments.insert(run, counted_len as u64);
+        Ok(())
+    }
+
+    /// Everything a fence counted must still be there: a missing segment or record is
+    /// damage (a deleted file), not an execution with less work done.
+    fn check_fences(&self) -> Result<()> {
+        for s in &self.states {
+            let Some(fence) = s.event.fence() else {
+                continue;
+            };
+            for (run, len) in &fence.segments {
+                if *len > 0 && !self.segments.contains_key(run) {
+                    return Err(Error::Corrupt {
+                        key: layout::segment_key(&self.exec_id, *run),
+                        exec_id: Some(self.exec_id.clone()),
+                        checkpoint: None,
+                        reason: format!(
+                            "the segment is missing, but the claim of state event {} counted {len} bytes in it",
+                            s.seq
+                        ),
+                    });
+                }
+            }
+            for key in &fence.records {
+                if !self.record_keys.iter().any(|(k, _)| k == key) {
+                    return Err(Error::Corrupt {
+                        key: format!("{}/{key}", layout::exec_prefix(&self.exec_id)),
+                        exec_id: Some(self.exec_id.clone()),
+                        checkpoint: None,
+                        reason: format!(
+                            "the checkpoint record is missing, but the claim of state event {} counted it",
+                            s.seq
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a claim made now fences: the records the runs since the current claim wrote
+    /// that this journal counted.
+    pub fn fence_for_next_claim(&self) -> Fence {
+        let since = self.current_claim().map(|(seq, _, _)| seq).unwrap_or(0);
+        Fence {
+            segments: self
+                .segments
+                .iter()
+                .filter(|(run, _)| **run >= since)
+                .map(|(run, len)| (*run, *len))
+                .collect(),
+            records: self
+                .record_keys
+                .iter()
+                .filter(|(_, run)| *run >= since)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        }
     }
 
     /// Keeps the newest result of a call: the one from the latest run, then the highest

@@ -149,28 +149,82 @@ pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
     Ok((kind, &bytes[HEADER_LEN..body_end]))
 }
 
-/// Splits a segment (records appended one after another) into whole frames. A torn or
-/// damaged tail (a crash mid-append) ends the segment: it is returned as the error, and
-/// every frame before it stands.
-pub fn split_frames(mut bytes: &[u8]) -> (Vec<&[u8]>, Option<RecordError>) {
+/// A segment read frame by frame: the whole frames with the offset where each ends, and
+/// where the bytes stop being whole frames (with why), if they do.
+pub struct Scan<'a> {
+    pub frames: Vec<(&'a [u8], usize)>,
+    pub tail: Option<(usize, RecordError)>,
+}
+
+/// Splits a segment into frames; stops at the first thing that is not a whole frame.
+pub fn scan_segment(bytes: &[u8]) -> Scan<'_> {
     let mut frames = Vec::new();
-    while !bytes.is_empty() {
-        if bytes.len() < HEADER_LEN {
-            return (frames, Some(RecordError::Truncated(bytes.len())));
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        match frame_len(rest) {
+            Some(total) if total <= rest.len() => match unframe(&rest[..total]) {
+                Ok(_) => {
+                    at += total;
+                    frames.push((&bytes[at - total..at], at));
+                }
+                Err(e) => {
+                    return Scan {
+                        frames,
+                        tail: Some((at, e)),
+                    }
+                }
+            },
+            Some(_) | None => {
+                return Scan {
+                    frames,
+                    tail: Some((at, RecordError::Truncated(rest.len()))),
+                }
+            }
         }
-        let len = u32::from_le_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]) as usize;
-        let total = HEADER_LEN.saturating_add(len).saturating_add(CHECK_LEN);
-        if len > MAX_PAYLOAD || bytes.len() < total {
-            return (frames, Some(RecordError::Truncated(bytes.len())));
-        }
-        let (frame, rest) = bytes.split_at(total);
-        if let Err(e) = unframe(frame) {
-            return (frames, Some(e));
-        }
-        frames.push(frame);
-        bytes = rest;
     }
-    (frames, None)
+    Scan { frames, tail: None }
+}
+
+/// The length of the frame that starts `bytes`, from its header (None: no whole header).
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let len_bytes: [u8; 4] = bytes.get(7..HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    (len <= MAX_PAYLOAD).then_some(HEADER_LEN + len + CHECK_LEN)
+}
+
+/// Whether `rest`, the bytes after a segment's last whole frame, can be an append that a
+/// crash cut short: the start of one frame (a valid header prefix, fewer bytes than it
+/// announces) with no whole frame after it, or zeros (a tail a power loss left unwritten).
+/// Anything else (a changed length, a flipped byte, a frame followed by more frames) is
+/// damage, never a torn tail.
+pub fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let n = rest.len().min(MAGIC.len());
+    if rest[..n] != MAGIC[..n] {
+        return false;
+    }
+    if rest.len() > 4 && Kind::from_u8(rest[4]).is_none() {
+        return false;
+    }
+    if rest.len() >= 7 && u16::from_le_bytes([rest[5], rest[6]]) != FORMAT_VERSION {
+        return false;
+    }
+    if let Some(total) = frame_len(rest) {
+        if total <= rest.len() {
+            return false; // whole, yet not a valid frame: damaged
+        }
+    } else if rest.len() >= HEADER_LEN {
+        return false; // a length over the limit
+    }
+    // A whole frame later in the bytes means the cut is inside the segment, not at its end.
+    !rest.windows(MAGIC.len()).enumerate().skip(1).any(|(i, w)| {
+        w == MAGIC
+            && frame_len(&rest[i..])
+                .is_some_and(|t| t <= rest.len() - i && unframe(&rest[i..i + t]).is_ok())
+    })
 }
 
 pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {

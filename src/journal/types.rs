@@ -137,9 +137,37 @@ pub enum Event {
         attempt: u32,
         failure: Failure,
     },
+    /// A retry (`resume: false`) or resume that fences the runs before it: of what they
+    /// wrote since the previous claim, only what `fence` lists is part of the execution,
+    /// so a stalled runner that wakes up after this claim can add nothing. Written since
+    /// store layout 2; `Retried`/`Resumed` (no fence) are still read.
+    Claimed {
+        resume: bool,
+        lease: LeaseClaim,
+        fence: Fence,
+    },
+}
+
+/// What a claim accepted from the runs since the previous claim.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fence {
+    /// (claim seq, bytes): the whole records at the start of each run's segment (local
+    /// stores) that count; anything after them was written after the claim (or torn).
+    pub segments: Vec<(u64, u64)>,
+    /// Checkpoint record keys (`cp/<call id>[@<rev>]`, relative to the execution) that
+    /// those runs wrote on object stores.
+    pub records: Vec<String>,
 }
 
 impl Event {
+    /// The fence this event sets on the runs before it, if it is a fenced claim.
+    pub fn fence(&self) -> Option<&Fence> {
+        match self {
+            Event::Claimed { fence, .. } => Some(fence),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Event::Started { .. } => "started",
@@ -150,15 +178,18 @@ impl Event {
             Event::Retried { .. } => "retried",
             Event::Cancelled { .. } => "cancelled",
             Event::FlowAttemptFailed { .. } => "flow_attempt_failed",
+            Event::Claimed { resume: true, .. } => "resumed",
+            Event::Claimed { resume: false, .. } => "retried",
         }
     }
 
     /// The lease this event claims, if it claims one.
     pub fn claim(&self) -> Option<&LeaseClaim> {
         match self {
-            Event::Started { lease, .. } | Event::Resumed { lease } | Event::Retried { lease } => {
-                Some(lease)
-            }
+            Event::Started { lease, .. }
+            | Event::Resumed { lease }
+            | Event::Retried { lease }
+            | Event::Claimed { lease, .. } => Some(lease),
             _ => None,
         }
     }

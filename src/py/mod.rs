@@ -478,8 +478,13 @@ impl PyRunner {
         self.inner.failed_attempts(call_id)
     }
 
-    fn check_lease(&self) -> PyResult<()> {
-        Ok(self.inner.check_lease()?)
+    /// Fails if the execution was cancelled or taken over; see `Runner::check_lease_now`.
+    fn check_lease(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(done) = self.inner.check_lease_quick() {
+            return Ok(done?);
+        }
+        let r = self.inner.clone();
+        run(py, async move { r.check_lease_now().await })
     }
 
     #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]

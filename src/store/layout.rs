@@ -2,7 +2,7 @@
 //! (docs/store-layout.md); readers refuse a root whose layout version is newer.
 //!
 //! ```text
-//! kitaru-store.json                         layout marker {"format": "kitaru-store", "version": 1}
+//! kitaru-store.json                         layout marker {"format": "kitaru-store", "version": 2}
 //! blobs/<2 hex>/<64 hex>                    immutable content-addressed bytes (blake3)
 //! executions/<exec id>/state/<seq:08>       state events, create-only, numbered from 0 (0 = Started)
 //! executions/<exec id>/lease/<seq:08>       heartbeat of the claim made by state event <seq>
@@ -16,7 +16,8 @@
 //! executions/<exec id>/log/<seq:08>-<n:06>  captured output of the run of claim <seq>
 //! ```
 
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: retries and resumes are `Claimed` events that fence the runs before them.
+pub const LAYOUT_VERSION: u32 = 2;
 pub const LAYOUT_MARKER: &str = "kitaru-store.json";
 
 /// Blobs larger than this are looked up (HEAD) before they are uploaded.
@@ -127,6 +128,16 @@ pub fn log_prefix(exec_id: &str) -> String {
 
 pub fn log_key(exec_id: &str, claim_seq: u64, n: u32) -> String {
     format!("{EXECUTIONS}/{exec_id}/log/{claim_seq:08}-{n:06}")
+}
+
+/// `key` relative to its execution's directory (`cp/step`), or `key` itself if it is not
+/// under `exec_id`.
+pub fn exec_relative<'a>(exec_id: &str, key: &'a str) -> &'a str {
+    key.strip_prefix(EXECUTIONS)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.strip_prefix(exec_id))
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(key)
 }
 
 /// What a key under `executions/<id>/` is.

@@ -27,12 +27,33 @@ fn io_err(op: &'static str, key: &str, source: std::io::Error) -> crate::Error {
     .into()
 }
 
-fn read_one(dir: &Path, key: &str) -> Result<Option<Bytes>> {
-    match std::fs::read(dir.join(key)) {
-        Ok(b) => Ok(Some(Bytes::from(b))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("get", key, e)),
-    }
+/// Reads one object. A symbolic link is never followed: kitaru writes only plain files,
+/// so a link is someone else's doing (it could point a reader at any file on the host).
+pub(crate) fn read_one(dir: &Path, key: &str) -> Result<Option<Bytes>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(key));
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(crate::Error::Corrupt {
+                key: key.to_string(),
+                exec_id: None,
+                checkpoint: None,
+                reason: "a symbolic link where kitaru writes plain files (not followed)".into(),
+            })
+        }
+        Err(e) => return Err(io_err("get", key, e)),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut buf)
+        .map_err(|e| io_err("get", key, e))?;
+    Ok(Some(Bytes::from(buf)))
 }
 
 async fn join<T: Send + 'static>(task: tokio::task::JoinHandle<Result<T>>, key: &str) -> Result<T> {

@@ -347,6 +347,13 @@ impl Store {
             }
             .into());
         }
+        if version < layout::LAYOUT_VERSION {
+            // Everything older is still read; what this version writes is not readable by
+            // older releases, which the new marker makes them say instead of misreading.
+            let bytes = Bytes::from(layout::layout_marker_bytes());
+            self.put_overwrite(marker, bytes.clone()).await?;
+            return Ok(bytes);
+        }
         Ok(found)
     }
 
@@ -476,6 +483,14 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.backend("get", key, e)),
         }
+    }
+
+    /// On a local store, reads a small `key` right here (no task hop: a missing file costs
+    /// one failed open); `None` on object stores.
+    pub fn read_local_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        let dir = self.local_dir.as_ref()?;
+        self.count(Request::Get);
+        Some(local::read_one(dir, key))
     }
 
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.

@@ -112,7 +112,12 @@ pub fn transition(
         Event::Failed { token, .. } => holder_only(*token, Failed),
         Event::Suspended { token, .. } => holder_only(*token, Waiting),
         Event::FlowAttemptFailed { token, .. } => holder_only(*token, state.clone()),
-        Event::Resumed { lease } => match state {
+        Event::Resumed { lease }
+        | Event::Claimed {
+            resume: true,
+            lease,
+            ..
+        } => match state {
             Waiting => Ok(Running {
                 claim_seq: seq,
                 token: lease.token,
@@ -127,7 +132,12 @@ pub fn transition(
             }),
             _ => Err(illegal()),
         },
-        Event::Retried { lease } => match state {
+        Event::Retried { lease }
+        | Event::Claimed {
+            resume: false,
+            lease,
+            ..
+        } => match state {
             Failed => Ok(Running {
                 claim_seq: seq,
                 token: lease.token,
