@@ -6,6 +6,11 @@ Answers come from a script of queued `Reply`s (status, headers, text, tool calls
 delay); with nothing queued the server answers ``"echo: <last user text>"``. Every request
 is recorded (path, headers, JSON body), and checked against the expected API key: a wrong
 key gets the provider's 401, which echoes a masked form of the key as real providers do.
+With `basic_auth` set the OpenAI routes want those HTTP Basic credentials instead, and a
+refusal echoes the Authorization header it got, as some gateways do. With `llamacpp` set
+the OpenAI routes refuse what llama.cpp's server (llama-cpp-python) refuses, the same way:
+HTTP 500 with a pydantic validation error for a null `content` or a `response_format`
+other than text/json_object.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdefXYZ"
 ANTHROPIC_KEY = "sk-ant-test-9876543210fedcbaQRS"
+SCHEMA_TOOL_DESCRIPTION = "Give the final answer in this structure."  # kitaru's answer tool
 
 
 @dataclass
@@ -33,6 +39,7 @@ class Reply:
     error: str | None = None
     body: str | None = None  # sent verbatim (e.g. not JSON)
     cost: float | None = None  # OpenRouter-style usage.cost
+    echo_auth: bool = False  # the error message quotes the request's Authorization header
 
 
 @dataclass
@@ -67,6 +74,8 @@ class FakeLLM:
         self.requests: list[Request] = []
         self.openai_key: str | None = OPENAI_KEY
         self.anthropic_key: str | None = ANTHROPIC_KEY
+        self.basic_auth: tuple[str, str] | None = None
+        self.llamacpp = False
         self._lock = threading.Lock()
         server = self
 
@@ -148,8 +157,13 @@ class FakeLLM:
         auth = self._check_auth(req, anthropic)
         if auth is not None:
             return 401, headers, auth
+        refused = None if anthropic or not self.llamacpp else self._llamacpp_refusal(req)
+        if refused is not None:
+            return 500, headers, refused
         if reply.status >= 300:
             message = reply.error or f"fake provider error {reply.status}"
+            if reply.echo_auth:
+                message += f" (request header Authorization: {req.headers.get('authorization')})"
             if anthropic:
                 err = {"type": "error", "error": {"type": "api_error", "message": message}}
             else:
@@ -165,7 +179,58 @@ class FakeLLM:
             return 200, headers, json.dumps(self._anthropic(req, text, reply, tin, tout))
         return 200, headers, json.dumps(self._openai(req, text, reply, tin, tout))
 
+    def _llamacpp_refusal(self, req: Request) -> str | None:
+        """llama-cpp-python's answer to a body its pydantic model rejects: HTTP 500, an
+        OpenAI-style error of type internal_server_error quoting the validation error."""
+        errors = []
+        for i, m in enumerate(req.body.get("messages", [])):
+            if m.get("content") is None:
+                errors.append(
+                    f"messages.{i}.typed-dict.content\n  Input should be a valid string "
+                    "[type=string_type, input_value=None, input_type=NoneType]"
+                )
+        kind = (req.body.get("response_format") or {}).get("type", "text")
+        if kind not in ("text", "json_object"):
+            errors.append(
+                "response_format.type\n  Input should be 'text' or 'json_object' "
+                f"[type=literal_error, input_value='{kind}', input_type=str]"
+            )
+        if not errors:
+            return None
+        n = len(errors)
+        message = (
+            f"{n} validation error{'s' * (n > 1)} for CreateChatCompletionRequest\n"
+            + "\n".join(errors)
+        )
+        return json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "internal_server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        )
+
     def _check_auth(self, req: Request, anthropic: bool) -> str | None:
+        if not anthropic and self.basic_auth is not None:
+            import base64
+
+            user, password = self.basic_auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            got_header = req.headers.get("authorization")
+            if got_header == f"Basic {token}":
+                return None
+            return json.dumps(
+                {
+                    "error": {
+                        "message": f"Unauthorized: bad credentials in Authorization: {got_header}",
+                        "type": "invalid_request_error",
+                        "code": "unauthorized",
+                    }
+                }
+            )
         if anthropic:
             expected, got = self.anthropic_key, req.headers.get("x-api-key")
         else:
@@ -193,6 +258,27 @@ class FakeLLM:
         self, req: Request, text: str | None, reply: Reply, tin: int, tout: int
     ) -> dict[str, Any]:
         msg: dict[str, Any] = {"role": "assistant", "content": text}
+        choice = req.body.get("tool_choice")
+        forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+        schema_tool = any(
+            t.get("function", {}).get("name") == forced
+            and t.get("function", {}).get("description") == SCHEMA_TOOL_DESCRIPTION
+            for t in req.body.get("tools") or ()
+        )
+        if schema_tool and not reply.tool_calls and text is not None:
+            # kitaru's structured output mode `tool` (a forced answer tool): the queued text
+            # is the call's arguments, as a model constrained to the tool would answer.
+            msg = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_s",
+                        "type": "function",
+                        "function": {"name": forced, "arguments": text},
+                    }
+                ],
+            }
         if reply.tool_calls:
             msg["tool_calls"] = [
                 {
@@ -217,7 +303,7 @@ class FakeLLM:
                 {
                     "index": 0,
                     "message": msg,
-                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    "finish_reason": "tool_calls" if msg.get("tool_calls") else "stop",
                 }
             ],
             "usage": usage,

@@ -140,6 +140,7 @@ def llm(_server: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
     _server.requests.clear()
     _server.replies.clear()
     _server.openai_key, _server.anthropic_key = OPENAI_KEY, ANTHROPIC_KEY
+    _server.basic_auth, _server.llamacpp = None, False
     for key, value in _server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("KITARU_LLM_MAX_RETRIES", "2")
@@ -553,6 +554,187 @@ def test_an_invalid_answer_is_not_stored_so_a_retry_asks_again(llm: FakeLLM) -> 
     KitaruClient().executions.retry(handle.exec_id)
     assert handle.wait() == ["a"]
     assert len(llm.requests) == 2
+
+
+# --- OpenAI-compatible servers that refuse what OpenAI takes (llama.cpp's) --------------------
+
+
+@flow
+def local_plan_flow() -> list[str]:
+    return kitaru.llm("Make a plan", model="local", schema=Plan).steps
+
+
+def _local_alias(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, *extra: str) -> None:
+    """A llama.cpp-like server behind alias `local` (no key, its own base URL)."""
+    from kitaru.cli import main
+
+    llm.openai_key, llm.llamacpp = None, True
+    monkeypatch.delenv("OPENAI_API_KEY")
+    args = ["model", "register", "local", "--model", "openai/qwen", "--base-url", llm.openai_base]
+    assert main([*args, *extra]) == 0
+
+
+def test_an_assistant_message_without_content_is_sent_with_an_empty_string(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # llama.cpp's server refuses `content: null` beside tool_calls (HTTP 500, validation
+    # error); kitaru sends "" — and records the conversation as it was given.
+    _local_alias(llm, monkeypatch)
+    llm.queue(Reply(tool_calls=[("search", {"query": "kitaru"})]), Reply(text="done"))
+
+    def body() -> str:
+        messages: list[Any] = [{"role": "user", "content": "find kitaru"}]
+        reply = kitaru.llm(messages, model="local", tools=[search])
+        assert reply.message["content"] is None
+        messages.append(reply)
+        messages += [c.result(c.invoke([search])) for c in reply.tool_calls]
+        messages.append({"role": "assistant", "tool_calls": reply.message["tool_calls"]})
+        messages.append({"role": "user", "content": "and now?"})
+        return kitaru.llm(messages, model="local", tools=[search]).text or ""
+
+    value, exec_id = in_flow(body)
+    assert value == "done"
+    assert len(llm.requests) == 2
+    sent = llm.requests[1].body["messages"]
+    assert [m.get("content") for m in sent if m["role"] == "assistant"] == ["", ""]
+    assert all(m["tool_calls"] for m in sent if m["role"] == "assistant")
+    prompt = execution(exec_id).artifacts
+    stored = next(a for a in prompt if a.name == "llm_2_prompt").load()
+    assert stored[1]["content"] is None  # the conversation as the caller wrote it
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_500_that_is_a_request_validation_error_is_not_retried(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, is_async: bool
+) -> None:
+    # response_format json_schema (the default) is refused by llama.cpp's server with a
+    # pydantic validation error in a 500: the same answer every time, so one request only.
+    _local_alias(llm, monkeypatch)
+    with pytest.raises(KitaruBackendError) as info:
+        if is_async:
+
+            async def call() -> Plan:
+                return await kitaru.allm("Plan it", model="local", schema=Plan)
+
+            in_flow(call, is_async=True)
+        else:
+            in_flow(lambda: kitaru.llm("Plan it", model="local", schema=Plan))
+    assert len(llm.requests) == 1
+    message = str(info.value)
+    assert "HTTP 500" in message and "1 validation error for CreateChatCompletionRequest" in message
+    assert "not retried" in message and "attempts" not in message
+    assert "--structured-output json_object" in message  # what to do about it
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "attempts"),
+    [
+        (500, "2 validation errors for ChatRequest: messages.0.content Field required", 1),
+        (500, "RequestValidationError: body -> tools", 1),
+        (500, "invalid_request_error: unknown parameter", 1),
+        (500, "CUDA out of memory, try again", 3),  # may pass: retried
+        (404, "model 'qwen' not found", 1),
+        (422, "Unprocessable Entity", 1),
+        (403, "forbidden", 1),
+    ],
+)
+def test_which_errors_are_retried(llm: FakeLLM, status: int, error: str, attempts: int) -> None:
+    llm.queue(*[Reply(status=status, error=error, headers={"Retry-After": "0"})] * 3)
+    with pytest.raises(KitaruBackendError, match=f"HTTP {status}"):
+        in_flow(lambda: kitaru.llm("hi", model=MINI))
+    assert len(llm.requests) == attempts
+
+
+def test_structured_output_mode_json_object(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _local_alias(llm, monkeypatch, "--structured-output", "json_object")
+    item = next(a for a in cli_ok(capsys, "model", "list")["items"] if a["alias"] == "local")
+    assert item["structured_output"] == "json_object"
+    llm.queue(Reply(text=json.dumps({"steps": ["read"]})), Reply(text=json.dumps({"steps": 1})))
+    value, _ = in_flow(
+        lambda: kitaru.llm("Plan it", model="local", schema=Plan, system="Be brief.")
+    )
+    assert value == Plan(steps=["read"])
+    body = llm.requests[0].body
+    assert body["response_format"] == {"type": "json_object"} and "tools" not in body
+    system = body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("Be brief.\n\n")
+    assert json.dumps(Plan.model_json_schema(), separators=(",", ":")) in system["content"]
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    # validation is the same as in the other modes
+    with pytest.raises(KitaruBackendError, match="does not match schema Plan"):
+        in_flow(lambda: kitaru.llm("Plan it", model="local", schema=Plan))
+    assert llm.requests[1].body["messages"][0]["role"] == "system"  # inserted: none was given
+
+
+@flow
+def two_plans_flow() -> list[str]:
+    first = kitaru.llm("Plan it", model="local", schema=Plan, name="first")
+    second = kitaru.llm("Plan again", model="local", schema=Plan, name="second")
+    return first.steps + second.steps
+
+
+def test_structured_output_mode_tool_from_python(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _local_alias(llm, monkeypatch)
+    kitaru.register_model_alias(
+        "local", model="openai/qwen", base_url=llm.openai_base, structured_output="tool"
+    )
+    llm.queue(Reply(text=json.dumps({"value": ["a", "b"]})))
+    value, _ = in_flow(lambda: kitaru.llm("Two letters", model="local", schema=list[str]))
+    assert value == ["a", "b"]
+    body = llm.requests[0].body
+    assert "response_format" not in body
+    [tool] = body["tools"]
+    assert tool["function"]["name"] == "list"
+    assert tool["function"]["parameters"]["required"] == ["value"]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "list"}}
+    # validation is the same as in the other modes
+    llm.queue(Reply(text=json.dumps({"value": "not a list"})))
+    with pytest.raises(KitaruBackendError, match="does not match schema"):
+        in_flow(lambda: kitaru.llm("Two letters", model="local", schema=list[str]))
+
+    # The mode is how the answer is asked for, not part of the call: after switching it, a
+    # retry reuses the stored answer and asks only for the missing one, the new way.
+    llm.requests.clear()
+    llm.queue(Reply(text=json.dumps({"steps": ["a"]})), Reply(status=404, error="gone"))
+    handle = two_plans_flow.run()
+    assert handle.status == "failed"
+    kitaru.register_model_alias(
+        "local", model="openai/qwen", base_url=llm.openai_base, structured_output="json_object"
+    )
+    llm.queue(Reply(text=json.dumps({"steps": ["b"]})))
+    KitaruClient().executions.retry(handle.exec_id)
+    assert handle.wait() == ["a", "b"]
+    assert len(llm.requests) == 3
+    assert llm.requests[2].body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "message"),
+    [
+        ("openai/qwen", "xml", "Invalid structured output mode 'xml'"),
+        ("anthropic/claude-3-5-haiku", "json_object", "forced tool only"),
+    ],
+)
+def test_structured_output_mode_errors(
+    monkeypatch: pytest.MonkeyPatch, model: str, mode: str, message: str
+) -> None:
+    with pytest.raises(KitaruUsageError, match=message):
+        kitaru.register_model_alias("x", model=model, structured_output=mode)
+    registry = {"aliases": {"x": {"model": model, "structured_output": mode}}}
+    with monkeypatch.context() as m:
+        m.setenv("KITARU_MODEL_REGISTRY", json.dumps(registry))
+        with pytest.raises(KitaruUsageError, match=f"KITARU_MODEL_REGISTRY.*{message}"):
+            kitaru.list_model_aliases()
+    assert (
+        kitaru.register_model_alias(
+            "x", model="anthropic/claude-3-5-haiku", structured_output="tool"
+        ).structured_output
+        == "tool"
+    )
 
 
 def test_a_text_call_answered_without_text_is_a_backend_error(llm: FakeLLM) -> None:
@@ -1345,6 +1527,28 @@ def test_secrets_set_reads_a_bare_key_from_stdin(
     )
 
 
+def test_secrets_set_warns_about_values_on_the_command_line_and_reads_dash_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = cli(capsys, "secrets", "set", "tok", "--TOKEN=sk-visible", "--OTHER=x")
+    assert code == 0
+    assert "warning" in err and "TOKEN, OTHER" in err and "process list" in err
+    assert "kitaru secrets set tok --TOKEN`" in err and "--TOKEN=-" in err
+    assert "sk-visible" not in err
+    # `--KEY=-` reads the value from stdin; neither stdin form warns
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from-stdin\nbare-line\n"))
+    code, _, err = cli(capsys, "secrets", "set", "tok", "--TOKEN=-", "--BARE")
+    assert code == 0 and err == ""
+    values = cli_ok(capsys, "secrets", "show", "tok", "--show-values")["item"]["values"]
+    assert values == {"BARE": "bare-line", "OTHER": "x", "TOKEN": "from-stdin"}
+    # with -o json the warning comes after the saved item; a failure stays one JSON error
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert (
+        "No value given for TOKEN"
+        in cli_err(capsys, "secrets", "set", "tok", "--TOKEN=-")["message"]
+    )
+
+
 def test_a_malformed_secret_can_be_replaced_and_does_not_hide_the_others(
     capsys: pytest.CaptureFixture[str], isolated_store: Path
 ) -> None:
@@ -1455,6 +1659,82 @@ def test_credentials_in_a_base_url_go_to_a_header_not_to_logs_or_the_store(
             assert b"TopSecretPassw0rd" not in path.read_bytes(), path
 
 
+@flow
+def box_flow() -> str:
+    return kitaru.llm("hi", model="box")
+
+
+def _leaks(
+    capsys: pytest.CaptureFixture[str], store: Path, exec_id: str, *secrets: str
+) -> list[str]:
+    """Where any of `secrets` shows up: a file under the store, `executions get/list -o json`."""
+    found = [
+        f"{path}: {s}"
+        for path in store.rglob("*")
+        if path.is_file()
+        for s in secrets
+        if s.encode() in path.read_bytes()
+    ]
+    for args in (("executions", "get", exec_id), ("executions", "list")):
+        code, out, err = cli(capsys, *args, "-o", "json")
+        assert code == 0, err
+        found += [f"{' '.join(args)}: {s}" for s in secrets if s in out + err]
+    return found
+
+
+def test_basic_credentials_echoed_by_a_provider_reach_no_error_store_or_cli(
+    llm: FakeLLM, capsys: pytest.CaptureFixture[str], isolated_store: Path
+) -> None:
+    import base64
+
+    # The server wants other credentials and echoes the Authorization header it got.
+    llm.openai_key, llm.basic_auth = None, ("bob", "RightPassw0rd")
+    password = "Wr0ngPass"
+    token = base64.b64encode(f"bob:{password}".encode()).decode()
+    url = llm.openai_base.replace("http://", f"http://bob:{password}@")
+    cli_ok(capsys, "model", "register", "box", "--model", "openai/m", "--base-url", url)
+    handle = box_flow.run()
+    assert handle.status == "failed"
+    with pytest.raises(kitaru.KitaruError, match="HTTP 401") as info:
+        handle.wait()
+    message = str(info.value)
+    assert llm.requests[0].headers["authorization"] == f"Basic {token}"
+    assert "Authorization: Basic [redacted]" in message
+    assert "user info of the base URL" in message  # which credentials, not "set OPENAI_API_KEY"
+    assert len(llm.requests) == 1
+    secrets = (password, token, token.rstrip("="))
+    assert not [s for s in secrets if s in message]
+    assert _leaks(capsys, isolated_store, handle.exec_id, *secrets) == []
+    # the model list shows the user, not the password
+    [alias] = cli_ok(capsys, "model", "list")["items"]
+    assert alias["base_url"] == llm.openai_base.replace("http://", "http://bob:***@")
+    code, text, _ = cli(capsys, "model", "list")
+    assert code == 0 and password not in text
+
+
+def test_right_basic_credentials_echoed_in_an_error_and_short_passwords_in_urls(
+    llm: FakeLLM, capsys: pytest.CaptureFixture[str], isolated_store: Path
+) -> None:
+    import base64
+
+    # An '@' in the password, unencoded, and a password too short to be scrubbed by value:
+    # the user info of URLs quoted by the provider is removed whatever it holds.
+    llm.openai_key, llm.basic_auth = None, ("bob", "p@9")
+    token = base64.b64encode(b"bob:p@9").decode()
+    url = llm.openai_base.replace("http://", "http://bob:p@9@")
+    cli_ok(capsys, "model", "register", "box", "--model", "openai/m", "--base-url", url)
+    assert in_flow(lambda: kitaru.llm("hi", model="box"))[0] == "echo: hi"
+    assert llm.requests[0].headers["authorization"] == f"Basic {token}"
+    llm.queue(Reply(status=400, error=f"upstream {url} refused", echo_auth=True))
+    handle = box_flow.run()
+    with pytest.raises(kitaru.KitaruError, match="HTTP 400") as info:
+        handle.wait()
+    message = str(info.value)
+    assert "upstream http://[redacted]@127.0.0.1" in message and "Basic [redacted]" in message
+    assert "p@9" not in message and token not in message
+    assert _leaks(capsys, isolated_store, handle.exec_id, "bob:p@9", token) == []
+
+
 def test_an_ollama_host_without_a_port_means_ollamas_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1478,7 +1758,7 @@ def test_a_wrong_key_in_a_secret_is_scrubbed_and_explained(
     with pytest.raises(KitaruBackendError) as info:
         in_flow(lambda: kitaru.llm("hi", model="fast"))
     message = str(info.value)
-    assert "'fast'" in message and "kitaru secrets set openai --OPENAI_API_KEY=" in message
+    assert "'fast'" in message and "kitaru secrets set openai --OPENAI_API_KEY` (prompts" in message
     assert wrong not in message and f"{wrong[:6]}***{wrong[-4:]}" not in message
     for data in store_files(isolated_store):
         assert wrong.encode() not in data and wrong[-12:].encode() not in data

@@ -141,7 +141,7 @@ def spawns_plain_thread() -> None:
     def work() -> None:
         try:
             lookup("Oslo")
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             THREAD_ERRORS.append(exc)
 
     t = threading.Thread(target=work)

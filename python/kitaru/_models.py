@@ -3,7 +3,8 @@
 The registry lives in `<config dir>/models.json`; `KITARU_MODEL_REGISTRY` (the same JSON)
 is merged over it, so a remote run can carry the aliases of the machine that launched it.
 An alias names a `provider/model` and, optionally, a secret holding its credentials, an
-OpenAI-compatible base URL and prices that override the built-in table.
+OpenAI-compatible base URL, how structured output is asked for (`json_schema`,
+`json_object` or `tool`) and prices that override the built-in table.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 PROVIDERS = ("openai", "anthropic", "ollama", "openrouter")
+# How `schema=` is asked for (see `_providers.openai_body`); Anthropic models always use
+# a forced tool, their own way to structured output.
+STRUCTURED_OUTPUT_MODES = ("json_schema", "json_object", "tool")
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REGISTRY_FILE = "models.json"
 _SNAPSHOT_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
@@ -59,7 +63,16 @@ PRICES: dict[str, tuple[float, float]] = {
 class ModelAlias:
     """One registered alias."""
 
-    __slots__ = ("alias", "base_url", "input_price", "model", "output_price", "secret", "source")
+    __slots__ = (
+        "alias",
+        "base_url",
+        "input_price",
+        "model",
+        "output_price",
+        "secret",
+        "source",
+        "structured_output",
+    )
 
     def __init__(
         self,
@@ -71,20 +84,40 @@ class ModelAlias:
         input_price: float | None = None,
         output_price: float | None = None,
         source: str = "local",
+        structured_output: str | None = None,
     ) -> None:
         self.alias, self.model, self.secret, self.base_url = alias, model, secret, base_url
         self.input_price, self.output_price, self.source = input_price, output_price, source
+        self.structured_output = structured_output
 
     def __repr__(self) -> str:
         return f"ModelAlias(alias={self.alias!r}, model={self.model!r}, secret={self.secret!r})"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
-        for key in ("secret", "base_url", "input_price", "output_price"):
+        for key in ("secret", "base_url", "structured_output", "input_price", "output_price"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
         return out
+
+    def public_json(self) -> dict[str, Any]:
+        """`to_json` for display: a password in the base URL is masked."""
+        out = self.to_json()
+        if self.base_url is not None:
+            out["base_url"] = mask_url_password(self.base_url)
+        return out
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with the password of its user info replaced by ``***``."""
+    from ._providers import split_userinfo
+
+    rest, user, password = split_userinfo(url)
+    if user is None:
+        return url
+    scheme, _, tail = rest.partition("://")
+    return f"{scheme}://{user}{':***' if password else ''}@{tail}"
 
 
 class ResolvedModel:
@@ -107,6 +140,15 @@ class ResolvedModel:
     @property
     def target(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    @property
+    def structured_output(self) -> str:
+        """How `schema=` is asked for: the alias's choice, else `json_schema` (`tool` for
+        Anthropic)."""
+        if self.provider == "anthropic":
+            return "tool"
+        mode = self.alias.structured_output if self.alias is not None else None
+        return mode or "json_schema"
 
 
 def normalize_alias(alias: str) -> str:
@@ -139,6 +181,26 @@ def split_model(model: str, *, what: str = "model") -> tuple[str, str]:
             "--base-url http://127.0.0.1:8000/v1`)."
         )
     return provider, name.strip()
+
+
+def check_structured_output(mode: Any, model: str, where: str = "") -> str | None:
+    """`mode` if it is a structured-output mode `model` can use (None: the default)."""
+    if mode is None:
+        return None
+    if mode not in STRUCTURED_OUTPUT_MODES:
+        raise KitaruUsageError(
+            f"{where}Invalid structured output mode {mode!r}: use one of "
+            f"{', '.join(STRUCTURED_OUTPUT_MODES)} (json_object or tool for servers that refuse "
+            "response_format json_schema, such as llama.cpp's)."
+        )
+    provider = model.strip().partition("/")[0].lower()
+    if provider == "anthropic" and mode != "tool":
+        raise KitaruUsageError(
+            f"{where}Anthropic models answer structured output through a forced tool only: "
+            f"structured output mode {mode!r} does not apply to {model!r} (use 'tool' or leave "
+            "it out)."
+        )
+    return str(mode)
 
 
 def price_of(provider: str, model: str, alias: ModelAlias | None) -> tuple[float, float] | None:
@@ -194,6 +256,9 @@ def _parse_registry(raw: Any, where: str, source: str) -> tuple[dict[str, ModelA
             name = normalize_alias(str(name))
         except KitaruUsageError as exc:
             raise KitaruUsageError(f"{where}: {exc}") from None
+        mode = check_structured_output(
+            entry.get("structured_output"), entry["model"], f"{where}: alias {name!r}: "
+        )
         aliases[name] = ModelAlias(
             name,
             entry["model"],
@@ -202,6 +267,7 @@ def _parse_registry(raw: Any, where: str, source: str) -> tuple[dict[str, ModelA
             input_price=prices[0],
             output_price=prices[1],
             source=source,
+            structured_output=mode,
         )
     default = raw.get("default")
     return aliases, default if isinstance(default, str) else None
@@ -257,10 +323,18 @@ def register_model_alias(
     input_price: float | None = None,
     output_price: float | None = None,
     default: bool = False,
+    structured_output: str | None = None,
 ) -> ModelAlias:
-    """Register (or replace) `alias` → `model`. The first alias becomes the default."""
+    """Register (or replace) `alias` → `model`. The first alias becomes the default.
+
+    `structured_output` says how `llm(schema=...)` asks this model for a structured
+    answer: ``"json_schema"`` (the default: ``response_format`` json_schema),
+    ``"json_object"`` (``response_format`` json_object, the schema in the system prompt)
+    or ``"tool"`` (one forced tool whose parameters are the schema). The answer is
+    validated against the schema the same way in every mode."""
     name = normalize_alias(alias)
     provider, model_name = split_model(model)
+    structured_output = check_structured_output(structured_output, model)
     if secret is not None:
         from . import _secrets
 
@@ -290,6 +364,7 @@ def register_model_alias(
         base_url=base_url.strip().rstrip("/") if base_url else None,
         input_price=None if input_price is None else float(input_price),
         output_price=None if output_price is None else float(output_price),
+        structured_output=structured_output,
     )
     with _config.config_lock("models"):
         aliases, current_default = _load_local()
@@ -333,7 +408,7 @@ def list_model_aliases() -> list[dict[str, Any]]:
     """Every alias (local and transported), with `is_default` and where it came from."""
     aliases, default = load_registry()
     return [
-        {"alias": a.alias, **a.to_json(), "is_default": a.alias == default, "source": a.source}
+        {"alias": a.alias, **a.public_json(), "is_default": a.alias == default, "source": a.source}
         for a in sorted(aliases.values(), key=lambda a: a.alias)
     ]
 

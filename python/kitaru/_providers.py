@@ -4,8 +4,15 @@ and any OpenAI-compatible server) and Anthropic messages.
 Requests are built from kitaru's normalized messages (the OpenAI chat format), responses
 are reduced to one normalized dict (text, tool calls, usage, finish reason). Credentials
 are read from the environment or the alias's secret into the request headers only; error
-messages are scrubbed of them. Transient failures (429, 5xx, timeouts, dropped
-connections) are retried with backoff, honouring `Retry-After`.
+messages are scrubbed of them (known values, `Basic`/`Bearer` credentials, the user info
+and query of URLs).
+
+Retries: a failure that may pass is retried with backoff, honouring `Retry-After` — a
+timeout or dropped connection, HTTP 408, 409, 425, 429, 502, 503, 504, 529, and a 500
+unless its body says the request itself failed validation (see `_refused_request`). Every
+other answer is deterministic and fails at once: any other 4xx (400, 401, 403, 404, 413,
+422, ...), other 5xx such as 501, and a 500 that is a validation error — as the llama.cpp
+server and other FastAPI-based servers answer a request they cannot parse.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ _ENDPOINTS: dict[str, tuple[str | None, str, str]] = {
     "ollama": (None, "OLLAMA_HOST", "http://localhost:11434"),
 }
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+# The body of a 500 that is the server refusing the request, not a failure that may pass:
+# pydantic's "1 validation error for ChatCompletionRequest", FastAPI's
+# RequestValidationError, an OpenAI-style error of type invalid_request_error.
+_REFUSED_RE = re.compile(
+    r"validation errors? for|RequestValidationError|invalid_request_error|\bvalidation_error\b",
+    re.IGNORECASE,
+)
+SCHEMA_TOOL_DESCRIPTION = "Give the final answer in this structure."
 ANTHROPIC_VERSION = "2023-06-01"
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
@@ -76,6 +91,7 @@ class Endpoint:
         "provider",
         "redact",
         "secret_name",
+        "structured_output",
         "url",
         "what",
     )
@@ -98,17 +114,37 @@ class Endpoint:
             what,
         )
         self.secret_name: str | None = None
+        self.structured_output = "json_schema"
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.redact)
 
 
+# `Authorization: Basic <base64>` / `Bearer <token>` echoed back by a server or a proxy
+# (8+ characters, so that prose such as "a Bearer token" stays readable).
+_AUTH_RE = re.compile(r"\b(Basic|Bearer)(\s+|%20)[A-Za-z0-9+/=._~\-]{8,}", re.IGNORECASE)
+# The user info of a URL (`scheme://user:password@host`); an '@' in the password is
+# tolerated, the host ends at the first '/', '?', '#', space or quote after the last '@'.
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s\"'<>`]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` without URL user info, URL query strings, and Basic/Bearer credentials. The
+    URL part is the store's own `redact_urls` (the same rule as for store locations)."""
+    from ._kitaru import redact_urls
+
+    # the store's marker is "<redacted>"; provider errors say "[redacted]" throughout
+    text = redact_urls(_USERINFO_RE.sub(r"\1@", text)).replace("<redacted>", "[redacted]")
+    return _AUTH_RE.sub(lambda m: f"{m.group(1)} [redacted]", text)
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     """`text` without any secret in it, nor any long fragment of one (providers echo
-    masked keys such as 'sk-abc***wxyz')."""
+    masked keys such as 'sk-abc***wxyz'), nor credentials in URLs and auth headers."""
     for value in sorted(secrets, key=len, reverse=True):
         if len(value) >= 4:
             text = text.replace(value, "[redacted]")
+    text = redact_credentials(text)
 
     def fragment(m: re.Match[str]) -> str:
         token = m.group(0)
@@ -121,7 +157,19 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 
 def _strip_userinfo(url: str) -> str:
-    return re.sub(r"//[^/@\s]*@", "//", url)
+    return _USERINFO_RE.sub(r"\1", url)
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """(`url` without its user info, user, password) — the user info as written,
+    percent-encoding kept. The host part ends at the first '/', '?' or '#' after the last
+    '@' of the authority, so an unencoded '@' in a password is still taken out."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)(.*)$", url, re.S)
+    if not m or "@" not in m.group(2):
+        return url, None, None
+    userinfo, _, host = m.group(2).rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return m.group(1) + host + m.group(3), user, password
 
 
 def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
@@ -157,13 +205,13 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
         if not base.endswith("/v1"):
             base += "/v1"
     basic = None
-    m = re.match(r"^(https?://)([^/@\s]*)@(.*)$", base)
-    if m:
+    raw_userinfo: list[str] = []
+    base, user, password = split_userinfo(base)
+    if user is not None:
         from urllib.parse import unquote
 
-        user, _, password = m.group(2).partition(":")
-        basic = (unquote(user), unquote(password))
-        base = m.group(1) + m.group(3)
+        basic = (unquote(user), unquote(password or ""))
+        raw_userinfo = [user, password or ""]
     key: str | None = None
     source: str | None = None
     own_base = alias is not None and alias.base_url is not None
@@ -178,18 +226,19 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
         if alias is not None and alias.secret:
             hint = (
                 f"secret {alias.secret!r} of alias {alias.alias!r} has no {key_var}: run "
-                f"`kitaru secrets set {alias.secret} --{key_var}=...`, or set {key_var}"
+                f"`kitaru secrets set {alias.secret} --{key_var}` (prompts for it), or set "
+                f"{key_var}"
             )
         elif alias is not None:
             hint = (
-                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}=...` "
-                f"and register the alias with `kitaru model register {alias.alias} --model "
+                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}` "
+                f"(prompts for it) and register the alias with `kitaru model register {alias.alias} --model "
                 f"{alias.model} --secret <name>`"
             )
         else:
             hint = (
-                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}=...` and "
-                f"call through an alias registered with `kitaru model register <alias> --model "
+                f"set {key_var}, or store it with `kitaru secrets set <name> --{key_var}` "
+                f"(prompts for it) and call through an alias registered with `kitaru model register <alias> --model "
                 f"{resolved.target} --secret <name>`"
             )
         err = KitaruRuntimeError(f"{what} has no API key: {hint}.")
@@ -209,20 +258,72 @@ def endpoint_for(resolved: ResolvedModel, call: str) -> Endpoint:
     if basic is not None:
         import base64
 
+        token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         if "authorization" not in headers:
-            token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
             headers["authorization"] = f"Basic {token}"
-        redact += [v for v in basic if v]
+            source = source or "base_url"
+        # The password as written and as sent (decoded, in "user:password", in base64
+        # with and without padding); not the user name alone, which may be a plain word —
+        # unless there is no password: then the "user" is a token (`https://TOKEN@host`).
+        if basic[1]:
+            given = [f"{basic[0]}:{basic[1]}", ":".join(raw_userinfo), basic[1], raw_userinfo[1]]
+        else:
+            given = [basic[0], raw_userinfo[0]]
+        redact += [v for v in (*given, token, token.rstrip("=")) if v]
     ep = Endpoint(provider, url, headers, source, key_var, redact, what)
     ep.secret_name = alias.secret if alias is not None and source == "secret" else None
+    ep.structured_output = resolved.structured_output
     return ep
 
 
 # --- request bodies ----------------------------------------------------------------------
 
 
-def openai_body(resolved: ResolvedModel, req: dict[str, Any], official: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": resolved.model, "messages": req["messages"]}
+def _openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as sent: a missing or null `content` (an assistant message that only
+    calls tools) becomes "" — OpenAI takes both, but common OpenAI-compatible servers
+    (llama.cpp's) refuse null with a validation error. The recorded messages keep null."""
+    return [{**m, "content": ""} if m.get("content") is None else m for m in messages]
+
+
+def schema_instruction(schema: dict[str, Any]) -> str:
+    """The system-prompt text that asks for a structured answer when the server is only
+    told to answer JSON (structured output mode `json_object`)."""
+    return (
+        "Answer with a single JSON object and nothing else (no prose, no code fence). "
+        f"It must match this JSON Schema:\n{json.dumps(schema['json'], separators=(',', ':'))}"
+    )
+
+
+def _with_system_text(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """`messages` with `text` appended to the leading system message (one is inserted when
+    there is none: some chat templates take a single system message, at the start)."""
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        content = first.get("content")
+        if isinstance(content, list):
+            content = [*content, {"type": "text", "text": text}]
+        else:
+            content = f"{content}\n\n{text}" if content else text
+        return [{**first, "content": content}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def openai_body(
+    resolved: ResolvedModel,
+    req: dict[str, Any],
+    official: bool,
+    structured_output: str = "json_schema",
+) -> dict[str, Any]:
+    """The chat-completions body. A `schema` is asked for per `structured_output`:
+    `json_schema` (response_format json_schema), `json_object` (response_format
+    json_object, the schema in the system prompt) or `tool` (one forced tool whose
+    parameters are the schema; its arguments are the answer)."""
+    messages = _openai_messages(req["messages"])
+    schema = req.get("schema")
+    if schema and structured_output == "json_object":
+        messages = _with_system_text(messages, schema_instruction(schema))
+    body: dict[str, Any] = {"model": resolved.model, "messages": messages}
     if req.get("temperature") is not None:
         body["temperature"] = req["temperature"]
     if req.get("max_tokens") is not None:
@@ -247,8 +348,22 @@ def openai_body(resolved: ResolvedModel, req: dict[str, Any], official: bool) ->
             body["tool_choice"] = choice
         elif choice:
             body["tool_choice"] = {"type": "function", "function": {"name": choice}}
-    schema = req.get("schema")
-    if schema:
+    if schema and structured_output == "tool":
+        # schema= and tools= never come together: this is the call's only tool.
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": schema["name"],
+                    "description": SCHEMA_TOOL_DESCRIPTION,
+                    "parameters": schema["json"],
+                },
+            }
+        ]
+        body["tool_choice"] = {"type": "function", "function": {"name": schema["name"]}}
+    elif schema and structured_output == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif schema:
         body["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": schema["name"], "schema": schema["json"], "strict": False},
@@ -371,7 +486,7 @@ def anthropic_body(resolved: ResolvedModel, req: dict[str, Any]) -> dict[str, An
         tools.append(
             {
                 "name": schema["name"],
-                "description": "Give the final answer in this structure.",
+                "description": SCHEMA_TOOL_DESCRIPTION,
                 "input_schema": schema["json"],
             }
         )
@@ -396,7 +511,9 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def parse_openai(data: Any) -> dict[str, Any]:
+def parse_openai(data: Any, schema_tool: str | None = None) -> dict[str, Any]:
+    """The normalized answer. With `schema_tool` (structured output mode `tool`) the
+    answer's text is the arguments of the first call of that tool."""
     try:
         choice = data["choices"][0]
         msg = choice["message"]
@@ -415,6 +532,12 @@ def parse_openai(data: Any) -> dict[str, Any]:
         }
         for i, tc in enumerate(msg.get("tool_calls") or ())
     ]
+    if schema_tool is not None:
+        forced = next((c for c in calls if c["name"] == schema_tool), None)
+        if forced is not None:
+            calls.remove(forced)
+            args = forced["arguments"]
+            content = args if isinstance(args, str) else json.dumps(args)
     usage = data.get("usage") or {}
     tin, tout = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
     cost = usage.get("cost")
@@ -483,7 +606,7 @@ def build(resolved: ResolvedModel, req: dict[str, Any], ep: Endpoint) -> dict[st
     if ep.provider == "anthropic":
         return anthropic_body(resolved, req)
     official = ep.provider == "openai" and ep.url.startswith(_ENDPOINTS["openai"][2])
-    return openai_body(resolved, req, official)
+    return openai_body(resolved, req, official, ep.structured_output)
 
 
 def parse(ep: Endpoint, data: Any, req: dict[str, Any]) -> dict[str, Any]:
@@ -493,7 +616,8 @@ def parse(ep: Endpoint, data: Any, req: dict[str, Any]) -> dict[str, Any]:
         if ep.provider == "anthropic":
             schema = req.get("schema")
             return parse_anthropic(data, schema["name"] if schema else None)
-        return parse_openai(data)
+        schema = req.get("schema") if ep.structured_output == "tool" else None
+        return parse_openai(data, schema["name"] if schema else None)
     except KitaruBackendError as exc:
         err = KitaruBackendError(f"{ep.what}: {ep.scrub(str(exc))}")
     except (AttributeError, TypeError, ValueError, KeyError):
@@ -562,18 +686,49 @@ def _provider_message(resp: httpx.Response) -> str:
     return json.dumps(data)[:500]
 
 
-def _http_error(ep: Endpoint, resp: httpx.Response, attempts: int) -> KitaruBackendError:
+def _refused_request(resp: httpx.Response) -> bool:
+    """Whether a 500 is the server refusing the request itself — a validation error, the
+    same for every attempt — rather than a failure that may pass. The rule: the body (its
+    first 4 KB) names a validation error ("N validation error(s) for ...",
+    RequestValidationError, `validation_error`) or an OpenAI-style `invalid_request_error`."""
+    return resp.status_code == 500 and bool(_REFUSED_RE.search(resp.text[:4096]))
+
+
+def _retryable(resp: httpx.Response) -> bool:
+    return resp.status_code in _RETRY_STATUS and not _refused_request(resp)
+
+
+def _http_error(
+    ep: Endpoint, resp: httpx.Response, attempts: int, body: dict[str, Any] | None = None
+) -> KitaruBackendError:
     message = ep.scrub(_provider_message(resp))
     status = resp.status_code
     text = f"{ep.what} failed: HTTP {status} from {_strip_userinfo(ep.url)}: {message}"
+    if _refused_request(resp):
+        text += " (the server refused the request itself, so it was not retried)"
+    sent_format = ((body or {}).get("response_format") or {}).get("type")
+    if (
+        400 <= status < 600
+        and status not in (401, 403, 429)
+        and sent_format
+        and ("response_format" in message or sent_format in message)
+    ):
+        alt = "tool" if sent_format == "json_object" else "json_object"
+        text += (
+            f" This server may not support response_format {sent_format!r}: register its model "
+            f"alias again with `--structured-output {alt}` (or `register_model_alias(..., "
+            f"structured_output={alt!r})`)."
+        )
     if status in (401, 403) and ep.key_var:
         if ep.credential_source == "secret":
             text += (
                 f" The API key came from secret {ep.secret_name!r}: update it with "
-                f"`kitaru secrets set {ep.secret_name} --{ep.key_var}=...`."
+                f"`kitaru secrets set {ep.secret_name} --{ep.key_var}` (prompts for it)."
             )
         elif ep.credential_source == "environment":
             text += f" The API key came from {ep.key_var}: set it to a valid key."
+        elif ep.credential_source == "base_url":
+            text += " The credentials came from the user info of the base URL: check them."
         else:
             text += f" No API key was sent: set {ep.key_var}."
     if attempts > 1:
@@ -635,10 +790,10 @@ def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
             continue
         if resp.status_code < 300:
             return _decode(ep, resp)
-        if resp.status_code in _RETRY_STATUS and attempt < retries:
+        if _retryable(resp) and attempt < retries:
             time.sleep(_delay(attempt, resp, ep))
             continue
-        raise _http_error(ep, resp, attempt + 1)
+        raise _http_error(ep, resp, attempt + 1, body)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -660,10 +815,10 @@ async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
                 continue
             if resp.status_code < 300:
                 return _decode(ep, resp)
-            if resp.status_code in _RETRY_STATUS and attempt < retries:
+            if _retryable(resp) and attempt < retries:
                 await asyncio.sleep(_delay(attempt, resp, ep))
                 continue
-            raise _http_error(ep, resp, attempt + 1)
+            raise _http_error(ep, resp, attempt + 1, body)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

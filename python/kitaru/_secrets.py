@@ -53,19 +53,19 @@ def get_secret(name: str) -> dict[str, str]:
     except FileNotFoundError:
         raise KitaruRuntimeError(
             f"No secret named {name!r} (looked in {secrets_dir()}). Create it with "
-            f"`kitaru secrets set {name} --KEY=value`."
+            f"`kitaru secrets set {name} --KEY` (prompts for the value)."
         ) from None
     except (OSError, ValueError) as exc:
         # The exception text of a JSON error quotes no content beyond a position.
         raise KitaruRuntimeError(
             f"Cannot read secret {name!r} from {path}: {type(exc).__name__}. Re-create it with "
-            f"`kitaru secrets set {name} --replace --KEY=value`."
+            f"`kitaru secrets set {name} --replace --KEY` (prompts for the value)."
         ) from None
     values = raw.get("values") if isinstance(raw, dict) else None
     if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
         raise KitaruRuntimeError(
             f"Secret file {path} is malformed. Re-create it with "
-            f"`kitaru secrets set {name} --replace --KEY=value`."
+            f"`kitaru secrets set {name} --replace --KEY` (prompts for the value)."
         )
     return dict(values)
 
@@ -74,7 +74,9 @@ def set_secret(name: str, values: dict[str, str], *, replace: bool = False) -> l
     """Create secret `name` or update its keys (all of them with `replace`); returns its keys."""
     validate_name(name)
     if not values:
-        raise KitaruUsageError(f"Give at least one value: `kitaru secrets set {name} --KEY=value`.")
+        raise KitaruUsageError(
+            f"Give at least one value: `kitaru secrets set {name} --KEY` (prompts for the value)."
+        )
     for key, value in values.items():
         validate_key(key)
         if not isinstance(value, str):
