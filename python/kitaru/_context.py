@@ -368,7 +368,20 @@ class FlowRun:
             return chosen, False, None
         hit = self.done.get(chosen)
         if hit is None:
-            hit = self.runner.lookup(chosen)
+            try:
+                hit = self.runner.lookup(chosen)
+            except KitaruCorruptionError as exc:
+                # The stored output is damaged: run the call again (its new output replaces
+                # the damaged bytes) rather than fail this execution on every retry.
+                import warnings
+
+                warnings.warn(
+                    f"The stored output of checkpoint {chosen!r} of execution {self.exec_id} is "
+                    f"damaged, so the call runs again: {exc}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return chosen, False, None
         if hit is None:  # pragma: no cover - the journal listed it
             return chosen, False, None
         from . import serde

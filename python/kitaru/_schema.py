@@ -1,142 +1,108 @@
-"""Validation of wait input in a process that may not have the schema's type.
+"""Validation of wait input outside the flow's own process.
 
-A wait stores its schema as JSON Schema and, when it is an importable class, as
-``module:qualname``. Input is checked against the JSON Schema here (no import needed), and
-then, when the type can be imported, with pydantic's `TypeAdapter` for the exact rules.
+A wait stores its schema as JSON Schema (and, for people, the ``module:qualname`` of its
+type). `kitaru executions input` and `KitaruClient().executions.input()` check an answer
+against that JSON Schema only, with the `jsonschema` library: they never import the type's
+module or put a directory named by the store on `sys.path`, so whoever can write the store
+cannot make them run code. The flow's own process checks the answer again with its own
+types when `wait()` returns it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import sys
 from typing import Any
 
-from .errors import KitaruWaitValidationError
+from .errors import KitaruRuntimeError, KitaruWaitValidationError
 
-_TYPES: dict[str, Any] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-    "null": type(None),
-}
+# Deeper answers are refused before validation (and before `json` or a validator would
+# hit Python's recursion limit).
+MAX_DEPTH = 200
 
 
-def _is(kind: str, value: Any) -> bool:
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    cls = _TYPES.get(kind)
-    return cls is None or isinstance(value, cls)
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests lists/dicts more than `limit` levels (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit and len(children):
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
-def errors(
-    schema: dict[str, Any], value: Any, root: dict[str, Any] | None = None, path: str = "$"
-) -> list[str]:
-    """What is wrong with `value` under a JSON Schema (the subset pydantic produces)."""
-    root = root or schema
-    if "$ref" in schema:
-        ref = schema["$ref"]
-        target: Any = root
-        for part in ref.lstrip("#/").split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        return errors(target, value, root, path)
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            options = [errors(s, value, root, path) for s in schema[key]]
-            if all(options):
-                return [
-                    f"{path}: matches none of the allowed forms ({'; '.join(o[0] for o in options)})"
-                ]
-            return []
-    if "allOf" in schema:
-        return [e for s in schema["allOf"] for e in errors(s, value, root, path)]
-    out: list[str] = []
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if kind else []
-    if kinds and not any(_is(k, value) for k in kinds):
-        return [f"{path}: expected {' or '.join(kinds)}, got {json.dumps(value)[:60]}"]
-    if "const" in schema and value != schema["const"]:
-        out.append(f"{path}: must be {json.dumps(schema['const'])}")
-    if "enum" in schema and value not in schema["enum"]:
-        out.append(f"{path}: must be one of {json.dumps(schema['enum'])}")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for req in schema.get("required", []):
-            if req not in value:
-                out.append(f"{path}: missing required field {req!r}")
-        for key, item in value.items():
-            if key in props:
-                out.extend(errors(props[key], item, root, f"{path}.{key}"))
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{path}: unexpected field {key!r}")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                out.extend(errors(schema["additionalProperties"], item, root, f"{path}.{key}"))
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            out.extend(errors(schema["items"], item, root, f"{path}[{i}]"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, ok in (("minimum", value >= schema.get("minimum", value)), ("maximum", value <= schema.get("maximum", value)),
-                        ("exclusiveMinimum", "exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"]),
-                        ("exclusiveMaximum", "exclusiveMaximum" not in schema or value < schema["exclusiveMaximum"])):  # fmt: skip
-            if not ok:
-                out.append(f"{path}: violates {key} {schema[key]}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get(
-            "maxLength", len(value)
-        ):
-            out.append(f"{path}: length out of range")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            out.append(f"{path}: does not match {schema['pattern']!r}")
-    return out
+def _describe(error: Any) -> str:
+    path = getattr(error, "json_path", "$")
+    if error.validator == "type":
+        kinds = error.validator_value
+        kinds = " or ".join(kinds) if isinstance(kinds, list) else str(kinds)
+        return f"{path}: expected {kinds}, got {json.dumps(error.instance)[:60]}"
+    return f"{path}: {error.message}"
 
 
-def _import_type(type_ref: str, cwd: str | None) -> Any:
-    module, _, qualname = type_ref.partition(":")
-    if module in ("__main__", "__kitaru_main__"):
-        return None  # a script's class: not importable here; the JSON Schema decides
-    for path in (os.getcwd(), cwd):
-        if path and path not in sys.path:
-            sys.path.insert(0, path)
+def errors(schema: Any, value: Any, wait_name: str = "?") -> list[str]:
+    """What is wrong with `value` under the JSON Schema `schema` (empty when it is valid).
+
+    Only `schema` itself is used: a ``$ref`` to anything outside it is an error, never a
+    download.
+    """
+    import jsonschema
+    import referencing
+
     try:
-        import importlib
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        validator = cls(schema, registry=referencing.Registry())
+        found = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    except RecursionError:
+        raise KitaruWaitValidationError(
+            f"Input for wait {wait_name!r} is nested too deeply to check against its schema."
+        ) from None
+    except Exception as exc:
+        raise KitaruRuntimeError(
+            f"The stored JSON Schema of wait {wait_name!r} cannot be used to check an answer "
+            f"({type(exc).__name__}: {exc}). The wait was not answered."
+        ) from exc
+    return [_describe(e) for e in found]
 
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    except Exception:
-        return None
 
-
-def validate(wait: dict[str, Any], value: Any, cwd: str | None) -> Any:
-    """`value` as JSON-able data accepted by the wait, or KitaruWaitValidationError."""
+def validate(wait: dict[str, Any], value: Any) -> Any:
+    """`value` as JSON-able data accepted by the wait's JSON Schema, or KitaruWaitValidationError."""
     name = wait["name"]
+    if too_deep(value):
+        raise KitaruWaitValidationError(
+            f"Input for wait {name!r} nests lists or objects more than {MAX_DEPTH} levels deep; "
+            "give a flatter value."
+        )
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise KitaruWaitValidationError(
+            f"Input for wait {name!r} must be JSON-able data (dict, list, str, number, bool, "
+            f"None): {exc}"
+        ) from None
     if wait.get("schema_json") is None:
         if value is not None:
             raise KitaruWaitValidationError(
                 f"Wait {name!r} is a continue/abort gate and takes no value; give --value null or --abort."
             )
         return None
-    schema = json.loads(wait["schema_json"])
-    problems = errors(schema, value)
+    try:
+        schema = json.loads(wait["schema_json"])
+    except ValueError as exc:
+        raise KitaruRuntimeError(
+            f"The stored JSON Schema of wait {name!r} is not JSON ({exc}). The wait was not answered."
+        ) from exc
+    problems = errors(schema, value, name)
     if problems:
         raise KitaruWaitValidationError(
             f"Input for wait {name!r} does not match its schema: {'; '.join(problems[:5])}. "
             f"Expected JSON Schema: {wait['schema_json']}"
         )
-    cls = _import_type(wait["schema_type"], cwd) if wait.get("schema_type") else None
-    if cls is None:
-        return value
-    from pydantic import TypeAdapter, ValidationError
-
-    adapter = TypeAdapter(cls)
-    try:
-        return adapter.dump_python(adapter.validate_python(value), mode="json")
-    except ValidationError as exc:
-        raise KitaruWaitValidationError(
-            f"Input for wait {name!r} does not match {cls.__qualname__}: {exc}"
-        ) from exc
+    return value

@@ -11,11 +11,11 @@ from ._context import (
     check_lease,
     copy_identity,
     current_checkpoint,
-    outside_flow_message,
     current_flow,
     failure_of,
     is_async_function,
     now_us,
+    outside_flow_message,
     runtime_error,
     sanitize_name,
 )
@@ -382,7 +382,9 @@ def checkpoint(
     if type is not None and not isinstance(type, str):
         raise KitaruUsageError(f"Checkpoint type must be a string, got {type!r}.")
     if not isinstance(allow_pickle, bool):
-        raise KitaruUsageError(f"Checkpoint allow_pickle must be True or False, got {allow_pickle!r}.")
+        raise KitaruUsageError(
+            f"Checkpoint allow_pickle must be True or False, got {allow_pickle!r}."
+        )
     if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in (
         "inline",
         "isolated",

@@ -320,6 +320,10 @@ def _input(client: Any, args: argparse.Namespace, out: Output) -> None:
         raise KitaruUsageError(
             f"--value must be JSON ({exc}); quote strings: --value '\"text\"', or use true/false/numbers/objects."
         ) from None
+    except RecursionError:
+        raise KitaruUsageError(
+            "--value nests lists or objects too deeply to read; give a flatter JSON value."
+        ) from None
     e = client.executions.input(args.exec_id, wait=args.wait, value=value)
 
     def text() -> str:

@@ -564,7 +564,12 @@ class ExecutionsAPI:
             from .flow import _check_budget
 
             budget_usd = _check_budget(budget_usd, intent)
-        saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}")
+        saved = serde.loads(
+            tag,
+            data,
+            what=f"arguments of execution {exec_id}",
+            allow_pickle=bool(getattr(definition, "allow_pickle", False)),
+        )
         runner = store.claim(exec_id, intent, _config.lease_ttl_ms())
         definition.resume_execution(
             runner, tuple(saved["args"]), dict(saved["kwargs"]), store, budget_usd
@@ -608,13 +613,15 @@ class ExecutionsAPI:
     def input(self, exec_id: str, *, wait: str | None = None, value: Any = None) -> Execution:
         """Answer a pending wait (by name or wait id; optional when only one is pending).
 
-        The value is validated against the wait's schema first; a bad value raises
-        `KitaruWaitValidationError` and the execution keeps waiting, unchanged.
+        The value is validated against the wait's stored JSON Schema first (no code of the
+        flow is imported here; the flow checks it again with its own types when it resumes);
+        a bad value raises `KitaruWaitValidationError` and the execution keeps waiting,
+        unchanged.
         """
         from . import _schema
 
         view, w = self._find_wait(exec_id, wait)
-        accepted = _schema.validate(w, value, (view.get("entry") or {}).get("cwd"))
+        accepted = _schema.validate(w, value)
         self._store.answer(view["exec_id"], w["name"], json.dumps(accepted))
         return self.get(view["exec_id"])
 

@@ -116,9 +116,11 @@ class FlowDefinition(Generic[R]):
         retries: int | None,
         divergence: str,
         budget_usd: float | None = None,
+        allow_pickle: bool = False,
     ) -> None:
         copy_identity(self, func)
         self.budget_usd = budget_usd
+        self.allow_pickle = allow_pickle
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
         self.stack, self.image, self.cache = stack, image, cache
@@ -176,7 +178,9 @@ class FlowDefinition(Generic[R]):
             raise KitaruUsageError(f"Bad arguments for flow {self.name!r}: {exc}") from exc
         try:
             tag, data = serde.dumps(
-                {"args": list(args), "kwargs": kwargs}, what=f"arguments of flow {self.name!r}"
+                {"args": list(args), "kwargs": kwargs},
+                what=f"arguments of flow {self.name!r}",
+                allow_pickle=self.allow_pickle,
             )
         except Exception as exc:
             raise KitaruUsageError(
@@ -230,7 +234,7 @@ class FlowDefinition(Generic[R]):
         n = self.retries if retries is None else retries
         store, runner = self._start(args, kwargs, n, stack)
         self._execute(runner, args, kwargs, n, store, budget)
-        return FlowHandle(runner.exec_id, store)
+        return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
     async def arun(
         self,
@@ -248,7 +252,7 @@ class FlowDefinition(Generic[R]):
         n = self.retries if retries is None else retries
         store, runner = self._start(args, kwargs, n, stack)
         await self._drive_async(runner, args, kwargs, n, store, budget)
-        return FlowHandle(runner.exec_id, store)
+        return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
     def resume_execution(
         self,
@@ -286,6 +290,7 @@ class FlowDefinition(Generic[R]):
 
     def _new_run(self, runner: Runner, store: Store | None, budget: float | None) -> FlowRun:
         run = FlowRun(runner, self.name, self.divergence, store)
+        run.allow_pickle = self.allow_pickle
         try:
             run.set_budget(self.budget_usd, budget)
         except BaseException:
@@ -398,7 +403,9 @@ class FlowDefinition(Generic[R]):
             run.runner.fail(origin, message, exc_type, tb)
             return
         try:
-            tag, data = serde.dumps(result, what=f"return value of flow {self.name!r}")
+            tag, data = serde.dumps(
+                result, what=f"return value of flow {self.name!r}", allow_pickle=self.allow_pickle
+            )
         except Exception as exc:
             run.runner.fail(str(FailureOrigin.RUNTIME), str(exc), type(exc).__name__, None)
             return
@@ -438,9 +445,12 @@ def _no_running_loop(name: str) -> None:
 class FlowHandle(Generic[R]):
     """A started execution: its id, status and result, read from the store that holds it."""
 
-    def __init__(self, exec_id: str, store: Store | None = None) -> None:
+    def __init__(
+        self, exec_id: str, store: Store | None = None, *, allow_pickle: bool = False
+    ) -> None:
         self.exec_id = exec_id
         self._store = store
+        self._allow_pickle = allow_pickle  # the result of a @flow(allow_pickle=True) run
 
     def __repr__(self) -> str:
         return f"FlowHandle(exec_id={self.exec_id!r})"
@@ -516,7 +526,9 @@ class FlowHandle(Generic[R]):
         if found is None:  # pragma: no cover - completed executions always store a result
             raise KitaruStateError(f"Execution {self.exec_id} completed without a stored result.")
         tag, data = found
-        return serde.loads(tag, data, what=f"result of execution {self.exec_id}")  # type: ignore[no-any-return]
+        return serde.loads(  # type: ignore[no-any-return]
+            tag, data, what=f"result of execution {self.exec_id}", allow_pickle=self._allow_pickle
+        )
 
     def _error(self, summary: dict[str, Any]) -> Exception:
         status = summary["status"]
@@ -548,6 +560,7 @@ def flow(
     retries: int | None = None,
     divergence: str = "rerun",
     budget_usd: float | None = None,
+    allow_pickle: bool = False,
 ) -> Callable[[Callable[..., R]], FlowDefinition[R]]: ...
 
 
@@ -561,6 +574,7 @@ def flow(
     retries: int | None = None,
     divergence: str = "rerun",
     budget_usd: float | None = None,
+    allow_pickle: bool = False,
 ) -> Any:
     """Mark the function that drives an agent as a durable flow (sync or ``async def``).
 
@@ -579,9 +593,16 @@ def flow(
         stack: the stack whose store holds this flow's executions, unless ``.run(stack=)``,
             ``kitaru.configure(stack=)`` or ``KITARU_STORE`` say otherwise. Without it,
             pyproject.toml's ``[tool.kitaru] stack`` or the active stack decides.
+        allow_pickle: store values of this flow's executions that have no typed serializer
+            (arguments, checkpoint outputs, the result) as pickles, and load them when it
+            runs again and in its handle's ``wait()``. Off by default: loading a pickle runs
+            code chosen by whoever wrote it, so opt in only if you trust everyone who can
+            write to the store.
         image, cache: accepted and validated for Kitaru compatibility; their behaviour
             arrives in a later release.
     """
+    if not isinstance(allow_pickle, bool):
+        raise KitaruUsageError(f"Flow allow_pickle must be True or False, got {allow_pickle!r}.")
     _validate_options(stack, image, cache, retries, "@flow")
     budget = _check_budget(budget_usd, "@flow")
     if divergence not in DIVERGENCE_POLICIES:
@@ -600,6 +621,7 @@ def flow(
             retries=retries,
             divergence=divergence,
             budget_usd=budget,
+            allow_pickle=allow_pickle,
         )
 
     return wrap(func) if func is not None else wrap

@@ -215,6 +215,10 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise KitaruWaitValidationError(
+            "The answer nests lists or objects too deeply to read; give a flatter JSON value."
+        ) from None
 
 
 def _store(run: FlowRun) -> Any:

@@ -178,10 +178,20 @@ pub fn put_blob(dir: &Path, bytes: &Bytes, fsync: bool) -> Result<[u8; 32]> {
     }
     match std::fs::hard_link(&staged, &dest) {
         Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            // The blob is there already: trusted only if its bytes match its name; a
+            // damaged copy is replaced (atomically) by the one just written.
+            let intact = std::fs::read(&dest)
+                .map(|b| b.len() == bytes.len() && *blake3::hash(&b).as_bytes() == hash)
+                .unwrap_or(false);
+            if !intact {
+                tracing::warn!(key = %key(&dest), "a stored blob did not match its name; rewritten");
+                std::fs::rename(&staged, &dest).map_err(cleanup)?;
+            }
+        }
         Err(e) => return Err(cleanup(e)),
     }
-    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_file(&staged); // (already gone if it replaced a damaged copy)
     if fsync {
         if let Some(parent) = dest.parent() {
             std::fs::File::open(parent)

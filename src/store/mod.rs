@@ -640,11 +640,24 @@ impl Store {
                 Err(e) => return Err(self.backend("head", &key, e)),
             }
         };
-        if !exists {
-            self.put_create(&key, bytes).await?;
+        if exists || !self.put_create(&key, bytes.clone()).await? {
+            self.verify_or_rewrite(&key, &hash, bytes).await?;
         }
         self.known_blobs.lock().insert(hash);
         Ok(hash)
+    }
+
+    /// A blob found already there is trusted only once its bytes are checked against its
+    /// name: new work never comes to depend on a damaged copy, and a damaged copy is
+    /// replaced by the bytes just produced (so re-running the producing call repairs it).
+    async fn verify_or_rewrite(&self, key: &str, hash: &[u8; 32], bytes: Bytes) -> Result<()> {
+        match self.get(key).await? {
+            Some(existing) if blake3::hash(&existing).as_bytes() == hash => Ok(()),
+            _ => {
+                tracing::warn!(key, "a stored blob did not match its name; rewritten");
+                self.put_overwrite(key, bytes).await
+            }
+        }
     }
 
     /// Stores a large value as content-defined chunks (each an ordinary blob) plus a
@@ -653,10 +666,20 @@ impl Store {
     async fn put_chunked(&self, hash: [u8; 32], bytes: Bytes) -> Result<()> {
         let key = layout::blob_key(&hash);
         self.count(Request::Head);
-        match self.os()?.head(&self.path(&key)).await {
-            Ok(_) => return Ok(()),
-            Err(object_store::Error::NotFound { .. }) => {}
+        let exists = match self.os()?.head(&self.path(&key)).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(self.backend("head", &key, e)),
+        };
+        // Already stored: trusted once its chunks rebuild the value (see verify_or_rewrite).
+        if exists {
+            match self.get_blob(&hash, None, None).await {
+                Ok(_) => return Ok(()),
+                Err(Error::Corrupt { .. }) => {
+                    tracing::warn!(key, "a stored chunked value did not rebuild; rewritten")
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut manifest = cdc::Manifest {
             size: bytes.len() as u64,
@@ -676,16 +699,23 @@ impl Store {
         }
         let written: Vec<[u8; 32]> = stream::iter(uploads)
             .map(|(h, chunk)| async move {
-                // An existing chunk (stored by another value) is left as it is.
-                self.put_create(&layout::blob_key(&h), chunk)
-                    .await
-                    .map(|_| h)
+                // A chunk another value stored is kept if it is intact, else rewritten.
+                let chunk_key = layout::blob_key(&h);
+                if !self.put_create(&chunk_key, chunk.clone()).await? {
+                    self.verify_or_rewrite(&chunk_key, &h, chunk).await?;
+                }
+                Ok::<_, Error>(h)
             })
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect()
             .await?;
         self.known_blobs.lock().extend(written);
-        self.put_create(&key, manifest.encode()).await?;
+        if exists {
+            self.put_overwrite(&key, manifest.encode()).await?;
+        } else if !self.put_create(&key, manifest.encode()).await? {
+            // Another process stored the same value meanwhile; it must rebuild too.
+            self.get_blob(&hash, None, None).await?;
+        }
         Ok(())
     }
 
