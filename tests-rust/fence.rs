@@ -100,14 +100,18 @@ fn a_replaced_runner_cannot_record_and_its_late_appends_never_count() {
         let store = local_store(&dir).await;
         let (old, new) = replaced(&store).await;
         let exec_id = old.exec_id().to_string();
-        // The old runner checks before it commits: refused, nothing written.
-        let err = old
-            .record_checkpoint(finished("b", "late"))
-            .await
-            .unwrap_err();
+        // The old runner wakes up inside a body and commits it: the append lands after
+        // the bytes the claim counted, so it never counts; at its next checkpoint
+        // boundary the runner sees the claim and stops.
+        old.record_checkpoint(finished("b", "late")).await.unwrap();
+        let err = old.check_lease_now().await.unwrap_err();
         assert!(matches!(err, Error::LeaseLost { .. }), "{err:?}");
-        // A commit already past that check when the claim landed (the race a stall opens)
-        // is appended after the bytes the claim counted: it never counts.
+        let journal = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
+        assert!(
+            output(&journal, "b").is_none(),
+            "a fenced record was counted"
+        );
+        // Another late frame (a commit racing the claim) is fenced the same way.
         let seg = dir.path().join(layout::segment_key(&exec_id, 0));
         let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&record_bytes("b", "late", 0)).unwrap();
@@ -334,4 +338,53 @@ fn torn_tail_rules() {
     let mut flipped = frame.clone();
     flipped[20] ^= 1;
     assert!(!record::is_torn_tail(&flipped));
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_blob_found_already_stored_is_checked_and_a_damaged_one_rewritten() {
+    rt().block_on(async {
+        for (name, size) in [("dedup-plain", 40_000), ("dedup-chunked", 900_000)] {
+            let first = memory_store(name).await;
+            let value = Bytes::from(noise(size, 7));
+            let hash = first.put_blob(value.clone()).await.unwrap();
+            // Damage one stored object of the value (for a chunked value: a chunk).
+            let keys = first.list("blobs").await.unwrap();
+            let victim = keys
+                .iter()
+                .find(|k| keys.len() == 1 || **k != layout::blob_key(&hash))
+                .unwrap()
+                .clone();
+            let mut bytes = first.get(&victim).await.unwrap().unwrap().to_vec();
+            bytes[100] ^= 0xFF;
+            first.put_overwrite(&victim, bytes).await.unwrap();
+            assert!(first.get_blob(&hash, None, None).await.is_err());
+            // Another process saves the same bytes: it checks what it found and repairs it.
+            let second = memory_store(name).await;
+            assert_eq!(second.put_blob(value.clone()).await.unwrap(), hash);
+            assert_eq!(second.get_blob(&hash, None, None).await.unwrap(), value);
+            // The first process found the damage while reading: it does not skip the write.
+            let mut bytes = first.get(&victim).await.unwrap().unwrap().to_vec();
+            bytes[100] ^= 0xFF;
+            first.put_overwrite(&victim, bytes).await.unwrap();
+            assert!(first.get_blob(&hash, None, None).await.is_err());
+            first.put_blob(value.clone()).await.unwrap();
+            assert_eq!(
+                first.get_blob(&hash, None, None).await.unwrap(),
+                value,
+                "{name}"
+            );
+        }
+    });
 }

@@ -740,6 +740,7 @@ impl Store {
                 ))
             })?;
             if part.len() != *len as usize || blake3::hash(&part).as_bytes() != hash {
+                self.known_blobs.lock().remove(hash);
                 return Err(corrupt(format!(
                     "chunk {} does not match its blake3 name",
                     layout::hex(hash)
@@ -759,11 +760,15 @@ impl Store {
         checkpoint: Option<&str>,
     ) -> Result<Bytes> {
         let key = layout::blob_key(hash);
-        let corrupt = |reason: String| Error::Corrupt {
-            key: key.clone(),
-            exec_id: exec_id.map(str::to_string),
-            checkpoint: checkpoint.map(str::to_string),
-            reason,
+        let corrupt = |reason: String| {
+            // Found damaged: no longer a blob this process may skip writing.
+            self.known_blobs.lock().remove(hash);
+            Error::Corrupt {
+                key: key.clone(),
+                exec_id: exec_id.map(str::to_string),
+                checkpoint: checkpoint.map(str::to_string),
+                reason,
+            }
         };
         let bytes = self
             .get(&key)
