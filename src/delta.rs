@@ -213,7 +213,7 @@ pub async fn resolve(
                 "a delta keeps more than its base has".into(),
             ));
         }
-        let mut buf = BytesMut::with_capacity(keep + suffix.len());
+        let mut buf = BytesMut::with_capacity(keep.saturating_add(suffix.len()));
         buf.extend_from_slice(&bytes[..keep]);
         buf.extend_from_slice(&suffix);
         let rebuilt = buf.freeze();

@@ -266,9 +266,11 @@ pub async fn start_info(store: &Store, exec_id: &str) -> Result<StartInfo> {
     }
 }
 
-/// The flow's return value of a completed execution.
+/// The flow's return value of a completed execution. The whole journal is read and checked
+/// (as `executions get` does): no result is handed out of an execution whose records are
+/// damaged.
 pub async fn result(store: &Store, exec_id: &str) -> Result<Option<RawValue>> {
-    let journal = Journal::load(store, exec_id, Scope::States).await?;
+    let journal = Journal::load(store, exec_id, Scope::Full).await?;
     let value = journal.states.iter().rev().find_map(|s| match &s.event {
         Event::Completed { result, .. } => Some(result.clone()),
         _ => None,
@@ -344,6 +346,8 @@ pub struct Runner {
     segment: Mutex<Option<std::fs::File>>,
     /// Failed attempts per call, from the journal and from this run.
     failures: Mutex<HashMap<String, Vec<Attempt>>>,
+    /// What this run committed (segment bytes, record keys): sealed when it ends.
+    committed: Mutex<Fence>,
 }
 
 impl Runner {
@@ -452,6 +456,7 @@ impl Runner {
             bases: Mutex::new(HashMap::new()),
             resolved: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(failures),
+            committed: Mutex::new(Fence::default()),
         }
     }
 
@@ -491,7 +496,7 @@ impl Runner {
                     claim_seq: shared.claim_seq,
                     token: shared.token,
                     renewed_at_us: now,
-                    expires_at_us: now + shared.ttl_ms * 1000,
+                    expires_at_us: now.saturating_add(shared.ttl_ms.saturating_mul(1000)),
                 };
                 if let Ok(bytes) = encode(&shared.exec_id, "lease", &hb) {
                     if let Err(e) = shared.store.put_overwrite(&layout::lease_key(&shared.exec_id, shared.claim_seq), bytes).await {
@@ -709,6 +714,8 @@ impl Runner {
         for rev in revision..revision.saturating_add(MAX_RACES) {
             let key = layout::checkpoint_key(&self.shared.exec_id, call_id, rev);
             if self.shared.store.put_create(&key, bytes.clone()).await? {
+                let rel = layout::exec_relative(&self.shared.exec_id, &key).to_string();
+                self.committed.lock().records.push(rel);
                 return Ok(());
             }
             self.check_lease_now().await?;
@@ -793,6 +800,12 @@ impl Runner {
             file.write_all(bytes).map_err(io)?;
             if self.shared.store.fsync() {
                 file.sync_data().map_err(io)?;
+            }
+            let mut committed = self.committed.lock();
+            let run = self.shared.claim_seq;
+            match committed.segments.first_mut() {
+                Some((_, len)) => *len += bytes.len() as u64,
+                None => committed.segments.push((run, bytes.len() as u64)),
             }
         }
         Ok(())
@@ -896,6 +909,34 @@ impl Runner {
         }
     }
 
+    /// Records what this run committed, just before the event that ends it: readers then
+    /// find a cut or deleted segment (or record) of the last run, not just of fenced ones.
+    async fn seal(&self) -> Result<()> {
+        let fence = self.committed.lock().clone();
+        if fence.segments.is_empty() && fence.records.is_empty() {
+            return Ok(());
+        }
+        let rec = SealRecord {
+            claim_seq: self.shared.claim_seq,
+            token: self.shared.token,
+            fence,
+        };
+        let key = layout::seal_key(&self.shared.exec_id, self.shared.claim_seq);
+        // A run ends once; a second seal of it (a failed end event retried) keeps the first.
+        self.shared
+            .store
+            .put_create(&key, encode(&self.shared.exec_id, "seal", &rec)?)
+            .await?;
+        Ok(())
+    }
+
+    /// A seal that cannot be written (a full disk) must not keep the run from ending.
+    async fn seal_or_warn(&self) {
+        if let Err(e) = self.seal().await {
+            tracing::warn!(exec_id = %self.shared.exec_id, error = %e, "could not seal the run");
+        }
+    }
+
     /// Appends a holder-only event (completion, failure, suspension).
     async fn append_own(&self, event: Event) -> Result<()> {
         let seq = *self.next_seq.lock();
@@ -930,6 +971,7 @@ impl Runner {
 
     pub async fn complete(&self, result: RawValue) -> Result<()> {
         let result = store_value(&self.shared.store, result).await?;
+        self.seal_or_warn().await;
         let r = self
             .append_own(Event::Completed {
                 token: self.shared.token,
@@ -941,6 +983,7 @@ impl Runner {
     }
 
     pub async fn fail(&self, failure: Failure) -> Result<()> {
+        self.seal_or_warn().await;
         let r = self
             .append_own(Event::Failed {
                 token: self.shared.token,
@@ -952,6 +995,7 @@ impl Runner {
     }
 
     pub async fn suspend(&self, reason: String) -> Result<()> {
+        self.seal_or_warn().await;
         let r = self
             .append_own(Event::Suspended {
                 token: self.shared.token,

@@ -128,6 +128,6 @@ pub fn lapsed(
     let expires = heartbeat
         .filter(|h| h.token == claim.token)
         .map(|h| h.expires_at_us)
-        .unwrap_or(claimed_at_us + claim.ttl_ms * 1000);
+        .unwrap_or(claimed_at_us.saturating_add(claim.ttl_ms.saturating_mul(1000)));
     now_us > expires
 }

@@ -184,6 +184,9 @@ pub async fn verify(store: &Store) -> Result<Report> {
                 Some(ExecKey::Answer) => {
                     let _ = check::<AnswerRecord>(&bytes, key, &mut report);
                 }
+                Some(ExecKey::Seal(_)) => {
+                    let _ = check::<SealRecord>(&bytes, key, &mut report);
+                }
                 Some(ExecKey::Log) => {
                     let _ = check::<LogRecord>(&bytes, key, &mut report);
                 }

@@ -343,6 +343,38 @@ impl ExecutionView {
     }
 }
 
+impl ExecutionView {
+    /// An execution that cannot be read because its records are damaged.
+    fn damaged(exec_id: &str, err: &crate::Error) -> ExecutionView {
+        ExecutionView {
+            exec_id: exec_id.to_string(),
+            flow_name: String::new(),
+            status: "failed",
+            started_at: 0.0,
+            ended_at: None,
+            failure: Some(FailureView {
+                origin: "backend".into(),
+                message: err.to_string(),
+                exception_type: Some("kitaru.errors.KitaruCorruptionError".into()),
+                traceback: None,
+            }),
+            holder: None,
+            lease_expires_at: None,
+            entry: None,
+            options_json: None,
+            kitaru_version: None,
+            result: None,
+            checkpoint_count: 0,
+            checkpoints: Vec::new(),
+            divergences: Vec::new(),
+            metadata_json: Vec::new(),
+            events: Vec::new(),
+            waits: Vec::new(),
+            pending_waits: Vec::new(),
+        }
+    }
+}
+
 /// One execution's details (`full`) or summary.
 pub async fn inspect(store: &Store, exec_id: &str, full: bool) -> Result<ExecutionView> {
     let scope = if full { Scope::Full } else { Scope::States };
@@ -368,12 +400,15 @@ pub async fn list(store: &Store, filter: &ListFilter) -> Result<Vec<ExecutionVie
     for chunk in ids.chunks(32) {
         let views =
             futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
-        for view in views {
+        for (id, view) in chunk.iter().zip(views) {
             let view = match view {
                 Ok(v) => v,
                 // A directory with no state event yet is an execution being created.
                 Err(crate::Error::ExecutionNotFound { .. }) => continue,
                 Err(crate::Error::InvalidName { .. }) => continue,
+                // One damaged execution does not hide the others: it is listed as failed,
+                // with the damage as its failure (`get` names the same error).
+                Err(e @ crate::Error::Corrupt { .. }) => ExecutionView::damaged(id, &e),
                 Err(e) => return Err(e),
             };
             if filter.flow.as_ref().is_some_and(|f| *f != view.flow_name) {

@@ -121,11 +121,14 @@ def test_store_dump_shows_every_record_as_json(tmp_path: Path) -> None:
     exec_id = cli_json("executions", "list", "--flow", "ok", "--limit", "1")["items"][0]["exec_id"]
     dump = cli_json("store", "dump", exec_id)
     kinds = sorted(r["kind"] for r in dump["items"])
-    assert kinds == ["checkpoint", "state", "state"]
-    cp = next(r for r in dump["items"] if r["kind"] == "checkpoint")
+    # a local store appends checkpoint records to the run's segment, sealed as the run ends
+    assert kinds == ["seal", "segment", "state", "state"]
+    seg = next(r for r in dump["items"] if r["kind"] == "segment")
+    assert seg["tail"] is None and len(seg["records"]) == 1
+    cp = seg["records"][0]
     assert cp["format_version"] == 1 and cp["record"]["call_id"] == "think"
-    one = cli_json("store", "dump", cp["key"])
-    assert one["items"][0]["record"] == cp["record"]
+    one = cli_json("store", "dump", seg["key"])
+    assert one["items"][0]["records"][0]["record"] == cp["record"]
     info = cli_json("store", "info")["item"]
     assert info["location"] == f"file://{os.environ['KITARU_STORE']}"
     proc = run_cli("store", "dump", f"executions/{exec_id}/cp/nope")

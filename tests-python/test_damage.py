@@ -12,7 +12,10 @@ import pytest
 from conftest import cli_json, run_cli
 from kitaru import KitaruClient, _config, checkpoint, flow
 
-SIZES = {"small": 256 * 160, "large": 256 * 2400}  # a plain blob, and one past the 256 KiB threshold
+SIZES = {
+    "small": 256 * 160,
+    "large": 256 * 2400,
+}  # a plain blob, and one past the 256 KiB threshold
 CALLS: list[int] = []
 PLAN: dict[str, object] = {}
 

@@ -388,3 +388,26 @@ fn a_blob_found_already_stored_is_checked_and_a_damaged_one_rewritten() {
         }
     });
 }
+
+#[test]
+fn a_new_local_store_is_private_and_proc_is_not_a_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("new").join("store");
+    rt().block_on(async {
+        kitaru::store::Store::open(root.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        // A location where nothing can be created or read: an error, not a busy loop.
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            kitaru::store::Store::open("/proc/self", Default::default()),
+        )
+        .await
+        .expect("opening /proc/self hung")
+        .unwrap_err();
+        assert!(err.to_string().contains("/proc/self"), "{err}");
+    });
+}

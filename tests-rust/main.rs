@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fence;
+mod fuzz;
 mod golden;
 mod journal;
 mod records;

@@ -7,6 +7,7 @@ runs the flow again from the top and finished checkpoints return their stored ou
 
 from __future__ import annotations
 
+from ._context import current_execution_id
 from ._llm import LLMResponse, LLMUsage, ToolCall, allm, llm
 from ._metadata import log
 from .checkpoint import checkpoint
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 # The names of Kitaru 0.4 that this release implements (save/load, memory, replay and
 # connect arrive with later releases, see CHANGELOG.md), plus kitaru's own: allm,
-# LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError.
+# LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError, current_execution_id.
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
@@ -76,6 +77,7 @@ __all__ = [
     "checkpoint",
     "configure",
     "create_stack",
+    "current_execution_id",
     "current_stack",
     "delete_stack",
     "flow",

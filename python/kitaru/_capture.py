@@ -5,6 +5,10 @@ terminal) and a handler sits on the root logger. Lines are buffered with the che
 that printed them and written as one record per batch: after each checkpoint that printed
 something, when the flow ends or suspends, and before a wait polls. A checkpoint that
 prints nothing costs no extra write.
+
+Records are bounded: a line longer than `LOG_LINE_LIMIT` characters (256 Ki) keeps its
+start and says how much was cut, and a batch larger than `LOG_BATCH_BYTES` (8 MiB) is
+written as several records.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import _thread
 import sys
 import time
 
-from ._context import current_checkpoint, current_flow
+from ._context import LOG_LINE_LIMIT, clip, current_checkpoint, current_flow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,11 +32,19 @@ _installed = 0
 _saved: tuple[Any, Any] | None = None
 _handler: Any = None
 
+# The most JSON one log record holds (lines are ASCII JSON: one byte per character); a
+# record may hold 64 MiB, and one line is at most ~1.6 MB of JSON (LOG_LINE_LIMIT
+# characters, each escaped to 6 at worst).
+LOG_BATCH_BYTES = 8 << 20
+
 
 def _record(entry: dict[str, Any]) -> None:
     run = current_flow.get()
     if run is None:
         return
+    for key, value in entry.items():
+        if isinstance(value, str) and len(value) > LOG_LINE_LIMIT:
+            entry[key] = clip(value, LOG_LINE_LIMIT)
     scope = current_checkpoint.get()
     entry["checkpoint"] = scope.call_id if scope is not None else None
     with _lock:
@@ -82,7 +94,10 @@ def _make_handler() -> logging.Handler:
             try:
                 message = record.getMessage()
             except Exception:  # a bad format string must not break the flow
-                message = str(record.msg)
+                try:
+                    message = str(record.msg)
+                except Exception:
+                    message = f"<unprintable log message of type {type(record.msg).__name__}>"
             _record({
                 "ts": record.created, "source": "logging", "level": record.levelname, "message": message,
                 "module": record.module, "filename": record.filename, "lineno": record.lineno,
@@ -134,9 +149,34 @@ def flush_logs(run: FlowRun | None = None) -> None:
     with _lock:
         entries = _entries.pop(id(run), None)
     if entries:
-        import json
+        for batch in _batches(entries):
+            run.runner.write_logs(batch)
 
-        run.runner.write_logs("".join(json.dumps(e, default=repr) + "\n" for e in entries))
+
+def _batches(entries: list[dict[str, Any]]) -> list[str]:
+    """The entries as JSON lines, in batches of at most `LOG_BATCH_BYTES` (one record each)."""
+    import json
+
+    batches: list[str] = []
+    lines: list[str] = []
+    size = 0
+    for entry in entries:
+        line = json.dumps(entry, default=_safe_repr) + "\n"
+        if lines and size + len(line) > LOG_BATCH_BYTES:
+            batches.append("".join(lines))
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line)
+    if lines:
+        batches.append("".join(lines))
+    return batches
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return clip(repr(value), LOG_LINE_LIMIT)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def discard(run: FlowRun) -> None:

@@ -70,15 +70,49 @@ current_checkpoint: contextvars.ContextVar[CheckpointScope | None] = contextvars
 )
 
 
-def copy_identity(wrapper: Any, func: Any) -> None:
-    """What functools.update_wrapper does, without importing functools at import time."""
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+def copy_identity(wrapper: Any, func: Any, *, code: bool = True) -> None:
+    """Make `wrapper` look like `func` to code that inspects functions (agent frameworks
+    turning functions into tools or graph nodes), without importing functools or inspect.
+
+    What functools.update_wrapper copies (name, docstring, module, annotations,
+    ``__wrapped__``, so inspect.signature and typing.get_type_hints answer for `func`),
+    plus its defaults and, with `code`, its ``__code__``: inspect treats an object with a
+    function's attributes as a function (as it does Cython's), so
+    ``inspect.iscoroutinefunction(wrapper)`` is true for an ``async def`` `func` on every
+    Python version (``inspect.markcoroutinefunction`` exists only from 3.12).
+    """
+    attrs = ("__module__", "__name__", "__qualname__", "__doc__", "__type_params__",
+             "__defaults__", "__kwdefaults__", "__annotate__")  # fmt: skip
+    for attr in (*attrs, "__code__") if code else attrs:
         try:
             setattr(wrapper, attr, getattr(func, attr))
         except AttributeError:
             pass
+    try:
+        wrapper.__annotations__ = func.__annotations__
+    except Exception:  # pragma: no cover - 3.14 evaluating a name not defined yet
+        pass  # (the copied __annotate__ evaluates them when asked)
     wrapper.__dict__.update(getattr(func, "__dict__", {}))
     wrapper.__wrapped__ = func
+
+
+def mark_coroutine_function(wrapper: Any) -> None:
+    """``inspect.markcoroutinefunction`` (Python 3.12+) when inspect is loaded already.
+
+    The ``__code__`` copied by `copy_identity` makes inspect see a coroutine function
+    (3.11+); the mark also covers checks that look only for it. Importing inspect for it
+    would slow down every module that defines a checkpoint. Python 3.10 gets asyncio's
+    mark, which ``asyncio.iscoroutinefunction`` reads.
+    """
+    import sys
+
+    mark = getattr(sys.modules.get("inspect"), "markcoroutinefunction", None)
+    if mark is not None:
+        mark(wrapper)
+    if sys.version_info < (3, 11):  # pragma: no cover - CI runs 3.11+
+        from asyncio import coroutines
+
+        wrapper._is_coroutine = coroutines._is_coroutine  # type: ignore[attr-defined]
 
 
 def is_async_function(func: Any) -> bool:
@@ -121,24 +155,100 @@ def merge_metadata(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
-def failure_of(exc: BaseException) -> tuple[str, str, str | None, str | None]:
-    """(origin, message, exception type, traceback) describing `exc`."""
-    if isinstance(exc, KitaruBudgetExceededError):
-        origin = FailureOrigin.BUDGET
-    elif isinstance(exc, KitaruDivergenceError):
-        origin = FailureOrigin.DIVERGENCE
-    elif isinstance(exc, (KitaruBackendError, KitaruCorruptionError)):
-        origin = FailureOrigin.BACKEND
-    elif isinstance(exc, KitaruRuntimeError) and getattr(exc, "kitaru_runtime", False):
-        origin = FailureOrigin.RUNTIME
-    else:
-        origin = FailureOrigin.USER_CODE
+# Bounds on what a failure or a captured line puts into a record (records hold at most
+# 64 MiB): a longer text keeps its start (a traceback its start and its end) and says how
+# much was cut. Characters, not bytes; every record holds several such texts at most.
+MESSAGE_LIMIT = 64 * 1024
+TRACEBACK_LIMIT = 256 * 1024
+LOG_LINE_LIMIT = 256 * 1024
+
+
+def clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """`text`, cut to about `limit` characters with a marker saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    marker = f" [... {cut} characters cut by kitaru ...] "
+    if keep_end:
+        return text[: limit // 2] + marker + text[len(text) - limit // 2 :]
+    return text[:limit] + marker
+
+
+def _text(value: str) -> str:
+    """A str that any record accepts: lone surrogates (which are not UTF-8) escaped."""
+    value = str.__str__(value)  # a plain str (a subclass may override what follows)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _type_name(exc: BaseException) -> str:
+    """``module.QualName`` of `exc`'s class, whatever its class claims to be."""
+    cls = type(exc)
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", None)
+    if not isinstance(qualname, str):
+        qualname = cls.__name__
+    if not isinstance(module, str) or module == "builtins":
+        return qualname if module == "builtins" else f"<unknown module>.{qualname}"
+    return f"{module}.{qualname}"
+
+
+def _message(exc: BaseException, type_name: str) -> str:
+    """str(exc), else repr(exc), else a sentence saying neither could be made."""
+    for render in (str, repr):
+        try:
+            text = render(exc)
+        except Exception:
+            continue
+        if isinstance(text, str) and text:
+            return text
+        if render is str and isinstance(text, str):
+            return type_name.rpartition(".")[2]  # an exception without a message
+    return f"{type_name} (its str() and repr() raised an exception)"
+
+
+def _traceback(exc: BaseException) -> str | None:
     import traceback
 
-    exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
-    message = str(exc) or type(exc).__name__
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return str(origin), message, exc_type, tb[-20_000:]
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        try:  # the frames at least (a hostile __notes__, __cause__ or __module__)
+            return "".join(traceback.format_tb(exc.__traceback__))
+        except Exception:
+            return None
+
+
+def failure_of(exc: BaseException) -> tuple[str, str, str | None, str | None]:
+    """(origin, message, exception type, traceback) describing `exc`.
+
+    Never raises, whatever `exc` does when it is printed, so a failure is always recorded;
+    the message and traceback are bounded (`MESSAGE_LIMIT`, `TRACEBACK_LIMIT`).
+    """
+    origin = FailureOrigin.USER_CODE
+    try:
+        if isinstance(exc, KitaruBudgetExceededError):
+            origin = FailureOrigin.BUDGET
+        elif isinstance(exc, KitaruDivergenceError):
+            origin = FailureOrigin.DIVERGENCE
+        elif isinstance(exc, (KitaruBackendError, KitaruCorruptionError)):
+            origin = FailureOrigin.BACKEND
+        elif isinstance(exc, KitaruRuntimeError) and getattr(exc, "kitaru_runtime", False):
+            origin = FailureOrigin.RUNTIME
+    except Exception:
+        pass
+    try:
+        exc_type = _type_name(exc)
+    except Exception:  # pragma: no cover - a class whose name cannot be read
+        exc_type = "<unknown>"
+    message = clip(_text(_message(exc, exc_type)), MESSAGE_LIMIT)
+    tb = _traceback(exc)
+    if tb is not None:
+        tb = clip(_text(tb), TRACEBACK_LIMIT, keep_end=True)
+    return str(origin), message, _text(exc_type), tb
 
 
 def runtime_error(message: str, cause: BaseException | None = None) -> KitaruRuntimeError:
@@ -539,6 +649,18 @@ def outside_flow_message(api: str, what: str | None = None) -> str:
             "contextvars.copy_context().run(fn, ...) so it runs inside the flow."
         )
     return msg
+
+
+def current_execution_id() -> str | None:
+    """The id of the execution whose flow is running in this context, else None.
+
+    Inside a ``@flow`` body, its checkpoints and the calls they make (also from
+    ``.submit()``/``.map()`` and tasks the flow starts) it is the id that
+    ``kitaru executions get|logs|retry`` take; outside a flow, or in a thread that does
+    not carry the flow's context, it is None.
+    """
+    run = current_flow.get()
+    return None if run is None else run.exec_id
 
 
 def require_flow(api: str) -> FlowRun:

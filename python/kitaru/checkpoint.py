@@ -14,6 +14,7 @@ from ._context import (
     current_flow,
     failure_of,
     is_async_function,
+    mark_coroutine_function,
     now_us,
     outside_flow_message,
     runtime_error,
@@ -49,6 +50,8 @@ class Checkpoint(Generic[R]):
         self.checkpoint_type = type
         self.allow_pickle = allow_pickle
         self.is_async = is_async_function(func)
+        if self.is_async:
+            mark_coroutine_function(self)
         self._signature: inspect.Signature | None = None
         self._fast_params = _simple_params(func)
 
@@ -56,12 +59,13 @@ class Checkpoint(Generic[R]):
         return f"<kitaru checkpoint {self.name!r}>"
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # Methods: bind like a function would.
+        # Methods: bind like a function would (a bound method that inspect and frameworks
+        # see through: its signature drops `self`, iscoroutinefunction still holds).
         if obj is None:
             return self
-        import functools
+        import types
 
-        return functools.partial(self, obj)
+        return types.MethodType(self, obj)
 
     # --- calling -------------------------------------------------------------------
 

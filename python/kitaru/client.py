@@ -538,6 +538,8 @@ class ExecutionsAPI:
 
     def result(self, exec_id: str) -> Any:
         """The return value of a completed execution (None if it has not completed)."""
+        # Damaged records fail this as they fail `get` (KitaruCorruptionError): the core
+        # reads the whole execution.
         found = self._store.result(_check_id(exec_id))
         return None if found is None else serde.loads(*found, what=f"result of execution {exec_id}")
 

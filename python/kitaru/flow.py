@@ -10,9 +10,11 @@ from . import _capture
 from ._context import (
     ACTIVE,
     DIVERGENCE_POLICIES,
+    MESSAGE_LIMIT,
     FlowCancelled,
     FlowRun,
     WaitSuspended,
+    clip,
     copy_identity,
     current_checkpoint,
     current_flow,
@@ -118,7 +120,8 @@ class FlowDefinition(Generic[R]):
         budget_usd: float | None = None,
         allow_pickle: bool = False,
     ) -> None:
-        copy_identity(self, func)
+        # Not its __code__: calling a flow directly is an error, not a coroutine function.
+        copy_identity(self, func, code=False)
         self.budget_usd = budget_usd
         self.allow_pickle = allow_pickle
         self._func = func
@@ -368,13 +371,18 @@ class FlowDefinition(Generic[R]):
             _capture.uninstall()
 
     def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
-        """Record a failed pass of the body; True when the body should run again."""
-        _capture.flush_logs(run)
+        """Record a failed pass of the body; True when the body should run again.
+
+        Whatever `exc` does when printed and whatever the store refuses, the execution
+        ends `failed` (or its lease is released): it never stays `running` while this
+        process lives on.
+        """
+        _flush_logs_quietly(run)
         _flush_ledger(run)
         if isinstance(exc, WaitSuspended):
-            run.runner.suspend(str(exc))
+            run.runner.suspend(clip(str(exc), MESSAGE_LIMIT))
             return False
-        if isinstance(exc, FlowCancelled) or getattr(exc, "cancelled", False):
+        if isinstance(exc, FlowCancelled) or _flag(exc, "cancelled"):
             # Cancelled by another process, which already recorded it.
             run.runner.release()
             return False
@@ -385,9 +393,10 @@ class FlowDefinition(Generic[R]):
         origin, message, exc_type, tb = failure_of(exc)
         fatal = isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
         if not fatal and attempt < retries and origin == FailureOrigin.USER_CODE:
-            run.runner.flow_attempt_failed(attempt + 1, origin, message, exc_type, tb)
-            return True
-        run.runner.fail(origin, message, exc_type, tb)
+            if _record_failure(run, origin, message, exc_type, tb, attempt=attempt + 1):
+                return True
+            return False  # recorded as the execution's failure instead
+        _record_failure(run, origin, message, exc_type, tb)
         if fatal or not isinstance(exc, Exception):
             raise exc
         return False
@@ -395,21 +404,91 @@ class FlowDefinition(Generic[R]):
     def _complete(self, run: FlowRun, result: Any) -> None:
         from . import serde
 
-        _capture.flush_logs(run)
+        try:
+            _capture.flush_logs(run)
+        except Exception as exc:  # the store refused the body's output: the run fails
+            _record_failure(run, *failure_of(exc))
+            return
         _flush_ledger(run)
         if run.budget_error is not None:
             # The body caught the budget stop and returned: the execution still stops there.
-            origin, message, exc_type, tb = failure_of(run.budget_error)
-            run.runner.fail(origin, message, exc_type, tb)
+            _record_failure(run, *failure_of(run.budget_error))
             return
         try:
             tag, data = serde.dumps(
                 result, what=f"return value of flow {self.name!r}", allow_pickle=self.allow_pickle
             )
         except Exception as exc:
-            run.runner.fail(str(FailureOrigin.RUNTIME), str(exc), type(exc).__name__, None)
+            _, message, exc_type, tb = failure_of(exc)
+            _record_failure(run, str(FailureOrigin.RUNTIME), message, exc_type, tb)
             return
-        run.runner.complete(tag, data)
+        try:
+            run.runner.complete(tag, data)
+        except KitaruLeaseError:
+            run.runner.release()
+            raise
+        except Exception as exc:
+            _record_failure(run, *failure_of(exc))
+            raise
+
+
+def _record_failure(
+    run: FlowRun,
+    origin: str,
+    message: str,
+    exc_type: str | None,
+    tb: str | None,
+    *,
+    attempt: int | None = None,
+) -> bool:
+    """Record the execution's failure (or, with `attempt`, a failed pass before a retry).
+
+    False when the store refused that record and the execution's failure was recorded
+    instead, with the reason; when even that fails, the lease is released (so the
+    execution shows its runner gone and can be retried) and the store's error raised.
+    """
+    try:
+        if attempt is None:
+            run.runner.fail(origin, message, exc_type, tb)
+        else:
+            run.runner.flow_attempt_failed(attempt, origin, message, exc_type, tb)
+        return True
+    except KitaruLeaseError:
+        run.runner.release()
+        raise
+    except Exception as refused:
+        _, why, _, _ = failure_of(refused)
+        try:
+            run.runner.fail(
+                origin,
+                clip(f"{message} (kitaru could not record this failure in full: {why})",
+                     MESSAGE_LIMIT),
+                exc_type,
+                None,
+            )  # fmt: skip
+            return False
+        except Exception:
+            try:
+                run.runner.release()
+            except Exception:
+                pass
+            raise refused from None
+
+
+def _flag(exc: BaseException, name: str) -> bool:
+    """getattr(exc, name, False) for exceptions whose __getattr__ may raise anything."""
+    try:
+        return bool(getattr(exc, name, False))
+    except Exception:
+        return False
+
+
+def _flush_logs_quietly(run: FlowRun) -> None:
+    """Store the body's output before a failure is recorded; the failure matters more."""
+    try:
+        _capture.flush_logs(run)
+    except Exception:
+        pass
 
 
 async def _cancel_tasks(tasks: set[Any]) -> None:
@@ -522,6 +601,8 @@ class FlowHandle(Generic[R]):
     def _result(self) -> R:
         from . import serde
 
+        # The core reads the whole execution first, as `executions get` does: a result is
+        # never handed out of an execution whose records are damaged.
         found = self._st.result(self.exec_id)
         if found is None:  # pragma: no cover - completed executions always store a result
             raise KitaruStateError(f"Execution {self.exec_id} completed without a stored result.")

@@ -56,6 +56,8 @@ pub struct Journal {
     pub fenced: Vec<String>,
     /// Segments whose last append a crash cut short (the cut record never counted).
     pub torn_tails: usize,
+    /// claim seq → what that run sealed when it ended.
+    pub seals: BTreeMap<u64, SealRecord>,
 }
 
 /// A checkpoint record read but not yet counted: it counts once the fences are known.
@@ -172,6 +174,10 @@ impl Journal {
                 let a: AnswerRecord = decode_at(key, &exec_id, &bytes)?;
                 self.answers.insert(a.name.clone(), a);
             }
+            Some(ExecKey::Seal(seq)) => {
+                let seal: SealRecord = decode_at(key, &exec_id, &bytes)?;
+                self.seals.insert(seq, seal);
+            }
             Some(ExecKey::Log | ExecKey::Other) | None => {}
         }
         Ok(())
@@ -183,6 +189,28 @@ impl Journal {
             .iter()
             .find(|s| s.seq > claim_seq && s.event.claim().is_some())
             .map(|s| (s.seq, s.event.fence()))
+    }
+
+    /// What says exactly which records run `run` committed: the fence of the claim after
+    /// it, else the seal the run wrote when it ended. (who, fence), or None when nothing
+    /// does (the latest run, still running or dead; or a run from before fences).
+    fn fence_over(&self, run: u64) -> Option<(String, Fence)> {
+        match self.next_claim(run) {
+            Some((n, Some(fence))) => {
+                Some((format!("the claim of state event {n}"), fence.clone()))
+            }
+            Some((_, None)) => None,
+            None => {
+                let token = self
+                    .states
+                    .iter()
+                    .find(|s| s.seq == run)
+                    .and_then(|s| s.event.claim())
+                    .map(|c| c.token)?;
+                let seal = self.seals.get(&run).filter(|s| s.token == token)?;
+                Some(("the run's own seal".to_string(), seal.fence.clone()))
+            }
+        }
     }
 
     /// Whether run `claim_seq` ended by itself (completed, failed or suspended): it was
@@ -211,9 +239,9 @@ impl Journal {
             Pending::Record(key, rev, rec) => {
                 let rel = layout::exec_relative(&self.exec_id, &key).to_string();
                 let run = rec.attempts.last().map(|a| a.claim_seq).unwrap_or(0);
-                let counted = match self.next_claim(run) {
-                    Some((_, Some(fence))) => fence.records.iter().any(|k| *k == rel),
-                    _ => true,
+                let counted = match self.fence_over(run) {
+                    Some((_, fence)) => fence.records.iter().any(|k| *k == rel),
+                    None => true,
                 };
                 if counted {
                     self.record_keys.push((rel, run));
@@ -235,11 +263,10 @@ impl Journal {
             checkpoint: None,
             reason,
         };
-        let next = self.next_claim(run).map(|(n, f)| (n, f.cloned()));
-        let (counted_len, scan) = match next {
-            // A later claim counted exactly the first `len` bytes: they must be whole
-            // records, and whatever follows was written after it (never counted).
-            Some((n, Some(fence))) => {
+        let (counted_len, scan) = match self.fence_over(run) {
+            // A later claim (or the run's own seal) counted exactly the first `len` bytes:
+            // they must be whole records, and whatever follows was written after it.
+            Some((who, fence)) => {
                 let len = fence
                     .segments
                     .iter()
@@ -249,8 +276,8 @@ impl Journal {
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
                 if bytes.len() < len {
                     return Err(corrupt(format!(
-                        "the segment has {} bytes but the claim of state event {n} counted {len}: \
-                         it was truncated or replaced",
+                        "the segment has {} bytes but {who} counted {len}: it was truncated or \
+                         replaced",
                         bytes.len()
                     )));
                 }
@@ -289,10 +316,17 @@ impl Journal {
     /// Everything a fence counted must still be there: a missing segment or record is
     /// damage (a deleted file), not an execution with less work done.
     fn check_fences(&self) -> Result<()> {
-        for s in &self.states {
-            let Some(fence) = s.event.fence() else {
-                continue;
-            };
+        let claims = self.states.iter().filter_map(|s| {
+            s.event
+                .fence()
+                .map(|f| (format!("the claim of state event {}", s.seq), f))
+        });
+        let seals = self.seals.keys().filter_map(|run| {
+            self.fence_over(*run)
+                .filter(|(who, _)| who.starts_with("the run's"))
+        });
+        let seals: Vec<(String, Fence)> = seals.collect();
+        for (who, fence) in claims.chain(seals.iter().map(|(w, f)| (w.clone(), f))) {
             for (run, len) in &fence.segments {
                 if *len > 0 && !self.segments.contains_key(run) {
                     return Err(Error::Corrupt {
@@ -300,8 +334,7 @@ impl Journal {
                         exec_id: Some(self.exec_id.clone()),
                         checkpoint: None,
                         reason: format!(
-                            "the segment is missing, but the claim of state event {} counted {len} bytes in it",
-                            s.seq
+                            "the segment is missing, but {who} counted {len} bytes in it"
                         ),
                     });
                 }
@@ -312,10 +345,7 @@ impl Journal {
                         key: format!("{}/{key}", layout::exec_prefix(&self.exec_id)),
                         exec_id: Some(self.exec_id.clone()),
                         checkpoint: None,
-                        reason: format!(
-                            "the checkpoint record is missing, but the claim of state event {} counted it",
-                            s.seq
-                        ),
+                        reason: format!("the checkpoint record is missing, but {who} counted it"),
                     });
                 }
             }
@@ -424,7 +454,7 @@ impl Journal {
                 .get(&seq)
                 .filter(|h| h.token == claim.token)
                 .map(|h| h.expires_at_us)
-                .unwrap_or(at + claim.ttl_ms * 1000),
+                .unwrap_or(at.saturating_add(claim.ttl_ms.saturating_mul(1000))),
         )
     }
 

@@ -53,6 +53,7 @@ pub enum Kind {
     Wait = 7,
     Answer = 8,
     Log = 9,
+    Seal = 10,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
             7 => Kind::Wait,
             8 => Kind::Answer,
             9 => Kind::Log,
+            10 => Kind::Seal,
             _ => return None,
         })
     }
@@ -82,6 +84,7 @@ impl Kind {
             Kind::Wait => "wait",
             Kind::Answer => "answer",
             Kind::Log => "log",
+            Kind::Seal => "seal",
         }
     }
 }
@@ -268,12 +271,29 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
         Kind::Wait => j::<WaitRecord>(payload)?,
         Kind::Answer => j::<AnswerRecord>(payload)?,
         Kind::Log => j::<LogRecord>(payload)?,
+        Kind::Seal => j::<SealRecord>(payload)?,
     };
     Ok(serde_json::json!({
         "kind": kind.name(),
         "format_version": FORMAT_VERSION,
         "record": record,
     }))
+}
+
+/// A segment (records appended one after another) as JSON: every whole record, and where
+/// and why the bytes stop being whole records, if they do.
+pub fn segment_to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
+    let scan = scan_segment(bytes);
+    let records = scan
+        .frames
+        .iter()
+        .map(|(frame, _)| to_json(frame))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tail = scan.tail.map(|(at, e)| {
+        serde_json::json!({"at": at, "bytes": bytes.len() - at, "error": e.to_string(),
+                           "torn_append": is_torn_tail(&bytes[at..])})
+    });
+    Ok(serde_json::json!({"kind": "segment", "records": records, "tail": tail}))
 }
 
 /// Bytes that encode compactly in records and show as text (or hex) in JSON dumps.

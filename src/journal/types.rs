@@ -75,7 +75,7 @@ impl Body {
         match self {
             Body::Inline(b) => b.0.len() as u64,
             Body::Blob { size, .. } => *size,
-            Body::Delta { keep, suffix, .. } => keep + suffix.0.len() as u64,
+            Body::Delta { keep, suffix, .. } => keep.saturating_add(suffix.0.len() as u64),
         }
     }
 }
@@ -331,4 +331,18 @@ pub struct LogRecord {
 
 impl Record for LogRecord {
     const KIND: Kind = Kind::Log;
+}
+
+/// What a run committed, written by the run itself just before its end event (completed,
+/// failed, suspended): its segment's length and its record keys, so damage to the last
+/// run's records (a cut or deleted segment) is found like damage to fenced runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRecord {
+    pub claim_seq: u64,
+    pub token: u64,
+    pub fence: Fence,
+}
+
+impl Record for SealRecord {
+    const KIND: Kind = Kind::Seal;
 }

@@ -369,7 +369,12 @@ impl PyStore {
         match bytes {
             (None, _) => Ok(None),
             (Some(b), key) => {
-                let v = record::to_json(&b).map_err(|e| Error::corrupt_record(&key, None, e))?;
+                let v = if crate::store::layout::is_segment_key(&key) {
+                    record::segment_to_json(&b)
+                } else {
+                    record::to_json(&b)
+                };
+                let v = v.map_err(|e| Error::corrupt_record(&key, None, e))?;
                 json(&v).map(Some)
             }
         }

@@ -119,6 +119,14 @@ impl Manifest {
                 (hash, u32::from_le_bytes([e[32], e[33], e[34], e[35]]))
             })
             .collect();
+        // Every length is bounded by the chunker's own limit, so the size a manifest
+        // announces (and a reader allocates) is bounded by the manifest's length.
+        if chunks
+            .iter()
+            .any(|(_, l)| *l == 0 || *l as usize > MAX_CHUNK)
+        {
+            return None;
+        }
         let total: u64 = chunks.iter().map(|(_, l)| u64::from(*l)).sum();
         (total == size).then_some(Manifest { size, chunks })
     }

@@ -11,6 +11,7 @@
 //! executions/<exec id>/meta/<seq:08>-<n:06> kitaru.log() on the flow body, by the run of claim <seq>
 //! executions/<exec id>/div/<seq:08>-<call id> divergence seen by the run of claim <seq>
 //! executions/<exec id>/seg/<seq:08>         local stores: checkpoint records of claim <seq>, appended
+//! executions/<exec id>/seal/<seq:08>        what the run of claim <seq> committed, written as it ends
 //! executions/<exec id>/wait/<name>          a wait the flow reached (create-only)
 //! executions/<exec id>/answer/<name>        its answer or abort (create-only: the first wins)
 //! executions/<exec id>/log/<seq:08>-<n:06>  captured output of the run of claim <seq>
@@ -114,6 +115,11 @@ pub fn segment_key(exec_id: &str, claim_seq: u64) -> String {
     format!("{EXECUTIONS}/{exec_id}/seg/{claim_seq:08}")
 }
 
+/// What the run of claim `claim_seq` committed, sealed by itself when it ended.
+pub fn seal_key(exec_id: &str, claim_seq: u64) -> String {
+    format!("{EXECUTIONS}/{exec_id}/seal/{claim_seq:08}")
+}
+
 pub fn wait_key(exec_id: &str, name: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/wait/{name}")
 }
@@ -128,6 +134,16 @@ pub fn log_prefix(exec_id: &str) -> String {
 
 pub fn log_key(exec_id: &str, claim_seq: u64, n: u32) -> String {
     format!("{EXECUTIONS}/{exec_id}/log/{claim_seq:08}-{n:06}")
+}
+
+/// Whether `key` is a segment of checkpoint records (`executions/<id>/seg/<seq>`).
+pub fn is_segment_key(key: &str) -> bool {
+    let mut parts = key.split('/');
+    parts.next() == Some(EXECUTIONS)
+        && parts.next().is_some()
+        && parts.next() == Some("seg")
+        && parts.next().is_some_and(|n| n.parse::<u64>().is_ok())
+        && parts.next().is_none()
 }
 
 /// `key` relative to its execution's directory (`cp/step`), or `key` itself if it is not
@@ -147,6 +163,7 @@ pub enum ExecKey<'a> {
     Lease(u64),
     Checkpoint(&'a str, u32),
     Segment(u64),
+    Seal(u64),
     FailedAttempt(&'a str, u32),
     Meta,
     Divergence,
@@ -184,6 +201,7 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         "wait" => ExecKey::Wait,
         "answer" => ExecKey::Answer,
         "log" => ExecKey::Log,
+        "seal" => name.parse().map(ExecKey::Seal).unwrap_or(ExecKey::Other),
         _ => ExecKey::Other,
     })
 }

@@ -322,17 +322,30 @@ impl Store {
     /// Checks (or writes) the layout marker; returns its bytes.
     async fn check_layout(&self) -> Result<Bytes> {
         let marker = layout::LAYOUT_MARKER;
-        let found = match self.get(marker).await? {
-            Some(bytes) => bytes,
-            None => {
-                let bytes = Bytes::from(layout::layout_marker_bytes());
-                if !self.put_create(marker, bytes.clone()).await? {
-                    // Another process created the store at the same moment.
-                    return Box::pin(self.check_layout()).await;
-                }
+        let mut found = None;
+        // Another process may create the store at the same moment (the create fails, the
+        // read then finds its marker); a location where a created key still cannot be read
+        // (`/proc`, a broken server) is an error, not a loop.
+        for _ in 0..3 {
+            if let Some(bytes) = self.get(marker).await? {
+                found = Some(bytes);
+                break;
+            }
+            let bytes = Bytes::from(layout::layout_marker_bytes());
+            if self.put_create(marker, bytes.clone()).await? {
                 return Ok(bytes);
             }
-        };
+        }
+        let found = found.ok_or_else(|| Error::Corrupt {
+            key: marker.to_string(),
+            exec_id: None,
+            checkpoint: None,
+            reason: format!(
+                "{} does not behave like a store: the layout marker can be neither created nor \
+                 read there; point KITARU_STORE at a directory or bucket of your own",
+                self.url
+            ),
+        })?;
         let version = layout::parse_layout_marker(&found).ok_or_else(|| Error::Corrupt {
             key: marker.to_string(),
             exec_id: None,

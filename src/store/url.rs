@@ -237,7 +237,40 @@ impl StoreUrl {
                     path: dir.display().to_string(),
                     source: e,
                 };
-                std::fs::create_dir_all(dir).map_err(local_err)?;
+                if !dir.exists() {
+                    // A store kitaru creates is private: outputs, prompts and answers are
+                    // readable by their owner only (files inside keep the umask's mode,
+                    // which the directory makes moot). An existing directory keeps its mode.
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(local_err)?;
+                }
+                // A directory in which a new file "does not exist" right after it was
+                // created (`/proc/self`, some virtual file systems) would make every write
+                // retry forever; a read-only one is fine (it can still be read).
+                let probe = dir.join(format!(".kitaru-probe-{}", std::process::id()));
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&probe)
+                {
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(&probe);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::InvalidUrl {
+                            url: self.display(),
+                            reason: "files cannot be created in this directory (a virtual \
+                                     file system?); point KITARU_STORE at a directory of your own"
+                                .into(),
+                        }
+                        .into())
+                    }
+                    Err(_) => {}
+                }
                 let fs = LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| StoreError::InvalidUrl {
                         url: self.display(),
