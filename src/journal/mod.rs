@@ -5,7 +5,7 @@
 pub mod record;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -60,10 +60,17 @@ pub struct Journal {
     pub seals: BTreeMap<u64, SealRecord>,
 }
 
+/// What a fence or seal counted of one run, for lookups while a journal is loaded.
+struct Counted {
+    records: HashSet<String>,
+}
+
+type Fences = HashMap<u64, Option<Counted>>;
+
 /// A checkpoint record read but not yet counted: it counts once the fences are known.
 enum Pending {
     /// `cp/<call>[@rev]`: key, revision, record.
-    Record(String, u32, CheckpointRecord),
+    Record(String, u32, Box<CheckpointRecord>),
     /// `seg/<claim seq>`: key, claim seq, the segment's bytes.
     Segment(String, u64, Bytes),
 }
@@ -115,8 +122,10 @@ impl Journal {
         journal.meta.sort_by_key(|m| (m.claim_seq, m.n));
         journal.divergences.sort_by_key(|d| d.at_us);
         journal.check_sequence()?;
+        // What fences each run, worked out once per run (not once per record).
+        let mut fences = HashMap::new();
         for p in pending {
-            journal.count(p)?;
+            journal.count(p, &mut fences)?;
         }
         if scope == Scope::Full {
             journal.check_fences()?;
@@ -152,7 +161,7 @@ impl Journal {
                         record::RecordError::Payload(format!("record is for call {}", rec.call_id)),
                     ));
                 }
-                pending.push(Pending::Record(key.to_string(), rev, rec));
+                pending.push(Pending::Record(key.to_string(), rev, Box::new(rec)));
             }
             Some(ExecKey::Segment(seq)) => {
                 pending.push(Pending::Segment(key.to_string(), seq, bytes));
@@ -189,6 +198,12 @@ impl Journal {
             .iter()
             .find(|s| s.seq > claim_seq && s.event.claim().is_some())
             .map(|s| (s.seq, s.event.fence()))
+    }
+
+    fn counted_by(&self, run: u64) -> Option<Counted> {
+        self.fence_over(run).map(|(_, fence)| Counted {
+            records: fence.records.into_iter().collect(),
+        })
     }
 
     /// What says exactly which records run `run` committed: the fence of the claim after
@@ -234,18 +249,18 @@ impl Journal {
     }
 
     /// Counts a checkpoint record or a segment's records, unless a later claim fenced them.
-    fn count(&mut self, p: Pending) -> Result<()> {
+    fn count(&mut self, p: Pending, fences: &mut Fences) -> Result<()> {
         match p {
             Pending::Record(key, rev, rec) => {
                 let rel = layout::exec_relative(&self.exec_id, &key).to_string();
                 let run = rec.attempts.last().map(|a| a.claim_seq).unwrap_or(0);
-                let counted = match self.fence_over(run) {
-                    Some((_, fence)) => fence.records.iter().any(|k| *k == rel),
+                let counted = match fences.entry(run).or_insert_with(|| self.counted_by(run)) {
+                    Some(c) => c.records.contains(&rel),
                     None => true,
                 };
                 if counted {
                     self.record_keys.push((rel, run));
-                    self.add_checkpoint(rev, rec);
+                    self.add_checkpoint(rev, *rec);
                 } else {
                     self.fenced.push(key);
                 }
@@ -326,6 +341,7 @@ impl Journal {
                 .filter(|(who, _)| who.starts_with("the run's"))
         });
         let seals: Vec<(String, Fence)> = seals.collect();
+        let counted: HashSet<&str> = self.record_keys.iter().map(|(k, _)| k.as_str()).collect();
         for (who, fence) in claims.chain(seals.iter().map(|(w, f)| (w.clone(), f))) {
             for (run, len) in &fence.segments {
                 if *len > 0 && !self.segments.contains_key(run) {
@@ -340,7 +356,7 @@ impl Journal {
                 }
             }
             for key in &fence.records {
-                if !self.record_keys.iter().any(|(k, _)| k == key) {
+                if !counted.contains(key.as_str()) {
                     return Err(Error::Corrupt {
                         key: format!("{}/{key}", layout::exec_prefix(&self.exec_id)),
                         exec_id: Some(self.exec_id.clone()),
