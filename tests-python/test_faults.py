@@ -358,7 +358,7 @@ def test_kills_and_stalls_past_the_lease_with_thread_fan_out(tmp_path: Path) -> 
             except subprocess.TimeoutExpired:
                 p.kill()
         s = Store(str(store))
-        tag, data = s.result(exec_id)  # type: ignore[misc]
+        _tag, data = s.result(exec_id)  # type: ignore[misc]
         assert json.loads(data) == list(range(16))
         report = json.loads(s.verify())
         assert report["findings"] == [], report
