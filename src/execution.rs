@@ -364,13 +364,16 @@ impl Runner {
                 lease,
             },
         };
-        if !store
+        let created = store
             .put_create(
                 &layout::state_key(&exec_id, 0),
                 encode(&exec_id, "state", &rec)?,
             )
-            .await?
-        {
+            .await;
+        // A start that failed (a full disk) leaves no half-made execution behind.
+        let created =
+            created.inspect_err(|_| store.discard_local(&layout::exec_prefix(&exec_id)))?;
+        if !created {
             return Err(Error::Contention {
                 exec_id,
                 attempts: 1,

@@ -371,3 +371,104 @@ def test_kills_and_stalls_past_the_lease_with_thread_fan_out(tmp_path: Path) -> 
     elapsed = time.monotonic() - started
     print(f"\n{kills} SIGKILLs and {stalls} stalls past the lease over {executions} executions "
           f"with threaded checkpoints in {elapsed:.0f} s: every result right, store clean")  # fmt: skip
+
+
+def test_a_frozen_object_store_fails_within_the_stated_timeout() -> None:
+    """A server that accepts connections and never answers: the command fails with an
+    error naming the timeout setting, after about KITARU_STORE_TIMEOUT seconds (not the
+    minutes of object_store's own retry defaults)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                held.append(conn)  # never answered
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    port = server.getsockname()[1]
+    env = {
+        "KITARU_STORE": "s3://frozen/prefix",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_REGION": "us-east-1",
+        "KITARU_STORE_TIMEOUT": "3",
+    }
+    try:
+        began = time.monotonic()
+        proc = run_cli("executions", "list", env=env)
+        elapsed = time.monotonic() - began
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        server.close()
+    assert proc.returncode == 1, proc.stdout
+    assert "KITARU_STORE_TIMEOUT" in proc.stderr, proc.stderr
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+
+
+def test_a_start_on_a_full_disk_leaves_nothing_behind(tmp_path: Path) -> None:
+    mnt = tmp_path / "tiny"
+    _mount_tmpfs(mnt, "1m")
+    try:
+        env = {**os.environ, "KITARU_STORE": str(mnt / "store")}
+        script = write_script(tmp_path, "start.py", """
+            from kitaru import checkpoint, flow
+
+            @flow
+            def starts(x: int) -> int:
+                return x
+
+            if __name__ == "__main__":
+                starts.run(1)
+        """)  # fmt: skip
+        assert (
+            cli_json("executions", "list", env={"KITARU_STORE": str(mnt / "store")})["count"] == 0
+        )
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass  # the disk is full now
+        finally:
+            os.close(fd)
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)  # fmt: skip
+        assert out.returncode != 0 and "the disk is full" in out.stderr, out.stderr
+        filler.unlink()
+        report = json.loads(Store(str(mnt / "store")).verify())
+        assert report["findings"] == [] and report["executions"] == 0, report
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_uploads_a_killed_process_left_are_swept(tmp_path: Path) -> None:
+    store_dir = tmp_path / "swept"
+    Store(str(store_dir))
+    staging = store_dir / "blobs" / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = staging / f"{dead.pid}-00aa#1"
+    live = staging / f"{os.getpid()}-00bb#1"
+    for p in (left, live):
+        p.write_bytes(b"partial upload")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    Store(str(store_dir))  # opening the store sweeps
+    assert not left.exists() and live.exists()

@@ -201,3 +201,33 @@ pub fn put_blob(dir: &Path, bytes: &Bytes, fsync: bool) -> Result<[u8; 32]> {
     }
     Ok(hash)
 }
+
+/// Removes large-blob uploads that a killed process left in `blobs/staging`: those of a
+/// process of this host that no longer exists, after ten minutes, and any after a day (a
+/// store shared over a network file system may hold another host's live upload).
+pub fn sweep_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("blobs").join("staging")) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        let pid: Option<i32> = name.split('-').next().and_then(|p| p.parse().ok());
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let dead = pid.is_some_and(|p| {
+            p > 0
+                && unsafe { libc::kill(p, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        });
+        let old = |mins: u64| age > std::time::Duration::from_secs(mins * 60);
+        if (dead && old(10)) || old(24 * 60) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

@@ -114,6 +114,11 @@ fn backend_hint(err: &object_store::Error) -> &'static str {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return io_hint(io);
         }
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("timed out") || text.contains("timeout") {
+            return " (the store did not answer in time: an operation may take \
+                     KITARU_STORE_TIMEOUT seconds in all, retries included, default 60)";
+        }
         cur = e.source();
     }
     ""
@@ -242,6 +247,9 @@ impl Store {
             counts: RequestCounts::default(),
         });
         let marker = store.check_layout().await?;
+        if let Some(dir) = &store.local_dir {
+            local::sweep_staging(dir);
+        }
         if parsed.is_cloud() {
             let identity = parsed.identity(&options);
             if !verified_backends().lock().contains(&identity) {
@@ -504,6 +512,14 @@ impl Store {
         let dir = self.local_dir.as_ref()?;
         self.count(Request::Get);
         Some(local::read_one(dir, key))
+    }
+
+    /// Local stores: removes what a failed write left under `prefix` (best effort; object
+    /// stores never keep a failed put).
+    pub fn discard_local(&self, prefix: &str) {
+        if let Some(dir) = &self.local_dir {
+            let _ = std::fs::remove_dir_all(dir.join(prefix));
+        }
     }
 
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.

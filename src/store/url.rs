@@ -364,6 +364,34 @@ fn explicit(options: &BTreeMap<String, String>, key: &str, env: &str) -> bool {
         || std::env::var_os(env).is_some()
 }
 
+/// How long one store operation may take in all, retries included: `KITARU_STORE_TIMEOUT`
+/// seconds (default 60). A frozen server then fails a flow in about that long plus one
+/// request's timeout (half of it, at most 30 s; object_store's `timeout` option overrides
+/// it), instead of object_store's own 3 minutes of retries plus 30 s requests.
+pub fn operation_timeout() -> std::time::Duration {
+    let secs = std::env::var("KITARU_STORE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .unwrap_or(60.0)
+        .min(3600.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        retry_timeout: operation_timeout(),
+        ..Default::default()
+    }
+}
+
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+fn request_timeout() -> String {
+    let secs = (operation_timeout().as_secs_f64() / 2.0).clamp(1.0, 30.0);
+    format!("{}ms", (secs * 1000.0) as u64)
+}
+
 fn build_cloud(
     cloud: Cloud,
     bucket: &str,
@@ -390,7 +418,12 @@ fn build_s3(
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K, S3ConditionalPut};
     use std::str::FromStr;
 
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
+    if let Ok(k) = K::from_str("timeout") {
+        b = b.with_config(k, request_timeout()); // options below may override it
+    }
     if !explicit(options, "conditional_put", "AWS_CONDITIONAL_PUT") {
         // `PutMode::Create` sends `If-None-Match: *`; the open-time probe checks the
         // server honours it.
@@ -433,7 +466,12 @@ fn build_gcs(
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
     use std::str::FromStr;
 
-    let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
+    if let Ok(k) = K::from_str("timeout") {
+        b = b.with_config(k, request_timeout());
+    }
     for (key, value) in options {
         let k = K::from_str(key).map_err(|_| unknown_key(Cloud::Gcs, key))?;
         if matches!(k, K::Bucket) {
@@ -454,7 +492,12 @@ fn build_azure(
     use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
     use std::str::FromStr;
 
-    let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    let mut b = MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_retry(retry_config());
+    if let Ok(k) = K::from_str("timeout") {
+        b = b.with_config(k, request_timeout());
+    }
     for (key, value) in options {
         let k = K::from_str(key).map_err(|_| unknown_key(Cloud::Azure, key))?;
         if matches!(k, K::ContainerName) {
