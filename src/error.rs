@@ -48,6 +48,12 @@ pub enum Error {
     )]
     LeaseLost { exec_id: String, by: String },
 
+    #[error(
+        "checkpoint {call_id} of execution {exec_id} was recorded twice in one run; a call \
+         is recorded once (this is a bug in kitaru or in an adapter, please report it)"
+    )]
+    RecordedTwice { exec_id: String, call_id: String },
+
     #[error("execution {exec_id} was cancelled while it ran{}", if .reason.is_empty() { String::new() } else { format!(" ({})", .reason) })]
     Cancelled { exec_id: String, reason: String },
 

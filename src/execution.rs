@@ -694,9 +694,9 @@ impl Runner {
         };
         let bytes = encode(&self.shared.exec_id, &rec.call_id, &rec)?;
         if !self.recorded.lock().insert(rec.call_id.clone()) {
-            return Err(Error::LeaseLost {
+            return Err(Error::RecordedTwice {
                 exec_id: self.shared.exec_id.clone(),
-                by: format!("this run (checkpoint {} was recorded twice)", rec.call_id),
+                call_id: rec.call_id.clone(),
             });
         }
         let name = rec.name;

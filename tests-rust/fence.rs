@@ -411,3 +411,19 @@ fn a_new_local_store_is_private_and_proc_is_not_a_store() {
         assert!(err.to_string().contains("/proc/self"), "{err}");
     });
 }
+
+#[test]
+fn a_call_recorded_twice_in_one_run_says_so() {
+    rt().block_on(async {
+        let store = memory_store("recorded-twice").await;
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        r.record_checkpoint(finished("a", "1")).await.unwrap();
+        let err = r
+            .record_checkpoint(finished("a", "2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RecordedTwice { .. }), "{err:?}");
+    });
+}

@@ -30,8 +30,9 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
         | Error::RuntimeStart(_) => class!(py, "KitaruBackendError"),
         Error::Corrupt { .. } => class!(py, "KitaruCorruptionError"),
         Error::ExecutionNotFound { .. } => class!(py, "KitaruExecutionNotFoundError"),
+        Error::Cancelled { .. } => class!(py, "KitaruCancelledError"),
+        Error::RecordedTwice { .. } => class!(py, "KitaruRuntimeError"),
         Error::Transition { .. }
-        | Error::Cancelled { .. }
         | Error::WaitNotFound { .. }
         | Error::WaitAnswered { .. }
         | Error::WaitsPending { .. } => class!(py, "KitaruStateError"),
@@ -47,13 +48,7 @@ impl From<Error> for PyErr {
         Python::attach(|py| {
             let message = err.to_string();
             match class_for(py, &err) {
-                Ok(cls) => {
-                    let pyerr = PyErr::from_type(cls, (message,));
-                    if let Error::Cancelled { .. } = err {
-                        let _ = pyerr.value(py).setattr("cancelled", true);
-                    }
-                    pyerr
-                }
+                Ok(cls) => PyErr::from_type(cls, (message,)),
                 // kitaru.errors failed to import: still raise something that names the problem.
                 Err(import_err) => {
                     let e = pyo3::exceptions::PyRuntimeError::new_err(message);
