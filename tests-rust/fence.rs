@@ -11,25 +11,7 @@ use kitaru::journal::{Journal, Scope};
 use kitaru::store::{layout, Store};
 use kitaru::Error;
 
-use crate::{local_store, memory_store, rt};
-
-fn start_info() -> StartInfo {
-    StartInfo {
-        flow_name: "agent".into(),
-        entry: EntryPoint {
-            module: "m".into(),
-            qualname: "agent".into(),
-            script: None,
-            cwd: "/".into(),
-        },
-        args: Value {
-            serializer: "json".into(),
-            body: Body::Inline(ByteBuf(b"[]".to_vec())),
-        },
-        kitaru_version: "test".into(),
-        options_json: "{}".into(),
-    }
-}
+use crate::{local_store, memory_store, noise, rt, start_info};
 
 fn finished(call: &str, out: &str) -> FinishedCall {
     FinishedCall {
@@ -340,18 +322,6 @@ fn torn_tail_rules() {
     assert!(!record::is_torn_tail(&flipped));
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_blob_found_already_stored_is_checked_and_a_damaged_one_rewritten() {
     rt().block_on(async {
@@ -420,10 +390,7 @@ fn a_call_recorded_twice_in_one_run_says_so() {
             .await
             .unwrap();
         r.record_checkpoint(finished("a", "1")).await.unwrap();
-        let err = r
-            .record_checkpoint(finished("a", "2"))
-            .await
-            .unwrap_err();
+        let err = r.record_checkpoint(finished("a", "2")).await.unwrap_err();
         assert!(matches!(err, Error::RecordedTwice { .. }), "{err:?}");
     });
 }

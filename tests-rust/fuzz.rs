@@ -19,7 +19,7 @@ use kitaru::journal::types::*;
 use kitaru::journal::{Journal, Scope};
 use kitaru::store::{cdc, layout, Store};
 
-use crate::{local_store, memory_store, rt};
+use crate::{local_store, memory_store, rt, start_info};
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -216,24 +216,6 @@ fn decoders_survive_random_and_mutated_bytes() {
 }
 
 // --- damage to real executions ----------------------------------------------------
-
-fn start_info() -> StartInfo {
-    StartInfo {
-        flow_name: "agent".into(),
-        entry: EntryPoint {
-            module: "m".into(),
-            qualname: "agent".into(),
-            script: None,
-            cwd: "/".into(),
-        },
-        args: Value {
-            serializer: "json".into(),
-            body: Body::Inline(ByteBuf(b"[]".to_vec())),
-        },
-        kitaru_version: "test".into(),
-        options_json: "{}".into(),
-    }
-}
 
 fn call(id: &str, name: &str, bytes: Vec<u8>) -> FinishedCall {
     FinishedCall {

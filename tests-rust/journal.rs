@@ -11,25 +11,7 @@ use kitaru::store::{layout, Store};
 use kitaru::view;
 use kitaru::Error;
 
-use crate::{local_store, rt};
-
-fn start_info() -> StartInfo {
-    StartInfo {
-        flow_name: "agent".into(),
-        entry: EntryPoint {
-            module: "m".into(),
-            qualname: "agent".into(),
-            script: None,
-            cwd: "/".into(),
-        },
-        args: Value {
-            serializer: "json".into(),
-            body: Body::Inline(ByteBuf(b"[]".to_vec())),
-        },
-        kitaru_version: "test".into(),
-        options_json: "{}".into(),
-    }
-}
+use crate::{local_store, rt, start_info};
 
 fn raw(s: &str) -> RawValue {
     RawValue {
