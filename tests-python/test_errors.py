@@ -1,4 +1,5 @@
 import kitaru
+import pytest
 from kitaru import errors
 
 
@@ -45,3 +46,27 @@ def test_public_names() -> None:
     for name in kitaru.__all__:
         assert getattr(kitaru, name) is not None
     assert sorted(kitaru.__all__) == kitaru.__all__
+
+
+def test_a_cancel_is_a_state_error_named_for_it() -> None:
+    assert issubclass(errors.KitaruCancelledError, kitaru.KitaruStateError)
+    assert "KitaruCancelledError" in errors.__all__
+    assert kitaru.KitaruCancelledError is errors.KitaruCancelledError
+    # Code written for the attribute older releases set still reads it.
+    assert errors.KitaruCancelledError("execution x was cancelled while it ran").cancelled
+    assert not kitaru.KitaruStateError("still running").cancelled
+    assert not errors.KitaruLeaseError("taken over").cancelled
+
+
+@kitaru.flow
+def _cancelled_while_it_runs() -> int:
+    exec_id = kitaru.current_execution_id()
+    assert exec_id is not None
+    kitaru.KitaruClient().executions.cancel(exec_id)
+    return 1  # no checkpoint boundary after the cancel: recording the result meets it
+
+
+def test_the_core_raises_a_cancel_as_kitaru_cancelled_error() -> None:
+    with pytest.raises(errors.KitaruCancelledError, match="was cancelled while it ran") as info:
+        _cancelled_while_it_runs.run()
+    assert isinstance(info.value, kitaru.KitaruStateError) and info.value.cancelled

@@ -290,7 +290,8 @@ def test_message_list_is_sent_as_given(llm: FakeLLM) -> None:
 def test_the_official_openai_endpoint_gets_max_completion_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kitaru import _models, _providers
+    from kitaru._llm import models as _models
+    from kitaru._llm import providers as _providers
 
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     resolved = _models.resolve_model_selection(MINI)
@@ -1426,7 +1427,7 @@ def test_price_override_per_alias_is_used_for_the_cost(
 
 
 def test_price_table_matches_dated_model_names(llm: FakeLLM) -> None:
-    from kitaru import _models
+    from kitaru._llm import models as _models
 
     assert _models.price_of("openai", "gpt-4o-mini-2024-07-18", None) == MINI_PRICES
     assert _models.price_of("openai", "gpt-4o-2024-08-06", None) == (2.50, 10.0)
@@ -1738,7 +1739,8 @@ def test_right_basic_credentials_echoed_in_an_error_and_short_passwords_in_urls(
 def test_an_ollama_host_without_a_port_means_ollamas_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kitaru import _models, _providers
+    from kitaru._llm import models as _models
+    from kitaru._llm import providers as _providers
 
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
     ep = _providers.endpoint_for(_models.resolve_model_selection("ollama/llama3"), "llm_1")

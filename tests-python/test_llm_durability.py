@@ -303,7 +303,7 @@ def asks_once(q: str) -> str:
 
 
 def test_a_retry_without_the_alias_reuses_finished_calls(provider: FakeLLM) -> None:
-    from kitaru import _models
+    from kitaru._llm import models as _models
 
     kitaru.register_model_alias("fast", model="openai/gpt-4o-mini")
     FAIL_AFTER_CALL["on"] = True

@@ -8,13 +8,13 @@ runs the flow again from the top and finished checkpoints return their stored ou
 from __future__ import annotations
 
 from ._context import current_execution_id
-from ._llm import LLMResponse, LLMUsage, ToolCall, allm, llm
 from ._metadata import log
 from .checkpoint import checkpoint
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
     KitaruBudgetExceededError,
+    KitaruCancelledError,
     KitaruContextError,
     KitaruDivergenceError,
     KitaruError,
@@ -35,7 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._models import list_model_aliases, register_model_alias, resolve_model_selection
+    from ._llm.call import LLMResponse, LLMUsage, ToolCall, allm, llm
+    from ._llm.models import list_model_aliases, register_model_alias, resolve_model_selection
     from .client import KitaruClient
     from .stacks import (
         KitaruConfig,
@@ -50,12 +51,14 @@ if TYPE_CHECKING:
 
 # The names of Kitaru 0.4 that this release implements (save/load, memory, replay and
 # connect arrive with later releases, see CHANGELOG.md), plus kitaru's own: allm,
-# LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError, current_execution_id.
+# LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError, KitaruCancelledError,
+# current_execution_id.
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
     "KitaruBackendError",
     "KitaruBudgetExceededError",
+    "KitaruCancelledError",
     "KitaruClient",
     "KitaruConfig",
     "KitaruContextError",
@@ -91,6 +94,7 @@ __all__ = [
     "wait",
 ]
 
+_LLM_NAMES = frozenset({"LLMResponse", "LLMUsage", "ToolCall", "allm", "llm"})
 _MODEL_REGISTRY_API = ("list_model_aliases", "register_model_alias", "resolve_model_selection")
 _STACK_NAMES = frozenset(
     {
@@ -107,16 +111,23 @@ _STACK_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    # The client and stacks pull in more than decorating and running a flow needs (json,
-    # dataclasses, re): load them on use.
+    # The client, stacks and the LLM feature pull in more than decorating and running a
+    # flow needs (json, dataclasses, re): load them on use. `kitaru._llm` is a package
+    # named apart from the function `kitaru.llm`, so importing it never rebinds the name.
+    if name in _LLM_NAMES:
+        from ._llm import call
+
+        value = getattr(call, name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     if name == "KitaruClient":
         from .client import KitaruClient
 
         return KitaruClient
     if name in _MODEL_REGISTRY_API:
-        from . import _models
+        from ._llm import models
 
-        return getattr(_models, name)
+        return getattr(models, name)
     if name in _STACK_NAMES:
         from . import stacks
 

@@ -1,13 +1,13 @@
-"""Where kitaru keeps things, and the process-wide settings read from the environment.
+"""Which store to use, and the process-wide settings read from the environment.
 
 Resolution is cheap and lazy: nothing here touches the disk until a store is needed, and
-stacks (`stacks.py`) are only read when `KITARU_STORE` does not name the store.
+stacks (`stacks.py`) are only read when `KITARU_STORE` does not name the store. The config
+directory and its files are `_files.py`'s.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from .errors import KitaruUsageError
 
@@ -15,6 +15,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from ._kitaru import Store
+    from ._types import StoreChoice
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
@@ -34,42 +35,6 @@ def env_flag(name: str, default: bool) -> bool:
     )
 
 
-def config_dir() -> str:
-    """`KITARU_CONFIG_PATH`, else the platform's per-user config directory for kitaru."""
-    override = os.environ.get("KITARU_CONFIG_PATH", "").strip()
-    if override:
-        return os.path.abspath(os.path.expanduser(override))
-    home = os.path.expanduser("~")
-    if sys.platform == "darwin":
-        return os.path.join(home, "Library", "Application Support", "kitaru")
-    if sys.platform == "win32":
-        appdata = os.environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
-        return os.path.join(appdata, "kitaru")
-    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    return os.path.join(xdg or os.path.join(home, ".config"), "kitaru")
-
-
-class StoreChoice:
-    """Which store a run or command uses, and why.
-
-    `location` and `options` are what the Rust `Store` opens; `stack` is the stack's name
-    (None when `KITARU_STORE` chose); `source` says which setting chose it, for people.
-    """
-
-    __slots__ = ("location", "options", "source", "stack")
-
-    def __init__(
-        self, location: str, options: dict[str, str], stack: str | None, source: str
-    ) -> None:
-        self.location, self.options, self.stack, self.source = location, options, stack, source
-
-    def __repr__(self) -> str:
-        return (
-            f"StoreChoice(location={self.location!r}, options={self.options!r}, "
-            f"stack={self.stack!r}, source={self.source!r})"
-        )
-
-
 def resolve_store(stack: str | None = None, source: str = "stack=") -> StoreChoice:
     """The store to use: `KITARU_STORE` > `kitaru.configure(stack=)` > `stack` (a flow's,
     a `.run()`'s or the CLI's `--stack`, described by `source`) > pyproject.toml
@@ -77,15 +42,12 @@ def resolve_store(stack: str | None = None, source: str = "stack=") -> StoreChoi
     """
     location = os.environ.get("KITARU_STORE", "").strip()
     if location:
+        from ._types import StoreChoice
+
         return StoreChoice(location, {}, None, "KITARU_STORE")
     from . import stacks
 
     return stacks.resolve(stack, source)
-
-
-def default_store_location() -> str:
-    """The `default` stack's store: `<config dir>/store`."""
-    return os.path.join(config_dir(), "store")
 
 
 def store_location() -> str:
@@ -161,55 +123,3 @@ def get_store(location: str | None = None, options: dict[str, str] | None = None
         store = Store(location, fsync=fsync, options=dict(opts) or None)
         _stores[key] = store
     return store
-
-
-def write_private_file(path: str, text: str) -> None:
-    """Write `text` to `path` atomically, readable by the owner only (0600 in a 0700 dir).
-
-    A crash leaves the old file or the new one, never a mix: the text goes to a temporary
-    file in the same directory, which is then renamed over `path`.
-    """
-    import tempfile
-
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        os.chmod(tmp, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-class config_lock:
-    """An exclusive advisory lock on `<config dir>/<name>.lock`, for read-change-write
-    updates of a config file by several processes at once."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        directory = config_dir()
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        self.fd = os.open(
-            os.path.join(directory, f"{self.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600
-        )
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory locks
-            return
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # closing releases the lock

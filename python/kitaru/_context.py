@@ -11,16 +11,16 @@ import _thread
 import contextvars
 import time
 
+from ._ledger import Ledger
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
     KitaruBudgetExceededError,
+    KitaruCancelledError,
     KitaruContextError,
     KitaruCorruptionError,
     KitaruDivergenceError,
-    KitaruLeaseError,
     KitaruRuntimeError,
-    KitaruStateError,
     KitaruUsageError,
 )
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 if not TYPE_CHECKING:
     # Runtime stand-ins for the typing constructs used in class and function definitions.
-    R = None
+    P = R = None
 
     class Generic:
         def __class_getitem__(cls, item: object) -> type:
@@ -260,7 +260,7 @@ def runtime_error(message: str, cause: BaseException | None = None) -> KitaruRun
     return err
 
 
-class FlowRun:
+class FlowRun(Ledger):
     """One process's run of one execution."""
 
     # @flow(allow_pickle=True): this run may store and load pickles (set by the flow)
@@ -285,20 +285,7 @@ class FlowRun:
         self._lock = _thread.allocate_lock()
         self.pass_no = 0
         self.flow_thread = _thread.get_ident()
-        # The LLM ledger: budget, spend (of every run so far, read when first needed),
-        # and what this run got from stored calls instead of paying again.
-        self.budget_usd: float | None = None
-        self._spent: float | None = None
-        self._earlier: list[dict[str, Any]] | None = None
-        self._had_llm: bool | None = None
-        self._spend_n = 0
-        self.saved_usd = 0.0
-        self.saved_calls = 0
-        self._saved_ids: set[str] = set()
-        self._saved_written = (0, 0.0)
-        # Set once the budget stopped the flow: user code that catches the error cannot
-        # finish a checkpoint or the flow after it.
-        self.budget_error: KitaruBudgetExceededError | None = None
+        self.init_ledger()
         self.reset()
 
     def reset(self) -> None:
@@ -501,119 +488,6 @@ class FlowRun:
             self.note_reused(chosen)
         return chosen, True, value
 
-    # --- the LLM ledger -------------------------------------------------------------
-
-    def _earlier_metadata(self) -> list[dict[str, Any]]:
-        """kitaru's own execution metadata of earlier runs (ledger, budget), read once."""
-        if self._earlier is None:
-            import json
-
-            raws = self.runner.execution_metadata()
-            self._earlier = [json.loads(raw) for raw in raws if "kitaru_" in raw]
-        return self._earlier
-
-    def set_budget(self, declared: float | None, override: float | None) -> None:
-        """The budget of this run: `override` (recorded, so later runs keep it), else the
-        last override recorded by an earlier run, else the flow's declared budget."""
-        if override is not None:
-            self.budget_usd = override
-            self.log({"kitaru_budget_usd": override})
-            return
-        recorded = [
-            m["kitaru_budget_usd"] for m in self._earlier_metadata() if "kitaru_budget_usd" in m
-        ]
-        self.budget_usd = recorded[-1] if recorded else declared
-
-    @property
-    def spent_usd(self) -> float:
-        """Dollars spent on LLM calls by every run of this execution so far."""
-        if self._spent is None:
-            total = 0.0
-            for meta in self._earlier_metadata():
-                for entry in (meta.get("kitaru_llm") or {}).values():
-                    total += entry.get("cost_usd") or 0.0
-            with self._lock:
-                if self._spent is None:
-                    self._spent = total
-        return self._spent
-
-    def record_spend(self, call: str, checkpoint: str | None, info: dict[str, Any]) -> None:
-        """Write a call that reached a provider to the execution's ledger, at once."""
-        with self._lock:
-            self._spend_n += 1
-            key = f"{self.runner.claim_seq:08}.{self._spend_n:06}"
-        earlier = self.spent_usd
-        with self._lock:
-            base = earlier if self._spent is None else self._spent
-            self._spent = base + (info.get("cost_usd") or 0.0)
-        entry = {"call": call, **({"checkpoint": checkpoint} if checkpoint else {}), **info}
-        self.log({"kitaru_llm": {key: entry}})
-        if self.budget_usd is not None and info.get("cost_usd") is None:
-            import warnings
-
-            warnings.warn(
-                f"kitaru.llm() call {call!r} to {info.get('resolved_model')} has no known price, so "
-                f"the budget of flow {self.flow_name!r} cannot count it; register the alias with "
-                "--input-price/--output-price (USD per million tokens).",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-
-    def check_budget(self) -> None:
-        """Stop the flow when its LLM spend went over its budget."""
-        if self.budget_error is not None:
-            raise self.budget_error
-        if self.budget_usd is None or self.spent_usd <= self.budget_usd:
-            return
-        self.flush_ledger()
-        self.budget_error = KitaruBudgetExceededError(
-            f"Execution {self.exec_id} of flow {self.flow_name!r} spent ${self.spent_usd:.4f} on "
-            f"LLM calls, over its budget of ${self.budget_usd:.4f}. Retry it with a larger budget: "
-            f"`kitaru executions retry {self.exec_id} --budget-usd <dollars>` (finished "
-            "checkpoints and llm() calls of the flow body are reused, not paid for again).",
-            exec_id=self.exec_id,
-            status="failed",
-            failure_origin=FailureOrigin.BUDGET,
-        )
-        raise self.budget_error
-
-    def note_reused(self, call_id: str) -> None:
-        """A stored checkpoint output was reused: count the LLM calls made inside it."""
-        if self._had_llm is None:
-            # Every model call is in the ledger before its checkpoint is recorded: with no
-            # ledger entry, no stored call holds one (and resume skips the lookups).
-            self._had_llm = any("kitaru_llm" in m for m in self._earlier_metadata())
-        if not self._had_llm:
-            return
-        raw = self.runner.call_metadata(call_id)
-        if raw is None or '"llm_calls"' not in raw or call_id in self._saved_ids:
-            return
-        self._saved_ids.add(call_id)
-        import json
-
-        calls = json.loads(raw).get("llm_calls") or {}
-        if not isinstance(calls, dict):
-            return
-        with self._lock:
-            for info in calls.values():
-                self.saved_calls += 1
-                self.saved_usd += (info.get("cost_usd") or 0.0) if isinstance(info, dict) else 0.0
-
-    def flush_ledger(self) -> None:
-        """Record what this run saved by reusing stored LLM calls (once per change)."""
-        with self._lock:
-            now = (self.saved_calls, round(self.saved_usd, 10))
-            if now == self._saved_written or not self.saved_calls:
-                return
-            self._saved_written = now
-        self.log(
-            {
-                "kitaru_llm_saved": {
-                    f"{self.runner.claim_seq:08}": {"calls": now[0], "cost_usd": now[1]}
-                }
-            }
-        )
-
     def remember(
         self, call_id: str, name: str, explicit: bool, tag: str, data: bytes, digest: bytes | None
     ) -> None:
@@ -673,12 +547,8 @@ def require_flow(api: str) -> FlowRun:
 def check_lease(run: FlowRun) -> None:
     try:
         run.runner.check_lease()
-    except KitaruLeaseError:
-        raise
-    except KitaruStateError as exc:
-        if getattr(exc, "cancelled", False):
-            raise FlowCancelled(str(exc)) from None
-        raise
+    except KitaruCancelledError as exc:
+        raise FlowCancelled(str(exc)) from None
 
 
 class FlowCancelled(BaseException):

@@ -78,9 +78,9 @@ def _import_failed(where: str, exc: BaseException) -> KitaruStateError:
     )
 
 
-def load_flow(entry: dict[str, Any]) -> Any:
-    """The `FlowDefinition` recorded as `entry` (module, qualname, script, cwd)."""
-    from .flow import FlowDefinition
+def load_flow(entry: dict[str, Any], flow_type: type) -> Any:
+    """The flow recorded as `entry` (module, qualname, script, cwd); `flow_type` is
+    `FlowDefinition`, given by the caller (the flow module imports this one)."""
 
     module_name, qualname = entry["module"], entry["qualname"]
     script = entry.get("script")
@@ -111,7 +111,7 @@ def load_flow(entry: dict[str, Any]) -> Any:
             raise KitaruStateError(
                 f"Module {module_name!r} has no flow {qualname!r} any more; restore it to resume this execution."
             )
-    if not isinstance(obj, FlowDefinition):
+    if not isinstance(obj, flow_type):
         raise KitaruStateError(
             f"{module_name}.{qualname} is not a @flow (found {type(obj).__name__})."
         )

@@ -27,21 +27,33 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
     import inspect
-    from collections.abc import Callable, Iterable
-    from typing import Any, Generic, TypeVar, overload
+    from collections.abc import Callable, Coroutine, Iterable
+    from concurrent.futures import Future
+    from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-    R = TypeVar("R")
+    from ._types import Step
+
+    P = ParamSpec("P")  # the checkpoint function's parameters
+    Q = ParamSpec("Q")  # a method's parameters after `self`
+    R = TypeVar("R")  # what the function returns (a coroutine, for an async one)
+    S = TypeVar("S")  # the instance a method checkpoint is bound to
+    T = TypeVar("T")  # what a call's future holds
 else:
-    from ._context import Generic, R, overload
+    from ._context import Generic, P, R, overload
 
 __all__ = ["Checkpoint", "checkpoint"]
 
 
-class Checkpoint(Generic[R]):
-    """A function decorated with `@checkpoint`."""
+class Checkpoint(Generic[P, R]):
+    """A function decorated with `@checkpoint`.
+
+    Typed by the function's parameters `P` and return type `R`: a call returns `R` (a
+    coroutine for an ``async def`` checkpoint, to await), ``.submit()`` a future of the
+    (awaited) result and ``.map()`` a list of them.
+    """
 
     def __init__(
-        self, func: Callable[..., R], *, retries: int, type: str | None, allow_pickle: bool = False
+        self, func: Callable[P, R], *, retries: int, type: str | None, allow_pickle: bool = False
     ) -> None:
         copy_identity(self, func)
         self._func = func
@@ -57,6 +69,13 @@ class Checkpoint(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<kitaru checkpoint {self.name!r}>"
+
+    @overload
+    def __get__(self, obj: None, objtype: Any = None) -> Checkpoint[P, R]: ...
+    @overload
+    def __get__(
+        self: Checkpoint[Concatenate[S, Q], R], obj: S, objtype: Any = None
+    ) -> Callable[Q, R]: ...
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         # Methods: bind like a function would (a bound method that inspect and frameworks
@@ -80,7 +99,14 @@ class Checkpoint(Generic[R]):
             )
         return run, run.allocate(self.name, explicit_id)
 
-    def __call__(self, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
+    # A ParamSpec cannot take an extra keyword-only parameter: a call with ``id=`` is
+    # checked against the function's parameters at runtime only.
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, *args: Any, id: str | None, **kwargs: Any) -> R: ...
+
+    def __call__(self, *args: Any, id: str | None = None, **kwargs: Any) -> Any:  # type: ignore[misc]
         run, call_id = self._enter(id)
         ordered = run.in_order()
         if self.is_async:
@@ -89,9 +115,23 @@ class Checkpoint(Generic[R]):
             return self._run_async(run, call_id, id is not None, ordered, args, kwargs)
         return self._run_sync(run, call_id, id is not None, ordered, args, kwargs)
 
+    # An async checkpoint's future holds what its coroutine returns (it runs in a thread).
+    @overload
     def submit(
+        self: Checkpoint[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Future[T]: ...
+    @overload
+    def submit(self: Checkpoint[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+    @overload
+    def submit(
+        self: Checkpoint[P, Coroutine[Any, Any, T]], *args: Any, id: str | None, **kwargs: Any
+    ) -> Future[T]: ...
+    @overload
+    def submit(self: Checkpoint[P, T], *args: Any, id: str | None, **kwargs: Any) -> Future[T]: ...
+
+    def submit(  # type: ignore[misc]  # P.kwargs may not name `id`
         self, *args: Any, id: str | None = None, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+    ) -> Future[Any]:
         """Run the call concurrently; returns a future (``.result()`` gives the output)."""
         run, call_id = self._enter(id, "Concurrent checkpoint execution")
         ordered = run.in_order()  # ids are taken here, in submission order
@@ -108,7 +148,16 @@ class Checkpoint(Generic[R]):
         run.track(future)
         return future
 
-    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[concurrent.futures.Future[Any]]:
+    @overload
+    def map(
+        self: Checkpoint[P, Coroutine[Any, Any, T]], *iterables: Iterable[Any], **kwargs: Any
+    ) -> list[Future[T]]: ...
+    @overload
+    def map(
+        self: Checkpoint[P, T], *iterables: Iterable[Any], **kwargs: Any
+    ) -> list[Future[T]]: ...
+
+    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[Any]]:
         """One concurrent call per element (of the zipped iterables); returns the futures."""
         return [self.submit(*items, **kwargs) for items in zip(*iterables, strict=False)]
 
@@ -158,7 +207,7 @@ class Checkpoint(Generic[R]):
         kwargs: dict[str, Any],
     ) -> Any:
         call = _Call(self, run, call_id, explicit, ordered)
-        found, value = call.prepare(args, kwargs)
+        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
         if found:
             return value
         for attempt in range(self.retries + 1):
@@ -184,7 +233,7 @@ class Checkpoint(Generic[R]):
         kwargs: dict[str, Any],
     ) -> Any:
         call = _Call(self, run, call_id, explicit, ordered)
-        found, value = call.prepare(args, kwargs)
+        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
         if found:
             return value
         for attempt in range(self.retries + 1):
@@ -219,17 +268,11 @@ class _Call:
         "token",
     )
 
-    def __init__(
-        self, cp: Checkpoint[Any], run: FlowRun, call_id: str, explicit: bool, ordered: bool
-    ) -> None:
+    def __init__(self, cp: Step, run: FlowRun, call_id: str, explicit: bool, ordered: bool) -> None:
         self.cp, self.run, self.call_id, self.explicit = cp, run, call_id, explicit
         self.ordered = ordered
         self.pass_no = run.pass_no
         self.digest: bytes | None = None
-
-    def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-        """(True, stored output) when the call finished in an earlier run."""
-        return self.decide(_serde().digest(self.cp._bind(args, kwargs)))
 
     def decide(self, digest: bytes | None) -> tuple[bool, Any]:
         """Whether a stored result answers this call (the run decides; the id may change)."""
@@ -242,7 +285,7 @@ class _Call:
 
     def _allow_pickle(self) -> bool:
         """@checkpoint(allow_pickle=True) or @flow(allow_pickle=True)."""
-        return bool(getattr(self.cp, "allow_pickle", False) or self.run.allow_pickle)
+        return self.cp.allow_pickle or self.run.allow_pickle
 
     def begin(self) -> None:
         self.run.check_budget()
@@ -351,15 +394,19 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
 
 
 @overload
-def checkpoint(func: Callable[..., R], /) -> Checkpoint[R]: ...
+def checkpoint(func: Callable[P, R], /) -> Checkpoint[P, R]: ...
 @overload
 def checkpoint(
-    *, retries: int = 0, type: str | None = None, allow_pickle: bool = False
-) -> Callable[[Callable[..., R]], Checkpoint[R]]: ...
+    *,
+    retries: int = 0,
+    type: str | None = None,
+    runtime: str | None = None,
+    allow_pickle: bool = False,
+) -> Callable[[Callable[P, R]], Checkpoint[P, R]]: ...
 
 
 def checkpoint(
-    func: Callable[..., R] | None = None,
+    func: Callable[..., Any] | None = None,
     /,
     *,
     retries: int = 0,
@@ -397,7 +444,7 @@ def checkpoint(
             f"Unsupported checkpoint runtime {runtime!r}. Expected one of: inline, isolated."
         )
 
-    def wrap(f: Callable[..., R]) -> Checkpoint[R]:
+    def wrap(f: Callable[..., Any]) -> Checkpoint[Any, Any]:
         if not callable(f):
             raise KitaruUsageError(f"@checkpoint decorates a function, got {f!r}.")
         return Checkpoint(f, retries=retries, type=type, allow_pickle=allow_pickle)

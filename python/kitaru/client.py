@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import builtins
 import json
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from . import _config, serde
+from ._ledger import claim_of, take
+from ._types import ExecutionStatus, StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
-
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # pragma: no cover
-    from .errors import StrEnum
 
 __all__ = [
     "ArtifactRef",
@@ -31,22 +27,6 @@ __all__ = [
     "PendingWait",
     "WaitInfo",
 ]
-
-
-class ExecutionStatus(StrEnum):
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in (
-            ExecutionStatus.COMPLETED,
-            ExecutionStatus.FAILED,
-            ExecutionStatus.CANCELLED,
-        )
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -325,16 +305,12 @@ def _ledger(
 ) -> tuple[list[LLMCall], LLMCost]:
     """Takes kitaru's ledger keys out of `metadata` into calls and totals."""
     claims = [e["seq"] for e in events if e.get("holder")]
-    entries = metadata.pop("kitaru_llm", None) or {}
-    saved = metadata.pop("kitaru_llm_saved", None) or {}
-    budget = metadata.pop("kitaru_budget_usd", None)
-    if budget is None and options:
-        budget = options.get("budget_usd")
+    entries, saved, budget = take(metadata, options)
     calls = [
         LLMCall(
             call=e.get("call", ""),
             checkpoint=e.get("checkpoint"),
-            run=sum(1 for seq in claims if seq <= int(key.split(".", 1)[0])),
+            run=sum(1 for seq in claims if seq <= claim_of(key)),
             model=e.get("resolved_model"),
             alias=e.get("alias"),
             tokens_input=e.get("tokens_input"),
@@ -479,7 +455,7 @@ class ExecutionsAPI:
     def __init__(self, stack: str | None, source: str = "KitaruClient(stack=...)") -> None:
         self._stack, self._source = stack, source
 
-    def store_choice(self) -> _config.StoreChoice:
+    def store_choice(self) -> StoreChoice:
         """Which store this API reads and steers, and why (resolved at each call)."""
         return _config.resolve_store(self._stack, self._source)
 
@@ -553,6 +529,7 @@ class ExecutionsAPI:
 
     def _rerun(self, exec_id: str, intent: str, budget_usd: float | None = None) -> Execution:
         from . import _entry
+        from .flow import FlowDefinition, _check_budget
 
         store = self._store
         # One read of the (immutable) start record, then the claim: one listing of the
@@ -561,10 +538,8 @@ class ExecutionsAPI:
         entry = json.loads(entry_json)
         if not entry:
             raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
-        definition = _entry.load_flow(entry)
+        definition = _entry.load_flow(entry, FlowDefinition)
         if budget_usd is not None:
-            from .flow import _check_budget
-
             budget_usd = _check_budget(budget_usd, intent)
         saved = serde.loads(
             tag,

@@ -21,6 +21,7 @@ __all__ = [
     "FailureOrigin",
     "KitaruBackendError",
     "KitaruBudgetExceededError",
+    "KitaruCancelledError",
     "KitaruContextError",
     "KitaruCorruptionError",
     "KitaruDivergenceError",
@@ -67,6 +68,12 @@ class KitaruContextError(KitaruError, RuntimeError):
 
 class KitaruStateError(KitaruError, RuntimeError):
     """The execution's state forbids the operation (retry of a completed run, get() while running...)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True for a :class:`KitaruCancelledError` (the attribute older releases set);
+        prefer ``isinstance`` in new code."""
+        return isinstance(self, KitaruCancelledError)
 
 
 class KitaruRuntimeError(KitaruError, RuntimeError):
@@ -125,6 +132,11 @@ class KitaruCorruptionError(KitaruRuntimeError):
 
 class KitaruLeaseError(KitaruStateError):
     """Another process holds (or took over) the execution's lease."""
+
+
+class KitaruCancelledError(KitaruStateError):
+    """The execution was cancelled (``kitaru executions cancel``, an aborted wait) while
+    this process ran it. A KitaruStateError, as Kitaru raised it before it had a class."""
 
 
 class KitaruExecutionNotFoundError(KitaruUsageError, LookupError):

@@ -24,6 +24,7 @@ from ._context import (
 )
 from .errors import (
     FailureOrigin,
+    KitaruCancelledError,
     KitaruContextError,
     KitaruLeaseError,
     KitaruStateError,
@@ -36,15 +37,26 @@ from .errors import (
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, Generic, TypeVar, overload
+    from collections.abc import Callable, Coroutine
+    from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
     from ._kitaru import Runner, Store
-    from .client import ExecutionStatus
+    from ._types import ExecutionStatus
 
-    R = TypeVar("R")
+    P = ParamSpec("P")  # the flow function's parameters
+    R = TypeVar("R")  # its result (awaited, for an async flow)
+
+    class _FlowDecorator(Protocol):
+        """What ``@flow(...)`` with options returns: ``@flow`` for one function."""
+
+        @overload
+        def __call__(
+            self, func: Callable[P, Coroutine[Any, Any, R]], /
+        ) -> FlowDefinition[P, R]: ...
+        @overload
+        def __call__(self, func: Callable[P, R], /) -> FlowDefinition[P, R]: ...
 else:
-    from ._context import Generic, R, overload
+    from ._context import Generic, P, R, overload
 
 __all__ = ["FlowDefinition", "FlowHandle", "flow"]
 
@@ -105,12 +117,17 @@ def _entry_point(func: Callable[..., Any]) -> tuple[str, str, str | None]:
     return module, qualname, script
 
 
-class FlowDefinition(Generic[R]):
-    """A function decorated with `@flow`. Start it with :meth:`run`."""
+class FlowDefinition(Generic[P, R]):
+    """A function decorated with `@flow`. Start it with :meth:`run`.
+
+    Typed by the function's parameters `P` and its result `R` (for an ``async def`` flow,
+    what the coroutine returns): ``.run()`` checks its arguments against `P` and returns a
+    ``FlowHandle[R]``.
+    """
 
     def __init__(
         self,
-        func: Callable[..., R],
+        func: Callable[..., Any],
         *,
         stack: str | None,
         image: Any,
@@ -215,7 +232,24 @@ class FlowDefinition(Generic[R]):
         )
         return store, runner
 
-    def run(
+    # A ParamSpec cannot take extra keyword-only parameters: a call without options is
+    # checked against the flow's parameters; one with an option (each overload below
+    # requires one) checks that option's type, and the arguments are checked when the
+    # execution starts. No flow parameter may share an option's name (see _RESERVED).
+    @overload
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, stack: str | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, image: Any, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, cache: bool | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, retries: int | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, budget_usd: float | None, **kwargs: Any) -> FlowHandle[R]: ...
+
+    def run(  # type: ignore[misc]  # P.kwargs may not name an option: checked at runtime
         self,
         *args: Any,
         stack: str | None = None,
@@ -231,6 +265,9 @@ class FlowDefinition(Generic[R]):
         ``stack`` names the stack whose store holds the execution (over ``@flow(stack=)``;
         ``KITARU_STORE`` and ``kitaru.configure(stack=)`` beat both). ``image`` and ``cache``
         are validated and recorded; remote images arrive in a later release.
+
+        Type checkers check the arguments against the flow's parameters when no option is
+        given; with an option, the arguments are checked when the execution starts.
         """
         _validate_options(stack, image, cache, retries, ".run()")
         budget = _check_budget(budget_usd, ".run()")
@@ -239,7 +276,20 @@ class FlowDefinition(Generic[R]):
         self._execute(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
-    async def arun(
+    @overload
+    async def arun(self, *args: P.args, **kwargs: P.kwargs) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, stack: str | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, image: Any, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, cache: bool | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, retries: int | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, budget_usd: float | None, **kwargs: Any) -> FlowHandle[R]: ...
+
+    async def arun(  # type: ignore[misc]  # as run()
         self,
         *args: Any,
         stack: str | None = None,
@@ -352,7 +402,7 @@ class FlowDefinition(Generic[R]):
                 token = current_flow.set(run)
                 before = asyncio.all_tasks()
                 try:
-                    result = await self._func(*args, **kwargs)  # type: ignore[misc]
+                    result = await self._func(*args, **kwargs)
                 except BaseException as exc:
                     # Tasks the failed pass started (asyncio.gather does not cancel the
                     # others when one fails) end before the next pass or the failure is
@@ -382,7 +432,7 @@ class FlowDefinition(Generic[R]):
         if isinstance(exc, WaitSuspended):
             run.runner.suspend(clip(str(exc), MESSAGE_LIMIT))
             return False
-        if isinstance(exc, FlowCancelled) or _flag(exc, "cancelled"):
+        if isinstance(exc, (FlowCancelled, KitaruCancelledError)):
             # Cancelled by another process, which already recorded it.
             run.runner.release()
             return False
@@ -475,14 +525,6 @@ def _record_failure(
             raise refused from None
 
 
-def _flag(exc: BaseException, name: str) -> bool:
-    """getattr(exc, name, False) for exceptions whose __getattr__ may raise anything."""
-    try:
-        return bool(getattr(exc, name, False))
-    except Exception:
-        return False
-
-
 def _flush_logs_quietly(run: FlowRun) -> None:
     """Store the body's output before a failure is recorded; the failure matters more."""
     try:
@@ -551,7 +593,7 @@ class FlowHandle(Generic[R]):
     @property
     def status(self) -> ExecutionStatus:
         """The execution's status, read from the store at each access."""
-        from .client import ExecutionStatus
+        from ._types import ExecutionStatus
 
         return ExecutionStatus(self._summary()["status"])
 
@@ -631,7 +673,9 @@ class FlowHandle(Generic[R]):
 
 
 @overload
-def flow(func: Callable[..., R], /) -> FlowDefinition[R]: ...
+def flow(func: Callable[P, Coroutine[Any, Any, R]], /) -> FlowDefinition[P, R]: ...
+@overload
+def flow(func: Callable[P, R], /) -> FlowDefinition[P, R]: ...
 @overload
 def flow(
     *,
@@ -642,11 +686,11 @@ def flow(
     divergence: str = "rerun",
     budget_usd: float | None = None,
     allow_pickle: bool = False,
-) -> Callable[[Callable[..., R]], FlowDefinition[R]]: ...
+) -> _FlowDecorator: ...
 
 
 def flow(
-    func: Callable[..., R] | None = None,
+    func: Callable[..., Any] | None = None,
     /,
     *,
     stack: str | None = None,
@@ -691,7 +735,7 @@ def flow(
             f"Flow divergence policy must be one of {', '.join(DIVERGENCE_POLICIES)}, got {divergence!r}."
         )
 
-    def wrap(f: Callable[..., R]) -> FlowDefinition[R]:
+    def wrap(f: Callable[..., Any]) -> FlowDefinition[Any, Any]:
         if not callable(f):
             raise KitaruUsageError(f"@flow decorates a function, got {f!r}.")
         return FlowDefinition(

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _config
-from ._config import StoreChoice
+from . import _files
+from ._types import StoreChoice
 from .errors import KitaruUsageError
 
 __all__ = [
@@ -203,7 +203,7 @@ def _check_options(options: Any, location: str, where: str) -> dict[str, str]:
 
 
 def stacks_file() -> str:
-    return os.path.join(_config.config_dir(), "stacks.json")
+    return os.path.join(_files.config_dir(), "stacks.json")
 
 
 _cache: tuple[tuple[str, int, int, int], dict[str, Any]] | None = None
@@ -267,13 +267,13 @@ def _validate_file(path: str, data: Any) -> None:
 
 def _save(data: dict[str, Any]) -> None:
     """Write the stacks file owner-only and atomically (a temporary file, then a rename)."""
-    _config.write_private_file(stacks_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    _files.write_private_file(stacks_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @contextmanager
 def _update() -> Iterator[dict[str, Any]]:
     """Read, change and write the stacks file, one process at a time."""
-    with _config.config_lock("stacks"):
+    with _files.config_lock("stacks"):
         data = json.loads(json.dumps(_load()))  # a copy: the cached one stays as read
         yield data
         _save(data)
@@ -283,7 +283,7 @@ def _info(name: str, data: dict[str, Any]) -> StackInfo:
     active = data["active"] == name
     if name == DEFAULT_STACK:
         return StackInfo(
-            DEFAULT_STACK, _config.default_store_location(), {}, active, is_default=True
+            DEFAULT_STACK, _files.default_store_location(), {}, active, is_default=True
         )
     spec = data["stacks"][name]
     return StackInfo(name, spec["location"], dict(spec.get("options", {})), active)
@@ -362,7 +362,7 @@ def create_stack(
             f"{DEFAULT_STACK!r} is the built-in local stack; choose another name."
         )
     if artifact_store is None:
-        location = os.path.join(_config.config_dir(), "stores", name)
+        location = os.path.join(_files.config_dir(), "stores", name)
     else:
         location = _check_location(artifact_store)
     if options is not None and not isinstance(options, dict):

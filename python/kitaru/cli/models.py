@@ -1,17 +1,17 @@
-"""`kitaru model ...` and `kitaru secrets ...`."""
+"""`kitaru model ...` and `kitaru secrets ...`: model aliases and their credentials."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .errors import KitaruUsageError
+from ..errors import KitaruUsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .cli import Output
+    from ._common import Output
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _alias_rows(items: list[dict[str, Any]]) -> str:
-    from .cli import _table
+    from ._common import render_table
 
     if not items:
         return "No model aliases. Register one with `kitaru model register <alias> --model provider/model`."
@@ -83,14 +83,14 @@ def _alias_rows(items: list[dict[str, Any]]) -> str:
         ]
         for a in items
     ]
-    return _table(
+    return render_table(
         rows,
         ["ALIAS", "MODEL", "SECRET", "BASE URL", "STRUCTURED", "PRICE IN/OUT ($/M)", "SOURCE"],
     )
 
 
 def cmd_model(args: argparse.Namespace, out: Output) -> None:
-    from . import _models
+    from .._llm import models as _models
 
     if args.action == "register":
         a = _models.register_model_alias(
@@ -104,7 +104,7 @@ def cmd_model(args: argparse.Namespace, out: Output) -> None:
             structured_output=args.structured_output,
         )
         if a.secret is not None:
-            from . import _secrets
+            from .._llm import secrets as _secrets
 
             if not any(x["name"] == a.secret for x in _secrets.list_secrets()):
                 print(
@@ -149,7 +149,7 @@ def _parse_values(
     argparse hands everything after NAME over as they are, so the command's own options
     (`-o/--output`, `--replace`) are taken out first: an error (or a prompt) must not
     happen before `-o json` is known."""
-    from . import _secrets
+    from .._llm import secrets as _secrets
 
     rest: list[str] = []
     replace = False
@@ -208,7 +208,7 @@ def _warn_inline(name: str, inline: list[str]) -> None:
 
 
 def cmd_secrets(args: argparse.Namespace, out: Output) -> None:
-    from . import _secrets
+    from .._llm import secrets as _secrets
 
     if args.action == "set":
         values, replace, inline = _parse_values(args.name, args.values, out)

@@ -11,15 +11,15 @@ import json
 import os
 import re
 
-from . import _config
-from .errors import KitaruRuntimeError, KitaruUsageError
+from .. import _files
+from ..errors import KitaruRuntimeError, KitaruUsageError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def secrets_dir() -> str:
-    return os.path.join(_config.config_dir(), "secrets")
+    return os.path.join(_files.config_dir(), "secrets")
 
 
 def validate_name(name: str) -> str:
@@ -81,13 +81,13 @@ def set_secret(name: str, values: dict[str, str], *, replace: bool = False) -> l
         validate_key(key)
         if not isinstance(value, str):
             raise KitaruUsageError(f"The value of secret key {key} must be a string.")
-    with _config.config_lock("secrets"):
+    with _files.config_lock("secrets"):
         current: dict[str, str] = {}
         if not replace and os.path.exists(_path(name)):
             current = get_secret(name)
         current.update(values)
         text = json.dumps({"version": 1, "name": name, "values": current}, indent=2) + "\n"
-        _config.write_private_file(_path(name), text)
+        _files.write_private_file(_path(name), text)
     return sorted(current)
 
 

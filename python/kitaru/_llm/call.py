@@ -1,0 +1,319 @@
+"""`kitaru.llm()`: a durable, recorded, budgeted model call.
+
+In a flow body a call is its own checkpoint (type ``llm_call``, ids ``llm_1``, ``llm_2``...
+or ``name=``): once it finished, a resumed flow gets the stored response and the provider
+is not called again. Inside a checkpoint the call runs inline and is recorded on that
+checkpoint. Every call that reaches a provider writes a ledger entry (tokens, latency,
+cost) to the execution at once, so money spent before a crash is still counted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .._context import (
+    CheckpointScope,
+    FlowRun,
+    current_checkpoint,
+    current_flow,
+    merge_metadata,
+    sanitize_name,
+)
+from ..errors import KitaruContextError, KitaruUsageError
+from .request import Prepared
+from .response import LLMResponse, LLMUsage, ToolCall
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
+
+__all__ = ["LLMResponse", "LLMUsage", "ToolCall", "allm", "llm"]
+
+# --- calling -----------------------------------------------------------------------------
+
+
+def _mock(prep: Prepared) -> dict[str, Any]:
+    return {
+        "text": os.environ.get("KITARU_LLM_MOCK_RESPONSE", ""),
+        "tool_calls": [],
+        "finish_reason": "stop",
+        "refusal": None,
+        "model": prep.resolved.model,
+        "usage": {"input_tokens": None, "output_tokens": None, "total_tokens": None},
+        "provider_cost_usd": None,
+    }
+
+
+def _cost(prep: Prepared, resp: dict[str, Any]) -> float | None:
+    """The call's cost: the alias's own prices, else the provider's reported cost
+    (OpenRouter), else the price table."""
+    if prep.mock:
+        return 0.0
+    alias = prep.resolved.alias
+    explicit = alias is not None and alias.input_price is not None
+    if not explicit and resp.get("provider_cost_usd") is not None:
+        return float(resp["provider_cost_usd"])
+    usage = resp.get("usage") or {}
+    tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
+    prices = prep.resolved.prices
+    if prices is None or tin is None or tout is None:
+        return None
+    return round((int(tin) * prices[0] + int(tout) * prices[1]) / 1_000_000, 10)
+
+
+def _info(
+    prep: Prepared, resp: dict[str, Any], latency_ms: float, source: str | None
+) -> dict[str, Any]:
+    r = prep.resolved
+    usage = resp.get("usage") or {}
+    info = {
+        "requested_model": r.requested,
+        "alias": r.alias.alias if r.alias else None,
+        "resolved_model": r.target,
+        "credential_source": source,
+        "latency_ms": round(latency_ms, 3),
+        "tokens_input": usage.get("input_tokens"),
+        "tokens_output": usage.get("output_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "cost_usd": _cost(prep, resp),
+    }
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def _call_sync(prep: Prepared, call: str) -> tuple[dict[str, Any], float, str | None]:
+    if prep.mock:
+        return _mock(prep), 0.0, None
+    from . import providers as _providers
+
+    ep = _providers.endpoint_for(prep.resolved, call)
+    body = _providers.build(prep.resolved, prep.req, ep)
+    t0 = time.perf_counter()
+    data = _providers.send(ep, body, prep.timeout or _providers.default_timeout())
+    latency = (time.perf_counter() - t0) * 1000
+    return _providers.parse(ep, data, prep.req), latency, ep.credential_source
+
+
+async def _call_async(prep: Prepared, call: str) -> tuple[dict[str, Any], float, str | None]:
+    if prep.mock:
+        return _mock(prep), 0.0, None
+    from . import providers as _providers
+
+    ep = _providers.endpoint_for(prep.resolved, call)
+    body = _providers.build(prep.resolved, prep.req, ep)
+    t0 = time.perf_counter()
+    data = await _providers.send_async(ep, body, prep.timeout or _providers.default_timeout())
+    latency = (time.perf_counter() - t0) * 1000
+    return _providers.parse(ep, data, prep.req), latency, ep.credential_source
+
+
+class _Step:
+    """The synthetic ``llm_call`` checkpoint of a flow-body `llm()` call (a `_types.Step`)."""
+
+    __slots__ = ("allow_pickle", "checkpoint_type", "name", "retries")
+
+    def __init__(self, name: str) -> None:
+        self.name, self.checkpoint_type, self.retries = name, "llm_call", 0
+        self.allow_pickle = False  # an llm() result is typed JSON
+
+
+def _enter(name: str | None) -> tuple[FlowRun, CheckpointScope | None]:
+    run = current_flow.get()
+    if run is None:
+        raise KitaruContextError("kitaru.llm() can only be called inside a @flow.")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise KitaruUsageError(f"LLM call name must be a non-empty string, got {name!r}.")
+    return run, current_checkpoint.get()
+
+
+def _names(run: FlowRun, scope: CheckpointScope | None, name: str | None) -> tuple[str, str]:
+    """(checkpoint name, call name) of the next call in this scope."""
+    if name is not None:
+        if not any(ch.isalnum() for ch in name):
+            raise KitaruUsageError(
+                f"LLM call name {name!r} has no letters or digits; use a name such as 'summary'."
+            )
+        cp_name = call = sanitize_name(name, "llm")
+    else:
+        owner: Any = scope if scope is not None else run
+        owner.llm_count += 1
+        cp_name, call = "llm", f"llm_{owner.llm_count}"
+    if scope is not None:
+        # Inline calls are keyed by name in the checkpoint's metadata: the same name twice
+        # becomes summary, summary_2, ... (flow-body calls get this from `allocate`).
+        taken = scope.metadata.get("llm_calls") or {}
+        base, n = call, 1
+        while call in taken:
+            n += 1
+            call = f"{base}_{n}"
+    return cp_name, call
+
+
+class _Run:
+    """One `llm()` call in its scope: a durable checkpoint in a flow body, inline in a
+    checkpoint. The sync and async entry points differ only in how they wait for I/O."""
+
+    __slots__ = ("call", "call_name", "cp_name", "found", "out", "prep", "run", "scope", "stored")
+
+    def __init__(
+        self, prep: Prepared, name: str | None, run: FlowRun, scope: CheckpointScope | None
+    ) -> None:
+        self.prep, self.run, self.scope = prep, run, scope
+        self.cp_name, self.call_name = _names(run, scope, name)
+        self.call: Any = None
+        self.found, self.stored = False, None
+        if scope is None:
+            from .. import serde
+            from ..checkpoint import _Call
+
+            call_id = run.allocate(self.call_name, None)
+            call = _Call(_Step(self.cp_name), run, call_id, False, run.in_order())
+            self.call = call
+            self.found, self.stored = call.decide(serde.digest(prep.identity))
+            self.call_name = call.call_id
+
+    def reused(self) -> Any:
+        return self.prep.finish(self.stored, self.call_name, reused=True)  # type: ignore[arg-type]
+
+    def begin(self) -> None:
+        """The call is about to reach a provider: last checks, and the checkpoint starts."""
+        self.prep.live()
+        if self.call is not None:
+            self.call.begin()  # checks the budget and the lease
+        else:
+            self.run.check_budget()
+
+    def answered(self, resp: dict[str, Any], latency: float, source: str | None) -> Any:
+        """Ledger first (the money is spent), then the checked value."""
+        info = _info(self.prep, resp, latency, source)
+        checkpoint = self.scope.call_id if self.scope is not None else None
+        self.run.record_spend(self.call_name, checkpoint, info)
+        self.out = out = {"messages": self.prep.req["messages"], "response": resp, "call": info}
+        value = self.prep.finish(out, self.call_name, reused=False)
+        if self.call is not None:
+            merge_metadata(self.call.scope.metadata, {"llm_calls": {self.call_name: info}})
+        else:
+            entry = dict(info)
+            entry["prompt"] = out["messages"]
+            entry["response"] = {k: resp.get(k) for k in ("text", "tool_calls", "finish_reason")}
+            merge_metadata(self.scope.metadata, {"llm_calls": {self.call_name: entry}})  # type: ignore[union-attr]
+        return value
+
+    def failed(self, exc: Exception) -> None:
+        billed = getattr(exc, "billed_usage", None)
+        if billed is not None:  # an unusable answer the provider still charges for
+            info = _info(self.prep, billed, 0.0, None)
+            checkpoint = self.scope.call_id if self.scope is not None else None
+            self.run.record_spend(self.call_name, checkpoint, info)
+        if self.call is not None:
+            self.call.failed(exc, 0)  # records the attempt, re-raises
+
+    def end(self) -> None:
+        if self.call is not None:
+            self.call.end()
+
+    def record_args(self) -> tuple[Any, ...] | None:
+        """The arguments of `Runner.record_checkpoint`, for a flow-body call."""
+        return None if self.call is None else self.call.record(self.out)
+
+    def done(self) -> None:
+        if self.call is not None:
+            self.call.done(self.out)
+
+
+def llm(
+    prompt: str | list[dict[str, Any]],
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    name: str | None = None,
+    schema: Any = None,
+    tools: Sequence[Callable[..., Any] | type | dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Call a model and record the call (durable in a flow body, inline in a checkpoint).
+
+    Args:
+        prompt: a string, or a list of ``{"role", "content"}`` messages (roles system,
+            user, assistant, tool; an `LLMResponse` may stand for its assistant message).
+        model: a registered alias or ``provider/model`` (openai, anthropic, ollama,
+            openrouter); default: ``KITARU_DEFAULT_MODEL``, then the default alias.
+        system: a system prompt put before the messages.
+        name: the call's name (default ``llm_1``, ``llm_2``, ... in call order).
+        schema: a type (pydantic model, dataclass, ``list[str]``...): the answer is asked
+            for as JSON of that schema and returned validated.
+        tools: functions, pydantic models or tool dicts the model may call; the call then
+            returns an `LLMResponse` (text, tool calls, usage, cost).
+        tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a tool's name.
+        timeout: seconds per HTTP attempt (default ``KITARU_LLM_TIMEOUT``, 120).
+
+    Returns:
+        The answer's text; the validated value with ``schema=``; an `LLMResponse` with ``tools=``.
+    """
+    run, scope = _enter(name)
+    prep = Prepared(
+        prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
+    )
+    c = _Run(prep, name, run, scope)
+    if c.found:
+        return c.reused()
+    c.begin()
+    try:
+        value = c.answered(*_call_sync(prep, c.call_name))
+    except Exception as exc:
+        c.failed(exc)
+        raise
+    finally:
+        c.end()
+    args = c.record_args()
+    if args is not None:
+        run.runner.record_checkpoint(*args)
+    c.done()
+    return value
+
+
+def allm(
+    prompt: str | list[dict[str, Any]],
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    name: str | None = None,
+    schema: Any = None,
+    tools: Sequence[Callable[..., Any] | type | dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> Coroutine[Any, Any, Any]:
+    """`llm()` for async flows and checkpoints: the event loop runs while the call is out.
+
+    Like an async checkpoint, the call takes its id when it is made, not when it is
+    awaited, so ``asyncio.gather(allm(a), allm(b))`` numbers ``a`` then ``b`` every time.
+    """
+    run, scope = _enter(name)
+    prep = Prepared(
+        prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
+    )
+    return _allm(run, prep, _Run(prep, name, run, scope))
+
+
+async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
+    if c.found:
+        return c.reused()
+    c.begin()
+    try:
+        value = c.answered(*await _call_async(prep, c.call_name))
+    except Exception as exc:
+        c.failed(exc)
+        raise
+    finally:
+        c.end()
+    args = c.record_args()
+    if args is not None:
+        await run.runner.record_checkpoint_async(*args)
+    c.done()
+    return value
