@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -471,3 +473,66 @@ def test_cancel_while_polling_stops_the_runner_quietly(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1])["status"] == "cancelled"
     assert ledger(ledger_path) == ["write_draft"]
+
+
+# --- async flows: the wait is awaited, the event loop keeps running ------------------
+
+TICKS: list[float] = []
+
+
+@kitaru.flow
+async def async_approval() -> tuple[bool, int]:
+    async def ticker() -> None:
+        while True:
+            TICKS.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(ticker())
+    try:
+        approved = await kitaru.wait(name="approve", schema=bool, timeout=30)
+    finally:
+        task.cancel()
+    return approved, len(TICKS)
+
+
+def test_an_async_flow_awaits_its_wait_and_other_tasks_keep_running() -> None:
+    TICKS.clear()
+    answered_at: list[float] = []
+
+    def answer_later() -> None:
+        client = kitaru.KitaruClient()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            waiting = client.executions.list(status="running") + client.executions.list(
+                status="waiting"
+            )
+            if waiting and waiting[0].pending_wait is not None:
+                time.sleep(0.5)  # the flow is polling now: give the loop time to tick
+                answered_at.append(time.monotonic())
+                client.executions.input(waiting[0].exec_id, wait="approve", value=True)
+                return
+            time.sleep(0.05)
+
+    helper = threading.Thread(target=answer_later)
+    helper.start()
+    handle = async_approval.run()
+    helper.join(30)
+    approved, _ticks = handle.wait()
+    assert approved is True
+    # The ticker ran all the while the flow waited (a blocking wait would freeze it).
+    assert answered_at and sum(1 for t in TICKS if t < answered_at[0]) >= 5, TICKS
+
+
+@kitaru.flow
+async def async_gate() -> str:
+    await kitaru.wait(name="go", timeout=0)
+    return "went"
+
+
+def test_an_async_flow_suspends_on_a_wait_and_resumes() -> None:
+    handle = async_gate.run()
+    assert handle.status == "waiting"
+    client = kitaru.KitaruClient()
+    client.executions.input(handle.exec_id, wait="go", value=None)
+    client.executions.resume(handle.exec_id)
+    assert handle.wait() == "went"

@@ -265,6 +265,8 @@ class FlowRun(Ledger):
 
     # @flow(allow_pickle=True): this run may store and load pickles (set by the flow)
     allow_pickle = False
+    # An `async def` flow: wait() on its event loop returns an awaitable (set by the flow)
+    is_async = False
 
     def __init__(
         self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None

@@ -2,7 +2,7 @@
 
 import builtins
 from collections.abc import Awaitable
-from typing import final
+from typing import Literal, final, overload
 
 __all__ = [
     "INLINE_LIMIT",
@@ -81,6 +81,7 @@ class Runner:
     def execution_metadata(self) -> builtins.list[str]: ...
     def failed_attempts(self, call_id: str) -> int: ...
     def check_lease(self) -> None: ...
+    @overload
     def record_checkpoint(
         self,
         call_id: str,
@@ -93,8 +94,11 @@ class Runner:
         started_us: int,
         ended_us: int,
         metadata_json: str | None,
+        *,
+        awaitable: Literal[False] = False,
     ) -> None: ...
-    def record_checkpoint_async(
+    @overload
+    def record_checkpoint(
         self,
         call_id: str,
         name: str,
@@ -106,6 +110,8 @@ class Runner:
         started_us: int,
         ended_us: int,
         metadata_json: str | None,
+        *,
+        awaitable: Literal[True],
     ) -> Awaitable[None]: ...
     def record_failed_attempt(
         self,
@@ -123,6 +129,7 @@ class Runner:
     def record_divergence(
         self, call_id: str, stored: bytes | None, new: bytes | None, policy: str
     ) -> None: ...
+    @overload
     def open_wait(
         self,
         name: str,
@@ -130,8 +137,28 @@ class Runner:
         schema_json: str | None,
         schema_type: str | None,
         metadata_json: str,
+        *,
+        awaitable: Literal[False] = False,
     ) -> tuple[bool, str | None] | None: ...
-    def poll_answer(self, name: str) -> tuple[bool, str | None] | None: ...
+    @overload
+    def open_wait(
+        self,
+        name: str,
+        question: str | None,
+        schema_json: str | None,
+        schema_type: str | None,
+        metadata_json: str,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[tuple[bool, str | None] | None]: ...
+    @overload
+    def poll_answer(
+        self, name: str, *, awaitable: Literal[False] = False
+    ) -> tuple[bool, str | None] | None: ...
+    @overload
+    def poll_answer(
+        self, name: str, *, awaitable: Literal[True]
+    ) -> Awaitable[tuple[bool, str | None] | None]: ...
     def write_logs(self, entries_jsonl: str) -> None: ...
     def log_metadata(self, json: str) -> None: ...
     def complete(self, serializer: str, data: bytes) -> None: ...

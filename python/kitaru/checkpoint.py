@@ -245,7 +245,7 @@ class Checkpoint(Generic[P, R]):
                 continue
             finally:
                 call.end()
-            await run.runner.record_checkpoint_async(*call.record(value))
+            await run.runner.record_checkpoint(*call.record(value), awaitable=True)
             return call.done(value)
         raise AssertionError("unreachable")  # pragma: no cover
 

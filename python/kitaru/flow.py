@@ -394,6 +394,7 @@ class FlowDefinition(Generic[P, R]):
         import asyncio
 
         run = self._new_run(runner, store, budget)
+        run.is_async = True  # wait() in its body is awaited, not blocking the loop
         _capture.install()
         ACTIVE.add(run)
         try:

@@ -27,6 +27,7 @@ from .errors import KitaruContextError, KitaruUsageError, KitaruWaitValidationEr
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from typing import Any
 
     from ._context import FlowRun
@@ -107,14 +108,31 @@ def wait(
     wait_name = run.allocate_wait(name)
     schema_json, type_ref = describe_schema(schema)
     meta_json = json.dumps(metadata or {}, default=repr)
-    answer = run.runner.open_wait(wait_name, question, schema_json, type_ref, meta_json)
-    if answer is None:
-        seconds = _config.wait_timeout() if timeout is None else float(timeout)
-        answer = _poll(run, wait_name, question, schema, schema_json, seconds)
+    seconds = _config.wait_timeout() if timeout is None else float(timeout)
+    steps = _waiting(run, (wait_name, question, schema_json, type_ref, meta_json), schema, seconds)
+    if run.is_async and _on_event_loop():
+        # In an async flow, `await kitaru.wait(...)`: other tasks run while it waits.
+        return _finish_async(steps, run, schema, wait_name)
+    return _finish(_run_sync(steps, run), schema, wait_name)
+
+
+def _finish(answer: tuple[bool, str | None], schema: Any, wait_name: str) -> Any:
+    import json
+
     aborted, value_json = answer
     if aborted:
         raise FlowCancelled(f"wait {wait_name!r} was aborted")
     return coerce(schema, json.loads(value_json) if value_json is not None else None, wait_name)
+
+
+async def _finish_async(steps: Any, run: FlowRun, schema: Any, wait_name: str) -> Any:
+    return _finish(await _run_async(steps, run), schema, wait_name)
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop right now."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 def _interactive() -> bool:
@@ -124,15 +142,20 @@ def _interactive() -> bool:
         return False
 
 
-def _poll(
-    run: FlowRun,
-    name: str,
-    question: str | None,
-    schema: Any,
-    schema_json: str | None,
-    seconds: float,
-) -> tuple[bool, str | None]:
-    """Poll (and prompt, on a terminal) until an answer arrives or `seconds` pass."""
+# The wait, written once: `_waiting` yields what to do next (open the wait, poll for the
+# answer, sleep, read the terminal) and gets the result back; `_run_sync` does each step
+# blocking, `_run_async` awaiting, so an async flow's event loop keeps running.
+if TYPE_CHECKING:
+    Step = tuple[str, Any]
+
+
+def _waiting(
+    run: FlowRun, record: tuple[Any, ...], schema: Any, seconds: float
+) -> Generator[Step, Any, tuple[bool, str | None]]:
+    name, question, schema_json = record[0], record[1], record[2]
+    answer = yield ("open", record)
+    if answer is not None:
+        return answer  # type: ignore[no-any-return]
     from ._capture import flush_logs
 
     flush_logs()
@@ -140,21 +163,59 @@ def _poll(
     prompt = _Prompt(run, name, question, schema, schema_json) if _interactive() else None
     delay = 0.1
     while True:
-        answer = run.runner.poll_answer(name)
+        answer = yield ("poll", name)
         if answer is not None:
-            return answer
+            return answer  # type: ignore[no-any-return]
         check_lease(run)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WaitSuspended(name, question)
         step = min(delay, remaining)
         if prompt is not None:
-            typed = prompt.read(step)
+            typed = yield ("read", (prompt, step))
             if typed is not None:
-                return typed
+                return typed  # type: ignore[no-any-return]
         else:
-            time.sleep(step)
+            yield ("sleep", step)
         delay = min(delay * 2, 1.0)
+
+
+def _run_sync(steps: Generator[Step, Any, Any], run: FlowRun) -> Any:
+    result = None
+    try:
+        while True:
+            op, arg = steps.send(result)
+            if op == "open":
+                result = run.runner.open_wait(*arg)
+            elif op == "poll":
+                result = run.runner.poll_answer(arg)
+            elif op == "read":
+                result = arg[0].read(arg[1])
+            else:
+                time.sleep(arg)
+                result = None
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _run_async(steps: Generator[Step, Any, Any], run: FlowRun) -> Any:
+    import asyncio
+
+    result = None
+    try:
+        while True:
+            op, arg = steps.send(result)
+            if op == "open":
+                result = await run.runner.open_wait(*arg, awaitable=True)
+            elif op == "poll":
+                result = await run.runner.poll_answer(arg, awaitable=True)
+            elif op == "read":
+                result = await asyncio.to_thread(arg[0].read, arg[1])
+            else:
+                await asyncio.sleep(arg)
+                result = None
+    except StopIteration as stop:
+        return stop.value
 
 
 class _Prompt:

@@ -13,7 +13,7 @@ use pyo3::types::PyBytes;
 use crate::error::Error;
 use crate::execution::{self, FinishedCall, Intent, RawValue, Runner};
 use crate::journal::record;
-use crate::journal::types::{EntryPoint, Failure, StartInfo, WaitRecord};
+use crate::journal::types::{AnswerRecord, EntryPoint, Failure, StartInfo, WaitRecord};
 use crate::store::{Store, StoreOptions};
 use crate::view::{self, ListFilter};
 use crate::{ids, runtime};
@@ -24,6 +24,41 @@ where
     F: std::future::Future<Output = crate::Result<T>> + Send,
 {
     Ok(py.detach(|| runtime::block_on(fut).and_then(|r| r))?)
+}
+
+/// The one shape of an I/O binding: the core future runs blocking with the GIL released,
+/// or (`awaitable`) becomes an asyncio awaitable on kitaru's runtime, so async flows never
+/// block their event loop on the store. `convert` makes the Python value either way.
+fn finish<'py, T, F>(
+    py: Python<'py>,
+    awaitable: bool,
+    fut: F,
+    convert: fn(Python<'_>, T) -> PyResult<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    if awaitable {
+        asyncrt::into_py(py, async move {
+            let value = fut.await?;
+            Python::attach(|py| convert(py, value))
+        })
+    } else {
+        let value = run(py, fut)?;
+        convert(py, value).map(|v| v.into_bound(py))
+    }
+}
+
+fn none(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
+    Ok(py.None())
+}
+
+fn answer_value(py: Python<'_>, a: Option<AnswerRecord>) -> PyResult<Py<PyAny>> {
+    Ok(a.map(|a| (a.aborted, a.value_json))
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> PyResult<String> {
@@ -492,42 +527,10 @@ impl PyRunner {
         run(py, async move { r.check_lease_now().await })
     }
 
-    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]
+    /// Records a finished call (blocking, or an awaitable with `awaitable=True`).
+    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json, *, awaitable = false))]
     #[allow(clippy::too_many_arguments)]
-    fn record_checkpoint(
-        &self,
-        py: Python<'_>,
-        call_id: String,
-        name: String,
-        explicit_id: bool,
-        checkpoint_type: Option<String>,
-        input_digest: Option<&[u8]>,
-        serializer: String,
-        data: &Bound<'_, PyBytes>,
-        started_us: u64,
-        ended_us: u64,
-        metadata_json: Option<String>,
-    ) -> PyResult<()> {
-        let done = finished_call(
-            call_id,
-            name,
-            explicit_id,
-            checkpoint_type,
-            input_digest,
-            serializer,
-            data,
-            started_us,
-            ended_us,
-            metadata_json,
-        )?;
-        let r = self.inner.clone();
-        run(py, async move { r.record_checkpoint(done).await })
-    }
-
-    /// The awaitable twin of `record_checkpoint`.
-    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json))]
-    #[allow(clippy::too_many_arguments)]
-    fn record_checkpoint_async<'py>(
+    fn record_checkpoint<'py>(
         &self,
         py: Python<'py>,
         call_id: String,
@@ -540,6 +543,7 @@ impl PyRunner {
         started_us: u64,
         ended_us: u64,
         metadata_json: Option<String>,
+        awaitable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let done = finished_call(
             call_id,
@@ -554,7 +558,12 @@ impl PyRunner {
             metadata_json,
         )?;
         let r = self.inner.clone();
-        asyncrt::into_py(py, async move { Ok(r.record_checkpoint(done).await?) })
+        finish(
+            py,
+            awaitable,
+            async move { r.record_checkpoint(done).await },
+            none,
+        )
     }
 
     #[pyo3(signature = (call_id, name, checkpoint_type, input_digest, started_us, ended_us, origin, message, exception_type, traceback))]
@@ -607,16 +616,18 @@ impl PyRunner {
     }
 
     /// Records that the flow reached a wait; its answer as (aborted, value JSON) if given.
-    #[pyo3(signature = (name, question, schema_json, schema_type, metadata_json))]
-    fn open_wait(
+    #[pyo3(signature = (name, question, schema_json, schema_type, metadata_json, *, awaitable = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_wait<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         name: String,
         question: Option<String>,
         schema_json: Option<String>,
         schema_type: Option<String>,
         metadata_json: String,
-    ) -> PyResult<Option<(bool, Option<String>)>> {
+        awaitable: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let r = self.inner.clone();
         let wait = WaitRecord {
             name,
@@ -627,19 +638,29 @@ impl PyRunner {
             created_us: ids::now_us(),
             claim_seq: r.claim_seq(),
         };
-        let a = run(py, async move { r.open_wait(wait).await })?;
-        Ok(a.map(|a| (a.aborted, a.value_json)))
+        finish(
+            py,
+            awaitable,
+            async move { r.open_wait(wait).await },
+            answer_value,
+        )
     }
 
     /// The answer to wait `name` as (aborted, value JSON), if someone gave it.
-    fn poll_answer(
+    #[pyo3(signature = (name, *, awaitable = false))]
+    fn poll_answer<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         name: String,
-    ) -> PyResult<Option<(bool, Option<String>)>> {
+        awaitable: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let r = self.inner.clone();
-        let a = run(py, async move { r.poll_answer(&name).await })?;
-        Ok(a.map(|a| (a.aborted, a.value_json)))
+        finish(
+            py,
+            awaitable,
+            async move { r.poll_answer(&name).await },
+            answer_value,
+        )
     }
 
     /// Stores a batch of captured output (JSON lines).

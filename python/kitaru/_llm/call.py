@@ -314,6 +314,6 @@ async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
         c.end()
     args = c.record_args()
     if args is not None:
-        await run.runner.record_checkpoint_async(*args)
+        await run.runner.record_checkpoint(*args, awaitable=True)
     c.done()
     return value
