@@ -2,7 +2,7 @@
 //! how to fix it; `src/py/errors.rs` maps every variant to a Python exception class.
 
 use crate::journal::record::RecordError;
-use crate::store::StoreError;
+use crate::store::{layout, StoreError};
 use crate::suspend::TransitionError;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,15 +114,10 @@ fn describe_context(exec_id: &Option<String>, checkpoint: &Option<String>) -> St
 
 impl Error {
     pub(crate) fn corrupt_record(key: &str, exec_id: Option<&str>, err: RecordError) -> Self {
-        let checkpoint = key
-            .rsplit_once("/cp/")
-            .or_else(|| key.rsplit_once("/cpfail/"))
-            .and_then(|(_, c)| c.split('@').next())
-            .map(str::to_string);
         Error::Corrupt {
             key: key.to_string(),
             exec_id: exec_id.map(str::to_string),
-            checkpoint,
+            checkpoint: layout::call_of_key(key).map(str::to_string),
             reason: err.to_string(),
         }
     }

@@ -94,7 +94,7 @@ pub async fn verify(store: &Store) -> Result<Report> {
         for (key, bytes) in chunk.iter().zip(values) {
             let Some(bytes) = bytes else { continue };
             report.blobs += 1;
-            let name = key.rsplit('/').next().and_then(layout::parse_hex32);
+            let name = layout::blob_hash_of_key(key);
             match name {
                 Some(hash) if blake3::hash(&bytes).as_bytes() == &hash => {
                     present.insert(hash);

@@ -149,8 +149,12 @@ fn on_object_stores_a_late_record_is_skipped_and_the_call_recorded_again() {
     });
 }
 
-/// An execution with three checkpoints in one segment, run by a process that died.
-async fn three_in_a_segment(store: &std::sync::Arc<Store>) -> (String, std::path::PathBuf) {
+/// An execution with three checkpoints in one segment, run by a process that died; the
+/// local store is at `dir`.
+async fn three_in_a_segment(
+    store: &std::sync::Arc<Store>,
+    dir: &std::path::Path,
+) -> (String, std::path::PathBuf) {
     // A 1 ms lease never renewed: it lapses as a dead runner's would.
     let r = Runner::start(store.clone(), start_info(), 1).await.unwrap();
     for (c, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
@@ -158,10 +162,7 @@ async fn three_in_a_segment(store: &std::sync::Arc<Store>) -> (String, std::path
     }
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let exec_id = r.exec_id().to_string();
-    let seg = store
-        .local_dir()
-        .unwrap()
-        .join(layout::segment_key(&exec_id, 0));
+    let seg = dir.join(layout::segment_key(&exec_id, 0));
     (exec_id, seg)
 }
 
@@ -200,7 +201,7 @@ fn a_flipped_length_byte_mid_segment_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let (exec_id, seg) = three_in_a_segment(&store).await;
+        let (exec_id, seg) = three_in_a_segment(&store, dir.path()).await;
         let mut bytes = std::fs::read(&seg).unwrap();
         let first = frame_lens(&bytes)[0];
         // The second frame's length field (bytes 7..11 of its header), made larger.
@@ -217,7 +218,7 @@ fn only_the_cut_end_of_a_dead_writers_segment_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let (exec_id, seg) = three_in_a_segment(&store).await;
+        let (exec_id, seg) = three_in_a_segment(&store, dir.path()).await;
         let bytes = std::fs::read(&seg).unwrap();
         let last = *frame_lens(&bytes).last().unwrap();
         // A crash mid-append: the last frame is cut short.
@@ -253,7 +254,7 @@ fn a_cut_segment_of_a_run_that_ended_by_itself_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let (exec_id, seg) = three_in_a_segment(&store).await;
+        let (exec_id, seg) = three_in_a_segment(&store, dir.path()).await;
         let journal = Journal::load(&store, &exec_id, Scope::States)
             .await
             .unwrap();
@@ -292,7 +293,7 @@ fn a_symlinked_segment_is_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let store = local_store(&dir).await;
-        let (exec_id, seg) = three_in_a_segment(&store).await;
+        let (exec_id, seg) = three_in_a_segment(&store, dir.path()).await;
         let elsewhere = dir.path().join("elsewhere");
         std::fs::rename(&seg, &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &seg).unwrap();

@@ -434,3 +434,37 @@ fn usage_counts_only_the_store_root() {
         assert_eq!(local.usage("").await.unwrap(), (2, 5 + marker));
     });
 }
+
+#[test]
+fn a_key_names_the_checkpoint_call_it_belongs_to() {
+    let exec = "exec-1";
+    for (key, call) in [
+        (layout::checkpoint_key(exec, "fetch_2", 0), Some("fetch_2")),
+        (layout::checkpoint_key(exec, "fetch_2", 3), Some("fetch_2")),
+        (
+            layout::failed_attempt_key(exec, "fetch_2", 1),
+            Some("fetch_2"),
+        ),
+        (layout::state_key(exec, 0), None),
+        (layout::segment_key(exec, 0), None),
+        ("cp/fetch_2".to_string(), None),
+    ] {
+        assert_eq!(layout::call_of_key(&key), call, "{key}");
+    }
+    // A damaged checkpoint record is reported with its call.
+    rt().block_on(async {
+        let store = memory_store("call-of-key").await;
+        let r = kitaru::execution::Runner::start(store.clone(), crate::start_info(), 30_000)
+            .await
+            .unwrap();
+        let key = layout::checkpoint_key(r.exec_id(), "fetch_2", 0);
+        store.put_overwrite(&key, &b"junk"[..]).await.unwrap();
+        let err = kitaru::journal::Journal::load(&store, r.exec_id(), kitaru::journal::Scope::Full)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { checkpoint: Some(c), .. } if c == "fetch_2"),
+            "{err:?}"
+        );
+    });
+}

@@ -20,6 +20,7 @@ from ._context import (
     runtime_error,
     sanitize_name,
 )
+from ._steps import run_async, run_sync
 from .errors import FailureOrigin, KitaruContextError, KitaruUsageError
 
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
@@ -27,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
     import inspect
-    from collections.abc import Callable, Coroutine, Iterable
+    from collections.abc import Callable, Coroutine, Generator, Iterable
     from concurrent.futures import Future
     from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -197,6 +198,29 @@ class Checkpoint(Generic[P, R]):
         bound.apply_defaults()
         return bound.arguments
 
+    # One call, written once (`_steps`): it yields (_BODY, None) when the body is to run and
+    # (_RECORD, arguments of `record_checkpoint`) when the result is to be stored, and
+    # returns the call's value; `_run_sync` / `_run_async` only say how each step is done.
+
+    def _steps(
+        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Generator[tuple[Any, Any], Any, Any]:
+        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
+        if found:
+            return value
+        for attempt in range(self.retries + 1):
+            call.begin()
+            try:
+                value = yield _BODY, None
+            except Exception as exc:
+                call.failed(exc, attempt)
+                continue
+            finally:
+                call.end()
+            yield _RECORD, call.record(value)
+            return call.done(value)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _run_sync(
         self,
         run: FlowRun,
@@ -206,22 +230,13 @@ class Checkpoint(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        def do(op: object, record: Any) -> Any:
+            if op is _BODY:
+                return self._func(*args, **kwargs)
+            return run.runner.record_checkpoint(*record)
+
         call = _Call(self, run, call_id, explicit, ordered)
-        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
-        if found:
-            return value
-        for attempt in range(self.retries + 1):
-            call.begin()
-            try:
-                value = self._func(*args, **kwargs)
-            except Exception as exc:
-                call.failed(exc, attempt)
-                continue
-            finally:
-                call.end()
-            run.runner.record_checkpoint(*call.record(value))
-            return call.done(value)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return run_sync(self._steps(call, args, kwargs), do)
 
     async def _run_async(
         self,
@@ -232,22 +247,17 @@ class Checkpoint(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        async def do(op: object, record: Any) -> Any:
+            if op is _BODY:
+                return await self._func(*args, **kwargs)  # type: ignore[misc]
+            return await run.runner.record_checkpoint(*record, awaitable=True)
+
         call = _Call(self, run, call_id, explicit, ordered)
-        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
-        if found:
-            return value
-        for attempt in range(self.retries + 1):
-            call.begin()
-            try:
-                value = await self._func(*args, **kwargs)  # type: ignore[misc]
-            except Exception as exc:
-                call.failed(exc, attempt)
-                continue
-            finally:
-                call.end()
-            await run.runner.record_checkpoint(*call.record(value), awaitable=True)
-            return call.done(value)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await run_async(self._steps(call, args, kwargs), do)
+
+
+# The steps of a call (`Checkpoint._steps`).
+_BODY, _RECORD = object(), object()
 
 
 class _Call:

@@ -23,6 +23,7 @@ from ._context import (
     current_flow,
     outside_flow_message,
 )
+from ._steps import run_async, run_sync
 from .errors import KitaruContextError, KitaruUsageError, KitaruWaitValidationError
 
 TYPE_CHECKING = False
@@ -113,7 +114,7 @@ def wait(
     if run.is_async and _on_event_loop():
         # In an async flow, `await kitaru.wait(...)`: other tasks run while it waits.
         return _finish_async(steps, run, schema, wait_name)
-    return _finish(_run_sync(steps, run), schema, wait_name)
+    return _finish(run_sync(steps, _do_sync(run)), schema, wait_name)
 
 
 def _finish(answer: tuple[bool, str | None], schema: Any, wait_name: str) -> Any:
@@ -126,7 +127,7 @@ def _finish(answer: tuple[bool, str | None], schema: Any, wait_name: str) -> Any
 
 
 async def _finish_async(steps: Any, run: FlowRun, schema: Any, wait_name: str) -> Any:
-    return _finish(await _run_async(steps, run), schema, wait_name)
+    return _finish(await run_async(steps, _do_async(run)), schema, wait_name)
 
 
 def _on_event_loop() -> bool:
@@ -143,8 +144,8 @@ def _interactive() -> bool:
 
 
 # The wait, written once: `_waiting` yields what to do next (open the wait, poll for the
-# answer, sleep, read the terminal) and gets the result back; `_run_sync` does each step
-# blocking, `_run_async` awaiting, so an async flow's event loop keeps running.
+# answer, sleep, read the terminal) and gets the result back (see `_steps`); `_do_sync`
+# does each step blocking, `_do_async` awaiting, so an async flow's event loop keeps running.
 if TYPE_CHECKING:
     Step = tuple[str, Any]
 
@@ -180,42 +181,34 @@ def _waiting(
         delay = min(delay * 2, 1.0)
 
 
-def _run_sync(steps: Generator[Step, Any, Any], run: FlowRun) -> Any:
-    result = None
-    try:
-        while True:
-            op, arg = steps.send(result)
-            if op == "open":
-                result = run.runner.open_wait(*arg)
-            elif op == "poll":
-                result = run.runner.poll_answer(arg)
-            elif op == "read":
-                result = arg[0].read(arg[1])
-            else:
-                time.sleep(arg)
-                result = None
-    except StopIteration as stop:
-        return stop.value
+def _do_sync(run: FlowRun) -> Any:
+    def do(op: str, arg: Any) -> Any:
+        if op == "open":
+            return run.runner.open_wait(*arg)
+        if op == "poll":
+            return run.runner.poll_answer(arg)
+        if op == "read":
+            return arg[0].read(arg[1])
+        time.sleep(arg)
+        return None
+
+    return do
 
 
-async def _run_async(steps: Generator[Step, Any, Any], run: FlowRun) -> Any:
+def _do_async(run: FlowRun) -> Any:
     import asyncio
 
-    result = None
-    try:
-        while True:
-            op, arg = steps.send(result)
-            if op == "open":
-                result = await run.runner.open_wait(*arg, awaitable=True)
-            elif op == "poll":
-                result = await run.runner.poll_answer(arg, awaitable=True)
-            elif op == "read":
-                result = await asyncio.to_thread(arg[0].read, arg[1])
-            else:
-                await asyncio.sleep(arg)
-                result = None
-    except StopIteration as stop:
-        return stop.value
+    async def do(op: str, arg: Any) -> Any:
+        if op == "open":
+            return await run.runner.open_wait(*arg, awaitable=True)
+        if op == "poll":
+            return await run.runner.poll_answer(arg, awaitable=True)
+        if op == "read":
+            return await asyncio.to_thread(arg[0].read, arg[1])
+        await asyncio.sleep(arg)
+        return None
+
+    return do
 
 
 class _Prompt:

@@ -71,6 +71,11 @@ pub fn blob_key(hash: &[u8; 32]) -> String {
     format!("blobs/{}/{}", &h[..2], h)
 }
 
+/// The hash a blob key names (`blobs/<2 hex>/<64 hex>`); `None` if its last part is not one.
+pub fn blob_hash_of_key(key: &str) -> Option<[u8; 32]> {
+    key.rsplit('/').next().and_then(parse_hex32)
+}
+
 pub fn exec_prefix(exec_id: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}")
 }
@@ -204,4 +209,18 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         "seal" => name.parse().map(ExecKey::Seal).unwrap_or(ExecKey::Other),
         _ => ExecKey::Other,
     })
+}
+
+/// The checkpoint call a key belongs to (`cp/<call id>[@<rev>]`, `cpfail/<call id>@<n>`),
+/// whatever its execution; `None` for any other key.
+pub fn call_of_key(key: &str) -> Option<&str> {
+    let exec_id = key
+        .strip_prefix(EXECUTIONS)?
+        .strip_prefix('/')?
+        .split('/')
+        .next()?;
+    match classify(exec_id, key)? {
+        ExecKey::Checkpoint(call, _) | ExecKey::FailedAttempt(call, _) => Some(call),
+        _ => None,
+    }
 }

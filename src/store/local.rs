@@ -202,6 +202,60 @@ pub fn put_blob(dir: &Path, bytes: &Bytes, fsync: bool) -> Result<[u8; 32]> {
     Ok(hash)
 }
 
+/// One run's append-only file of checkpoint records on a local store, opened on its first
+/// append and kept open: one `write` per record instead of a file per record. Only the
+/// lease holder appends to it; a crash mid-append leaves a short last frame, which readers
+/// drop. Made by `Store::segment`, written through `Store::append_segment`.
+#[derive(Debug)]
+pub struct Segment {
+    key: String,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Segment {
+    pub(super) fn new(dir: &Path, key: String) -> Segment {
+        Segment {
+            path: dir.join(&key),
+            key,
+            file: None,
+        }
+    }
+
+    pub(super) fn append(&mut self, bytes: &[u8], fsync: bool) -> Result<()> {
+        use std::io::Write;
+        let io = |e| io_err("append", &self.key, e);
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self
+                .file
+                .insert(open_for_append(&self.path, fsync).map_err(io)?),
+        };
+        file.write_all(bytes).map_err(io)?;
+        if fsync {
+            file.sync_data().map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates (or reopens) a file for appending; with `fsync`, its directory entry is made
+/// durable before the first record counts.
+fn open_for_append(path: &Path, fsync: bool) -> std::io::Result<std::fs::File> {
+    let parent = path.parent();
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if let (true, Some(parent)) = (fsync, parent) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(file)
+}
+
 /// Removes large-blob uploads that a killed process left in `blobs/staging`: those of a
 /// process of this host that no longer exists, after ten minutes, and any after a day (a
 /// store shared over a network file system may hold another host's live upload).

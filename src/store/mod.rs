@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
+pub use local::Segment;
 pub use redact::{redact_urls, Redactor};
 pub use url::{Cloud, StoreOptions, StoreUrl};
 
@@ -149,7 +150,7 @@ const REQUEST_KINDS: [(Request, &str); 5] = [
 pub struct RequestCounts([AtomicU64; 5]);
 
 impl RequestCounts {
-    pub fn add(&self, kind: Request, n: u64) {
+    fn add(&self, kind: Request, n: u64) {
         self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
 
@@ -307,19 +308,10 @@ impl Store {
         self.counts.add(kind, 1);
     }
 
-    /// Local stores: a segment append counts as a put.
-    pub fn count_append(&self) {
-        self.count(Request::Put);
-    }
-
-    /// The directory of a local store (where append-only segments can live).
-    pub fn local_dir(&self) -> Option<&std::path::Path> {
-        self.local_dir.as_deref()
-    }
-
-    /// Whether writes are fsynced before they count as done.
-    pub fn fsync(&self) -> bool {
-        self.fsync
+    /// Whether this is a local directory (where a run appends its checkpoint records to a
+    /// segment instead of writing a key per record).
+    pub fn is_local(&self) -> bool {
+        self.local_dir.is_some()
     }
 
     /// The location of the store as shown to users (never with credentials).
@@ -520,6 +512,18 @@ impl Store {
         if let Some(dir) = &self.local_dir {
             let _ = std::fs::remove_dir_all(dir.join(prefix));
         }
+    }
+
+    /// Local stores: a handle on the segment at `key`, opened on its first append; `None`
+    /// on object stores.
+    pub fn segment(&self, key: String) -> Option<Segment> {
+        Some(Segment::new(self.local_dir.as_ref()?, key))
+    }
+
+    /// Appends `bytes` to `segment` (fsynced if the store is); counts as a put.
+    pub fn append_segment(&self, segment: &mut Segment, bytes: &[u8]) -> Result<()> {
+        self.count(Request::Put);
+        segment.append(bytes, self.fsync)
     }
 
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.

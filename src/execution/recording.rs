@@ -1,0 +1,296 @@
+//! What a running flow records through its `Runner`: checkpoint calls (a segment append on
+//! local stores, a create-only record on object stores), failed attempts, divergences,
+//! waits, logs and metadata; and the lookup of outputs stored by earlier runs.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::ops::store_value;
+use super::runner::Runner;
+use super::{encode, FinishedCall, RawValue, MAX_RACES};
+use crate::error::{Error, Result};
+use crate::ids::{self, now_us};
+use crate::journal::record::Digest;
+use crate::journal::types::*;
+use crate::store::{layout, Segment};
+
+impl Runner {
+    /// How many attempts of `call_id` failed before (in this or earlier runs).
+    pub fn failed_attempts(&self, call_id: &str) -> u32 {
+        self.failures
+            .lock()
+            .get(call_id)
+            .map(|v| v.len() as u32)
+            .unwrap_or(0)
+    }
+
+    /// Records a failed attempt of a checkpoint call; returns its attempt number (1-based).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_failed_attempt(
+        &self,
+        call_id: &str,
+        name: &str,
+        checkpoint_type: Option<String>,
+        input_digest: Option<[u8; 32]>,
+        started_us: u64,
+        ended_us: u64,
+        failure: Failure,
+    ) -> Result<u32> {
+        ids::validate_call_id(call_id)?;
+        self.check_lease()?;
+        let number = self.failed_attempts(call_id) + 1;
+        let attempt = Attempt {
+            number,
+            claim_seq: self.lease.claim_seq,
+            started_us,
+            ended_us,
+            failure: Some(failure),
+        };
+        let rec = FailedAttemptRecord {
+            call_id: call_id.to_string(),
+            name: name.to_string(),
+            checkpoint_type,
+            input_digest: input_digest.map(Digest),
+            attempt: attempt.clone(),
+        };
+        let key = layout::failed_attempt_key(&self.lease.exec_id, call_id, number);
+        let bytes = encode(&self.lease.exec_id, call_id, &rec)?;
+        if !self.lease.store.put_create(&key, bytes).await? {
+            return Err(self.lease.lost_race());
+        }
+        self.failures
+            .lock()
+            .entry(call_id.to_string())
+            .or_default()
+            .push(attempt);
+        Ok(number)
+    }
+
+    /// Records a finished checkpoint call. One create-only put for outputs up to
+    /// `layout::INLINE_LIMIT` bytes; a blob put first for larger ones.
+    pub async fn record_checkpoint(&self, done: FinishedCall) -> Result<()> {
+        ids::validate_call_id(&done.call_id)?;
+        // A local store was just looked at before the body ran (and a late append is
+        // fenced anyway); an object store is asked only if the heartbeat fell behind.
+        if self.lease.store.is_local() {
+            self.check_lease()?;
+        } else {
+            self.check_lease_now().await?;
+        }
+        let (delta, base) = {
+            let bases = self.bases.lock();
+            crate::delta::encode(bases.get(&done.name), &done.call_id, &done.output.bytes)
+        };
+        let output = match delta {
+            Some(body) => Value {
+                serializer: done.output.serializer.clone(),
+                body,
+            },
+            None => store_value(&self.lease.store, done.output).await?,
+        };
+        let mut attempts = self
+            .failures
+            .lock()
+            .get(&done.call_id)
+            .cloned()
+            .unwrap_or_default();
+        attempts.push(Attempt {
+            number: attempts.len() as u32 + 1,
+            claim_seq: self.lease.claim_seq,
+            started_us: done.started_us,
+            ended_us: done.ended_us,
+            failure: None,
+        });
+        let revision = self
+            .journal
+            .checkpoints
+            .get(&done.call_id)
+            .map(|(r, _)| r + 1)
+            .unwrap_or(0);
+        let rec = CheckpointRecord {
+            call_id: done.call_id,
+            name: done.name,
+            explicit_id: done.explicit_id,
+            checkpoint_type: done.checkpoint_type,
+            input_digest: done.input_digest.map(Digest),
+            output,
+            attempts,
+            metadata_json: done.metadata_json,
+        };
+        let bytes = encode(&self.lease.exec_id, &rec.call_id, &rec)?;
+        if !self.recorded.lock().insert(rec.call_id.clone()) {
+            return Err(Error::RecordedTwice {
+                exec_id: self.lease.exec_id.clone(),
+                call_id: rec.call_id.clone(),
+            });
+        }
+        let name = rec.name;
+        if let Some(segment) = &self.segment {
+            self.append_segment(segment, &bytes)?;
+        } else {
+            self.put_checkpoint(&rec.call_id, revision, bytes).await?;
+        }
+        // Only a stored value may be the base of the next delta.
+        self.bases.lock().insert(name, base);
+        Ok(())
+    }
+
+    /// Object stores: the record of a call under the first free revision from `revision`.
+    /// A taken key this run's journal does not count was written by a runner that a claim
+    /// fenced (it woke up after being replaced): it is skipped, never overwritten.
+    async fn put_checkpoint(&self, call_id: &str, revision: u32, bytes: Bytes) -> Result<()> {
+        for rev in revision..revision.saturating_add(MAX_RACES) {
+            let key = layout::checkpoint_key(&self.lease.exec_id, call_id, rev);
+            if self.lease.store.put_create(&key, bytes.clone()).await? {
+                let rel = layout::exec_relative(&self.lease.exec_id, &key).to_string();
+                self.committed.lock().records.push(rel);
+                return Ok(());
+            }
+            self.check_lease_now().await?;
+        }
+        Err(self.lease.lost_race())
+    }
+
+    /// The stored output of `call_id` (rebuilt if it is a delta) and its input digest, from
+    /// the journal loaded when this runner took the lease. The value becomes the base of
+    /// the next delta of its checkpoint.
+    pub async fn lookup_output(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(RawValue, Option<[u8; 32]>)>> {
+        let Some((_, rec)) = self.journal.checkpoints.get(call_id) else {
+            return Ok(None);
+        };
+        let bytes = {
+            let mut cache = self.resolved.lock().await;
+            crate::delta::resolve(
+                &self.lease.store,
+                &self.journal,
+                call_id,
+                &rec.output,
+                &mut cache,
+            )
+            .await?
+        };
+        let depth = match &rec.output.body {
+            Body::Delta { depth, .. } => *depth,
+            _ => 0,
+        };
+        if bytes.len() > layout::INLINE_LIMIT {
+            let base = crate::delta::Base::full(call_id, bytes.clone(), depth);
+            self.bases.lock().insert(rec.name.clone(), base);
+        }
+        Ok(Some((
+            RawValue {
+                serializer: rec.output.serializer.clone(),
+                bytes,
+            },
+            rec.input_digest.map(|d| d.0),
+        )))
+    }
+
+    /// Local stores: appends a checkpoint record to this run's segment and counts its bytes
+    /// as committed.
+    fn append_segment(&self, segment: &Mutex<Segment>, bytes: &[u8]) -> Result<()> {
+        // Held until the bytes are counted, so the count follows the file's order.
+        let mut segment = segment.lock();
+        self.lease.store.append_segment(&mut segment, bytes)?;
+        let mut committed = self.committed.lock();
+        let run = self.lease.claim_seq;
+        match committed.segments.first_mut() {
+            Some((_, len)) => *len += bytes.len() as u64,
+            None => committed.segments.push((run, bytes.len() as u64)),
+        }
+        Ok(())
+    }
+
+    /// Records that a finished call was made again with different inputs.
+    pub async fn record_divergence(
+        &self,
+        call_id: &str,
+        stored: Option<[u8; 32]>,
+        new: Option<[u8; 32]>,
+        policy: &str,
+    ) -> Result<()> {
+        ids::validate_call_id(call_id)?;
+        let rec = DivergenceRecord {
+            call_id: call_id.to_string(),
+            claim_seq: self.lease.claim_seq,
+            at_us: now_us(),
+            stored_digest: stored.map(Digest),
+            new_digest: new.map(Digest),
+            policy: policy.to_string(),
+        };
+        let key = layout::divergence_key(&self.lease.exec_id, self.lease.claim_seq, call_id);
+        // A second divergence of the same call in the same run (a flow retry) is already recorded.
+        self.lease
+            .store
+            .put_create(&key, encode(&self.lease.exec_id, call_id, &rec)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the flow reached wait `name` (again, on a resume: then nothing is
+    /// written) and returns its answer if it has one.
+    pub async fn open_wait(&self, wait: WaitRecord) -> Result<Option<AnswerRecord>> {
+        ids::validate_call_id(&wait.name)?;
+        self.check_lease()?;
+        if let Some(answer) = self.journal.answers.get(&wait.name) {
+            return Ok(Some(answer.clone()));
+        }
+        if !self.journal.waits.contains_key(&wait.name) {
+            let key = layout::wait_key(&self.lease.exec_id, &wait.name);
+            self.lease
+                .store
+                .put_create(&key, encode(&self.lease.exec_id, &wait.name, &wait)?)
+                .await?;
+        }
+        self.poll_answer(&wait.name).await
+    }
+
+    /// The answer to wait `name`, if someone gave it.
+    pub async fn poll_answer(&self, name: &str) -> Result<Option<AnswerRecord>> {
+        ids::validate_call_id(name)?;
+        let key = layout::answer_key(&self.lease.exec_id, name);
+        match self.lease.store.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => crate::journal::decode_at(&key, &self.lease.exec_id, &bytes).map(Some),
+        }
+    }
+
+    /// Stores a batch of captured output (JSON lines).
+    pub async fn write_logs(&self, entries_jsonl: String) -> Result<()> {
+        let n = self.log_n.fetch_add(1, Ordering::Relaxed);
+        let rec = LogRecord {
+            claim_seq: self.lease.claim_seq,
+            n,
+            entries_jsonl,
+        };
+        let key = layout::log_key(&self.lease.exec_id, self.lease.claim_seq, n);
+        self.lease
+            .store
+            .put_create(&key, encode(&self.lease.exec_id, "log", &rec)?)
+            .await?;
+        Ok(())
+    }
+
+    /// `kitaru.log()` on the flow body: one record per call.
+    pub async fn log_metadata(&self, json: String) -> Result<()> {
+        self.check_lease()?;
+        let n = self.meta_n.fetch_add(1, Ordering::Relaxed);
+        let rec = MetaRecord {
+            claim_seq: self.lease.claim_seq,
+            n,
+            at_us: now_us(),
+            json,
+        };
+        let key = layout::meta_key(&self.lease.exec_id, self.lease.claim_seq, n);
+        self.lease
+            .store
+            .put_create(&key, encode(&self.lease.exec_id, "meta", &rec)?)
+            .await?;
+        Ok(())
+    }
+}
