@@ -22,6 +22,7 @@ from ._context import (
     is_async_function,
     sanitize_name,
 )
+from ._steps import run_async, run_sync
 from .errors import (
     FailureOrigin,
     KitaruCancelledError,
@@ -37,7 +38,7 @@ from .errors import (
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Generator
     from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
     from ._kitaru import Runner, Store
@@ -269,12 +270,29 @@ class FlowDefinition(Generic[P, R]):
         Type checkers check the arguments against the flow's parameters when no option is
         given; with an option, the arguments are checked when the execution starts.
         """
-        _validate_options(stack, image, cache, retries, ".run()")
-        budget = _check_budget(budget_usd, ".run()")
-        n = self.retries if retries is None else retries
-        store, runner = self._start(args, kwargs, n, stack)
+        store, runner, n, budget = self._begin(".run()", args, kwargs, stack, image, cache,
+                                               retries, budget_usd)  # fmt: skip
         self._execute(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
+
+    def _begin(
+        self,
+        api: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stack: str | None,
+        image: Any,
+        cache: bool | None,
+        retries: int | None,
+        budget_usd: float | None,
+    ) -> tuple[Store, Runner, int, float | None]:
+        """Check `.run()`/`.arun()`'s options and start the execution: (store, runner,
+        flow retries, budget override)."""
+        _validate_options(stack, image, cache, retries, api)
+        budget = _check_budget(budget_usd, api)
+        n = self.retries if retries is None else retries
+        store, runner = self._start(args, kwargs, n, stack)
+        return store, runner, n, budget
 
     @overload
     async def arun(self, *args: P.args, **kwargs: P.kwargs) -> FlowHandle[R]: ...
@@ -300,10 +318,8 @@ class FlowDefinition(Generic[P, R]):
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
-        _validate_options(stack, image, cache, retries, ".arun()")
-        budget = _check_budget(budget_usd, ".arun()")
-        n = self.retries if retries is None else retries
-        store, runner = self._start(args, kwargs, n, stack)
+        store, runner, n, budget = self._begin(".arun()", args, kwargs, stack, image, cache,
+                                               retries, budget_usd)  # fmt: skip
         await self._drive_async(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
@@ -351,6 +367,28 @@ class FlowDefinition(Generic[P, R]):
             raise
         return run
 
+    # The passes over the body, written once (`_passes`, see kitaru._steps): it yields when
+    # the body is to run and receives its result, or has its exception thrown in; `_drive`
+    # runs the body blocking, `_drive_async` awaits it and ends the tasks a failed pass
+    # started (asyncio.gather does not cancel the others when one fails), so a body never
+    # runs twice at once.
+
+    def _passes(self, run: FlowRun, retries: int) -> Generator[tuple[None, None], Any, None]:
+        for attempt in range(retries + 1):
+            run.reset()
+            token = current_flow.set(run)
+            try:
+                result = yield None, None
+            except BaseException as exc:
+                run.settle_submitted()
+                if self._on_error(run, exc, attempt, retries):
+                    continue
+                return
+            finally:
+                current_flow.reset(token)
+            self._complete(run, result)
+            return
+
     def _drive(
         self,
         runner: Runner,
@@ -361,26 +399,11 @@ class FlowDefinition(Generic[P, R]):
         budget: float | None,
     ) -> None:
         run = self._new_run(runner, store, budget)
-        _capture.install()
-        ACTIVE.add(run)
+        _begin(run)
         try:
-            for attempt in range(retries + 1):
-                run.reset()
-                token = current_flow.set(run)
-                try:
-                    result = self._func(*args, **kwargs)
-                except BaseException as exc:
-                    run.settle_submitted()
-                    if self._on_error(run, exc, attempt, retries):
-                        continue
-                    return
-                finally:
-                    current_flow.reset(token)
-                self._complete(run, result)
-                return
+            run_sync(self._passes(run, retries), lambda _op, _arg: self._func(*args, **kwargs))
         finally:
-            ACTIVE.discard(run)
-            _capture.uninstall()
+            _end(run)
 
     async def _drive_async(
         self,
@@ -395,31 +418,20 @@ class FlowDefinition(Generic[P, R]):
 
         run = self._new_run(runner, store, budget)
         run.is_async = True  # wait() in its body is awaited, not blocking the loop
-        _capture.install()
-        ACTIVE.add(run)
+
+        async def body(_op: None, _arg: None) -> Any:
+            before = asyncio.all_tasks()
+            try:
+                return await self._func(*args, **kwargs)
+            except BaseException:
+                await _cancel_tasks(asyncio.all_tasks() - before)
+                raise
+
+        _begin(run)
         try:
-            for attempt in range(retries + 1):
-                run.reset()
-                token = current_flow.set(run)
-                before = asyncio.all_tasks()
-                try:
-                    result = await self._func(*args, **kwargs)
-                except BaseException as exc:
-                    # Tasks the failed pass started (asyncio.gather does not cancel the
-                    # others when one fails) end before the next pass or the failure is
-                    # recorded: a body never runs twice at once.
-                    await _cancel_tasks(asyncio.all_tasks() - before)
-                    run.settle_submitted()
-                    if self._on_error(run, exc, attempt, retries):
-                        continue
-                    return
-                finally:
-                    current_flow.reset(token)
-                self._complete(run, result)
-                return
+            await run_async(self._passes(run, retries), body)
         finally:
-            ACTIVE.discard(run)
-            _capture.uninstall()
+            _end(run)
 
     def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
         """Record a failed pass of the body; True when the body should run again.
@@ -532,6 +544,16 @@ def _flush_logs_quietly(run: FlowRun) -> None:
         _capture.flush_logs(run)
     except Exception:
         pass
+
+
+def _begin(run: FlowRun) -> None:
+    _capture.install()
+    ACTIVE.add(run)
+
+
+def _end(run: FlowRun) -> None:
+    ACTIVE.discard(run)
+    _capture.uninstall()
 
 
 async def _cancel_tasks(tasks: set[Any]) -> None:

@@ -20,6 +20,7 @@ from .._context import (
     merge_metadata,
     sanitize_name,
 )
+from .._steps import run_async, run_sync
 from ..errors import KitaruContextError, KitaruUsageError
 from .request import Prepared
 from .response import LLMResponse, LLMUsage, ToolCall
@@ -82,30 +83,36 @@ def _info(
     return {k: v for k, v in info.items() if v is not None}
 
 
-def _call_sync(prep: Prepared, call: str) -> tuple[dict[str, Any], float, str | None]:
-    if prep.mock:
-        return _mock(prep), 0.0, None
-    from . import providers as _providers
+def _steps(prep: Prepared, c: _Run) -> Any:
+    """One `llm()` call, written once (see kitaru._steps): yields ("send", (endpoint, body,
+    timeout)) for the request and ("record", arguments of `record_checkpoint`) for a
+    flow-body call's record; returns the call's value."""
+    if c.found:
+        return c.reused()
+    c.begin()
+    try:
+        if prep.mock:
+            resp, latency, source = _mock(prep), 0.0, None
+        else:
+            from . import providers as _providers
 
-    ep = _providers.endpoint_for(prep.resolved, call)
-    body = _providers.build(prep.resolved, prep.req, ep)
-    t0 = time.perf_counter()
-    data = _providers.send(ep, body, prep.timeout or _providers.default_timeout())
-    latency = (time.perf_counter() - t0) * 1000
-    return _providers.parse(ep, data, prep.req), latency, ep.credential_source
-
-
-async def _call_async(prep: Prepared, call: str) -> tuple[dict[str, Any], float, str | None]:
-    if prep.mock:
-        return _mock(prep), 0.0, None
-    from . import providers as _providers
-
-    ep = _providers.endpoint_for(prep.resolved, call)
-    body = _providers.build(prep.resolved, prep.req, ep)
-    t0 = time.perf_counter()
-    data = await _providers.send_async(ep, body, prep.timeout or _providers.default_timeout())
-    latency = (time.perf_counter() - t0) * 1000
-    return _providers.parse(ep, data, prep.req), latency, ep.credential_source
+            ep = _providers.endpoint_for(prep.resolved, c.call_name)
+            body = _providers.build(prep.resolved, prep.req, ep)
+            t0 = time.perf_counter()
+            data = yield "send", (ep, body, prep.timeout or _providers.default_timeout())
+            latency = (time.perf_counter() - t0) * 1000
+            resp, source = _providers.parse(ep, data, prep.req), ep.credential_source
+        value = c.answered(resp, latency, source)
+    except Exception as exc:
+        c.failed(exc)
+        raise
+    finally:
+        c.end()
+    args = c.record_args()
+    if args is not None:
+        yield "record", args
+    c.done()
+    return value
 
 
 class _Step:
@@ -259,21 +266,15 @@ def llm(
         prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
     )
     c = _Run(prep, name, run, scope)
-    if c.found:
-        return c.reused()
-    c.begin()
-    try:
-        value = c.answered(*_call_sync(prep, c.call_name))
-    except Exception as exc:
-        c.failed(exc)
-        raise
-    finally:
-        c.end()
-    args = c.record_args()
-    if args is not None:
-        run.runner.record_checkpoint(*args)
-    c.done()
-    return value
+
+    def do(op: str, arg: Any) -> Any:
+        if op == "send":
+            from . import providers as _providers
+
+            return _providers.send(*arg)
+        return run.runner.record_checkpoint(*arg)
+
+    return run_sync(_steps(prep, c), do)
 
 
 def allm(
@@ -302,18 +303,11 @@ def allm(
 
 
 async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
-    if c.found:
-        return c.reused()
-    c.begin()
-    try:
-        value = c.answered(*await _call_async(prep, c.call_name))
-    except Exception as exc:
-        c.failed(exc)
-        raise
-    finally:
-        c.end()
-    args = c.record_args()
-    if args is not None:
-        await run.runner.record_checkpoint(*args, awaitable=True)
-    c.done()
-    return value
+    async def do(op: str, arg: Any) -> Any:
+        if op == "send":
+            from . import providers as _providers
+
+            return await _providers.send_async(*arg)
+        return await run.runner.record_checkpoint(*arg, awaitable=True)
+
+    return await run_async(_steps(prep, c), do)

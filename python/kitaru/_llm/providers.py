@@ -763,27 +763,39 @@ def _client() -> httpx.Client:
     return client
 
 
-def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
-    """POST `body`, retrying transient failures; the decoded JSON answer."""
+def _sending(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
+    """POST `body`, retrying transient failures, written once (see kitaru._steps): yields
+    ("post", kwargs) and ("sleep", seconds); returns the decoded JSON answer."""
     import httpx
 
     retries = max_retries()
-    client = _client()
     for attempt in range(retries + 1):
         try:
-            resp = client.post(ep.url, json=body, headers=ep.headers, timeout=timeout)
+            resp = yield "post", {"json": body, "headers": ep.headers, "timeout": timeout}
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             if attempt == retries:
                 raise _network_error(ep, exc, attempt + 1) from None
-            time.sleep(_delay(attempt, None, ep))
+            yield "sleep", _delay(attempt, None, ep)
             continue
         if resp.status_code < 300:
             return _decode(ep, resp)
         if _retryable(resp) and attempt < retries:
-            time.sleep(_delay(attempt, resp, ep))
+            yield "sleep", _delay(attempt, resp, ep)
             continue
         raise _http_error(ep, resp, attempt + 1, body)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
+    """POST `body`, retrying transient failures; the decoded JSON answer."""
+    from .._steps import run_sync
+
+    client = _client()
+
+    def do(op: str, arg: Any) -> Any:
+        return client.post(ep.url, **arg) if op == "post" else time.sleep(arg)
+
+    return run_sync(_sending(ep, body, timeout), do)
 
 
 async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
@@ -792,23 +804,16 @@ async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
 
     import httpx
 
-    retries = max_retries()
+    from .._steps import run_async
+
     async with httpx.AsyncClient(follow_redirects=False, trust_env=True) as client:
-        for attempt in range(retries + 1):
-            try:
-                resp = await client.post(ep.url, json=body, headers=ep.headers, timeout=timeout)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                if attempt == retries:
-                    raise _network_error(ep, exc, attempt + 1) from None
-                await asyncio.sleep(_delay(attempt, None, ep))
-                continue
-            if resp.status_code < 300:
-                return _decode(ep, resp)
-            if _retryable(resp) and attempt < retries:
-                await asyncio.sleep(_delay(attempt, resp, ep))
-                continue
-            raise _http_error(ep, resp, attempt + 1, body)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+        async def do(op: str, arg: Any) -> Any:
+            if op == "post":
+                return await client.post(ep.url, **arg)
+            return await asyncio.sleep(arg)
+
+        return await run_async(_sending(ep, body, timeout), do)
 
 
 def _decode(ep: Endpoint, resp: httpx.Response) -> Any:
