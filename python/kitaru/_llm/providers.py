@@ -758,8 +758,11 @@ def _client() -> httpx.Client:
 
     client = _clients.get(os.getpid())
     if client is None:
+        import atexit
+
         client = httpx.Client(follow_redirects=False, trust_env=True)
         _clients[os.getpid()] = client
+        atexit.register(client.close)  # pooled connections closed, not left to the GC
     return client
 
 
