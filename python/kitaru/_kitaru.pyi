@@ -4,6 +4,8 @@ import builtins
 from collections.abc import Awaitable
 from typing import Literal, final, overload
 
+from kitaru._types import AttemptRecord, CallRecord
+
 __all__ = [
     "INLINE_LIMIT",
     "LAYOUT_VERSION",
@@ -82,50 +84,12 @@ class Runner:
     def failed_attempts(self, call_id: str) -> int: ...
     def check_lease(self) -> None: ...
     @overload
-    def record_checkpoint(
-        self,
-        call_id: str,
-        name: str,
-        explicit_id: bool,
-        checkpoint_type: str | None,
-        input_digest: bytes | None,
-        serializer: str,
-        data: bytes,
-        started_us: int,
-        ended_us: int,
-        metadata_json: str | None,
-        *,
-        awaitable: Literal[False] = False,
-    ) -> None: ...
+    def record_checkpoint(self, call: CallRecord, *, awaitable: Literal[False] = False) -> None: ...
     @overload
     def record_checkpoint(
-        self,
-        call_id: str,
-        name: str,
-        explicit_id: bool,
-        checkpoint_type: str | None,
-        input_digest: bytes | None,
-        serializer: str,
-        data: bytes,
-        started_us: int,
-        ended_us: int,
-        metadata_json: str | None,
-        *,
-        awaitable: Literal[True],
+        self, call: CallRecord, *, awaitable: Literal[True]
     ) -> Awaitable[None]: ...
-    def record_failed_attempt(
-        self,
-        call_id: str,
-        name: str,
-        checkpoint_type: str | None,
-        input_digest: bytes | None,
-        started_us: int,
-        ended_us: int,
-        origin: str,
-        message: str,
-        exception_type: str | None,
-        traceback: str | None,
-    ) -> int: ...
+    def record_failed_attempt(self, attempt: AttemptRecord) -> int: ...
     def record_divergence(
         self, call_id: str, stored: bytes | None, new: bytes | None, policy: str
     ) -> None: ...

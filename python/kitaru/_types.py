@@ -12,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from .errors import StrEnum
 
-__all__ = ["ExecutionStatus", "StoreChoice"]
+__all__ = ["AttemptRecord", "CallRecord", "ExecutionStatus", "StoreChoice"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,3 +70,56 @@ class ExecutionStatus(StrEnum):
             ExecutionStatus.FAILED,
             ExecutionStatus.CANCELLED,
         )
+
+
+class CallRecord:
+    """A finished checkpoint call as it crosses to the core (`Runner.record_checkpoint`,
+    read attribute by attribute into the Rust `CallRecord`)."""
+
+    __slots__ = ("call_id", "checkpoint_type", "data", "ended_us", "explicit_id",
+                 "input_digest", "metadata_json", "name", "serializer", "started_us")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        name: str,
+        explicit_id: bool,
+        checkpoint_type: str | None,
+        input_digest: bytes | None,
+        serializer: str,
+        data: bytes,
+        started_us: int,
+        ended_us: int,
+        metadata_json: str | None,
+    ) -> None:
+        self.call_id, self.name, self.explicit_id = call_id, name, explicit_id
+        self.checkpoint_type, self.input_digest = checkpoint_type, input_digest
+        self.serializer, self.data = serializer, data
+        self.started_us, self.ended_us, self.metadata_json = started_us, ended_us, metadata_json
+
+
+class AttemptRecord:
+    """A failed attempt of a checkpoint call (`Runner.record_failed_attempt`)."""
+
+    __slots__ = ("call_id", "checkpoint_type", "ended_us", "exception_type", "input_digest",
+                 "message", "name", "origin", "started_us", "traceback")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        name: str,
+        checkpoint_type: str | None,
+        input_digest: bytes | None,
+        started_us: int,
+        ended_us: int,
+        origin: str,
+        message: str,
+        exception_type: str | None,
+        traceback: str | None,
+    ) -> None:
+        self.call_id, self.name, self.checkpoint_type = call_id, name, checkpoint_type
+        self.input_digest, self.started_us, self.ended_us = input_digest, started_us, ended_us
+        self.origin, self.message = origin, message
+        self.exception_type, self.traceback = exception_type, traceback

@@ -21,6 +21,7 @@ from ._context import (
     sanitize_name,
 )
 from ._steps import run_async, run_sync
+from ._types import AttemptRecord, CallRecord
 from .errors import FailureOrigin, KitaruContextError, KitaruUsageError
 
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
@@ -233,7 +234,7 @@ class Checkpoint(Generic[P, R]):
         def do(op: object, record: Any) -> Any:
             if op is _BODY:
                 return self._func(*args, **kwargs)
-            return run.runner.record_checkpoint(*record)
+            return run.runner.record_checkpoint(record)
 
         call = _Call(self, run, call_id, explicit, ordered)
         return run_sync(self._steps(call, args, kwargs), do)
@@ -250,7 +251,7 @@ class Checkpoint(Generic[P, R]):
         async def do(op: object, record: Any) -> Any:
             if op is _BODY:
                 return await self._func(*args, **kwargs)  # type: ignore[misc]
-            return await run.runner.record_checkpoint(*record, awaitable=True)
+            return await run.runner.record_checkpoint(record, awaitable=True)
 
         call = _Call(self, run, call_id, explicit, ordered)
         return await run_async(self._steps(call, args, kwargs), do)
@@ -316,14 +317,24 @@ class _Call:
         if origin == FailureOrigin.BUDGET:
             attempt = self.cp.retries  # no point in trying again: the budget is spent
         self.run.runner.record_failed_attempt(
-            self.call_id, self.cp.name, self.cp.checkpoint_type, self.digest, self.started, now_us(),
-            origin, message, exc_type, tb,
-        )  # fmt: skip
+            AttemptRecord(
+                call_id=self.call_id,
+                name=self.cp.name,
+                checkpoint_type=self.cp.checkpoint_type,
+                input_digest=self.digest,
+                started_us=self.started,
+                ended_us=now_us(),
+                origin=origin,
+                message=message,
+                exception_type=exc_type,
+                traceback=tb,
+            )
+        )
         if attempt == self.cp.retries:
             raise exc
 
-    def record(self, value: Any) -> tuple[Any, ...]:
-        """The arguments of `Runner.record_checkpoint` for a successful attempt."""
+    def record(self, value: Any) -> CallRecord:
+        """What `Runner.record_checkpoint` stores for a successful attempt."""
         if self.run.budget_error is not None:
             # The body caught the budget stop and returned anyway: its output is not final.
             raise self.run.budget_error
@@ -342,10 +353,18 @@ class _Call:
             )
         except Exception as exc:
             raise runtime_error(str(exc), exc) from None
-        meta = _meta_json(self.scope)
-        cp = self.cp
-        return (self.call_id, cp.name, self.explicit, cp.checkpoint_type, self.digest, self.tag, self.data,
-                self.started, ended, meta)  # fmt: skip
+        return CallRecord(
+            call_id=self.call_id,
+            name=self.cp.name,
+            explicit_id=self.explicit,
+            checkpoint_type=self.cp.checkpoint_type,
+            input_digest=self.digest,
+            serializer=self.tag,
+            data=self.data,
+            started_us=self.started,
+            ended_us=ended,
+            metadata_json=_meta_json(self.scope),
+        )
 
     def done(self, value: Any) -> Any:
         self.run.remember(

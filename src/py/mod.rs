@@ -123,30 +123,51 @@ fn raw(serializer: String, data: &Bound<'_, PyBytes>) -> RawValue {
     RawValue { serializer, bytes }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finished_call(
+/// A finished checkpoint call as Python hands it over (`kitaru._types.CallRecord`, a
+/// frozen dataclass read attribute by attribute).
+#[derive(FromPyObject)]
+struct CallRecord<'py> {
     call_id: String,
     name: String,
     explicit_id: bool,
     checkpoint_type: Option<String>,
-    input_digest: Option<&[u8]>,
+    input_digest: Option<Vec<u8>>,
     serializer: String,
-    data: &Bound<'_, PyBytes>,
+    data: Bound<'py, PyBytes>,
     started_us: u64,
     ended_us: u64,
     metadata_json: Option<String>,
-) -> PyResult<FinishedCall> {
-    Ok(FinishedCall {
-        call_id,
-        name,
-        explicit_id,
-        checkpoint_type,
-        input_digest: digest(input_digest)?,
-        output: raw(serializer, data),
-        started_us,
-        ended_us,
-        metadata_json,
-    })
+}
+
+impl CallRecord<'_> {
+    fn into_core(self) -> PyResult<FinishedCall> {
+        Ok(FinishedCall {
+            input_digest: digest(self.input_digest.as_deref())?,
+            output: raw(self.serializer, &self.data),
+            call_id: self.call_id,
+            name: self.name,
+            explicit_id: self.explicit_id,
+            checkpoint_type: self.checkpoint_type,
+            started_us: self.started_us,
+            ended_us: self.ended_us,
+            metadata_json: self.metadata_json,
+        })
+    }
+}
+
+/// A failed attempt of a checkpoint call (`kitaru._types.AttemptRecord`).
+#[derive(FromPyObject)]
+struct AttemptRecord {
+    call_id: String,
+    name: String,
+    checkpoint_type: Option<String>,
+    input_digest: Option<Vec<u8>>,
+    started_us: u64,
+    ended_us: u64,
+    origin: String,
+    message: String,
+    exception_type: Option<String>,
+    traceback: Option<String>,
 }
 
 fn value_tuple<'py>(py: Python<'py>, v: RawValue) -> (String, Bound<'py, PyBytes>) {
@@ -528,35 +549,14 @@ impl PyRunner {
     }
 
     /// Records a finished call (blocking, or an awaitable with `awaitable=True`).
-    #[pyo3(signature = (call_id, name, explicit_id, checkpoint_type, input_digest, serializer, data, started_us, ended_us, metadata_json, *, awaitable = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (call, *, awaitable = false))]
     fn record_checkpoint<'py>(
         &self,
         py: Python<'py>,
-        call_id: String,
-        name: String,
-        explicit_id: bool,
-        checkpoint_type: Option<String>,
-        input_digest: Option<&[u8]>,
-        serializer: String,
-        data: &Bound<'_, PyBytes>,
-        started_us: u64,
-        ended_us: u64,
-        metadata_json: Option<String>,
+        call: CallRecord<'_>,
         awaitable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let done = finished_call(
-            call_id,
-            name,
-            explicit_id,
-            checkpoint_type,
-            input_digest,
-            serializer,
-            data,
-            started_us,
-            ended_us,
-            metadata_json,
-        )?;
+        let done = call.into_core()?;
         let r = self.inner.clone();
         finish(
             py,
@@ -566,33 +566,20 @@ impl PyRunner {
         )
     }
 
-    #[pyo3(signature = (call_id, name, checkpoint_type, input_digest, started_us, ended_us, origin, message, exception_type, traceback))]
-    #[allow(clippy::too_many_arguments)]
-    fn record_failed_attempt(
-        &self,
-        py: Python<'_>,
-        call_id: String,
-        name: String,
-        checkpoint_type: Option<String>,
-        input_digest: Option<&[u8]>,
-        started_us: u64,
-        ended_us: u64,
-        origin: String,
-        message: String,
-        exception_type: Option<String>,
-        traceback: Option<String>,
-    ) -> PyResult<u32> {
-        let digest = digest(input_digest)?;
-        let f = failure(origin, message, exception_type, traceback);
+    /// Records a failed attempt; returns its attempt number (1-based).
+    fn record_failed_attempt(&self, py: Python<'_>, attempt: AttemptRecord) -> PyResult<u32> {
+        let a = attempt;
+        let digest = digest(a.input_digest.as_deref())?;
+        let f = failure(a.origin, a.message, a.exception_type, a.traceback);
         let r = self.inner.clone();
         run(py, async move {
             r.record_failed_attempt(
-                &call_id,
-                &name,
-                checkpoint_type,
+                &a.call_id,
+                &a.name,
+                a.checkpoint_type,
                 digest,
-                started_us,
-                ended_us,
+                a.started_us,
+                a.ended_us,
                 f,
             )
             .await

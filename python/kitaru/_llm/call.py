@@ -21,6 +21,7 @@ from .._context import (
     sanitize_name,
 )
 from .._steps import run_async, run_sync
+from .._types import CallRecord
 from ..errors import KitaruContextError, KitaruUsageError
 from .request import Prepared
 from .response import LLMResponse, LLMUsage, ToolCall
@@ -220,7 +221,7 @@ class _Run:
         if self.call is not None:
             self.call.end()
 
-    def record_args(self) -> tuple[Any, ...] | None:
+    def record_args(self) -> CallRecord | None:
         """The arguments of `Runner.record_checkpoint`, for a flow-body call."""
         return None if self.call is None else self.call.record(self.out)
 
@@ -272,7 +273,7 @@ def llm(
             from . import providers as _providers
 
             return _providers.send(*arg)
-        return run.runner.record_checkpoint(*arg)
+        return run.runner.record_checkpoint(arg)
 
     return run_sync(_steps(prep, c), do)
 
@@ -308,6 +309,6 @@ async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
             from . import providers as _providers
 
             return await _providers.send_async(*arg)
-        return await run.runner.record_checkpoint(*arg, awaitable=True)
+        return await run.runner.record_checkpoint(arg, awaitable=True)
 
     return await run_async(_steps(prep, c), do)
