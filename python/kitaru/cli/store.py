@@ -55,6 +55,16 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
                 f"{report['blobs']} blobs in {store.url}."
             ]
             lines += [f"  {f['kind']:<9} {f['key']}: {f['detail']}" for f in report["findings"]]
+            if report.get("torn_tails"):
+                lines.append(
+                    f"{report['torn_tails']} segment(s) end in an append a crash cut short "
+                    "(never counted; not a problem)."
+                )
+            if report.get("fenced"):
+                lines.append(
+                    f"{report['fenced']} record(s) written by a runner after another process "
+                    "took its execution over (never counted; not a problem)."
+                )
             lines.append(
                 f"{len(report['findings'])} problem(s) found."
                 if report["findings"]
