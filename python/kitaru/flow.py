@@ -487,6 +487,10 @@ class FlowDefinition(Generic[P, R]):
             return
         try:
             run.runner.complete(tag, data)
+        except KitaruCancelledError:
+            # Cancelled after the body's last checkpoint: the canceller recorded it, and the
+            # run ends as one cancelled at a checkpoint boundary does (quietly).
+            run.runner.release()
         except KitaruLeaseError:
             run.runner.release()
             raise
