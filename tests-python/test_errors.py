@@ -1,5 +1,4 @@
 import kitaru
-import pytest
 from kitaru import errors
 
 
