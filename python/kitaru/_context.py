@@ -286,7 +286,6 @@ class FlowRun(Ledger):
         self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self._lock = _thread.allocate_lock()
         self.pass_no = 0
-        self.flow_thread = _thread.get_ident()
         self.init_ledger()
         self.reset()
 

@@ -90,7 +90,8 @@ class Checkpoint(Generic[P, R]):
 
     # --- calling -------------------------------------------------------------------
 
-    def _enter(self, explicit_id: str | None, api: str = "Checkpoints") -> tuple[FlowRun, str]:
+    def _enter(self, explicit_id: str | None, api: str = "Checkpoints") -> _Call:
+        """The call being made now: its id taken here, in call order."""
         run = current_flow.get()
         if run is None:
             raise KitaruContextError(outside_flow_message(api, f"checkpoint {self.name!r}"))
@@ -99,7 +100,8 @@ class Checkpoint(Generic[P, R]):
                 f"Nested checkpoint calls are not supported: {self.name!r} was called inside "
                 f"checkpoint {current_checkpoint.get().name!r}. Call it from the flow body instead."  # type: ignore[union-attr]
             )
-        return run, run.allocate(self.name, explicit_id)
+        call_id = run.allocate(self.name, explicit_id)
+        return _Call(self, run, call_id, explicit_id is not None, run.in_order())
 
     # A ParamSpec cannot take an extra keyword-only parameter: a call with ``id=`` is
     # checked against the function's parameters at runtime only.
@@ -109,13 +111,12 @@ class Checkpoint(Generic[P, R]):
     def __call__(self, *args: Any, id: str | None, **kwargs: Any) -> R: ...
 
     def __call__(self, *args: Any, id: str | None = None, **kwargs: Any) -> Any:  # type: ignore[misc]
-        run, call_id = self._enter(id)
-        ordered = run.in_order()
+        call = self._enter(id)
         if self.is_async:
             # The id is taken now, at the call, so asyncio.gather(...) numbers calls in
             # argument order whatever order they are awaited in.
-            return self._run_async(run, call_id, id is not None, ordered, args, kwargs)
-        return self._run_sync(run, call_id, id is not None, ordered, args, kwargs)
+            return self._run_async(call, args, kwargs)
+        return self._run_sync(call, args, kwargs)
 
     # An async checkpoint's future holds what its coroutine returns (it runs in a thread).
     @overload
@@ -135,19 +136,16 @@ class Checkpoint(Generic[P, R]):
         self, *args: Any, id: str | None = None, **kwargs: Any
     ) -> Future[Any]:
         """Run the call concurrently; returns a future (``.result()`` gives the output)."""
-        run, call_id = self._enter(id, "Concurrent checkpoint execution")
-        ordered = run.in_order()  # ids are taken here, in submission order
+        call = self._enter(id, "Concurrent checkpoint execution")  # ids in submission order
         ctx = contextvars.copy_context()
         if self.is_async:
             import asyncio
 
-            fn: Callable[[], Any] = lambda: asyncio.run(
-                self._run_async(run, call_id, id is not None, ordered, args, kwargs)
-            )
+            fn: Callable[[], Any] = lambda: asyncio.run(self._run_async(call, args, kwargs))
         else:
-            fn = lambda: self._run_sync(run, call_id, id is not None, ordered, args, kwargs)
+            fn = lambda: self._run_sync(call, args, kwargs)
         future = _executor().submit(ctx.run, fn)
-        run.track(future)
+        call.run.track(future)
         return future
 
     @overload
@@ -222,38 +220,20 @@ class Checkpoint(Generic[P, R]):
             return call.done(value)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run_sync(
-        self,
-        run: FlowRun,
-        call_id: str,
-        explicit: bool,
-        ordered: bool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    def _run_sync(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def do(op: object, record: Any) -> Any:
             if op is _BODY:
                 return self._func(*args, **kwargs)
-            return run.runner.record_checkpoint(record)
+            return call.run.runner.record_checkpoint(record)
 
-        call = _Call(self, run, call_id, explicit, ordered)
         return run_sync(self._steps(call, args, kwargs), do)
 
-    async def _run_async(
-        self,
-        run: FlowRun,
-        call_id: str,
-        explicit: bool,
-        ordered: bool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _run_async(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def do(op: object, record: Any) -> Any:
             if op is _BODY:
                 return await self._func(*args, **kwargs)  # type: ignore[misc]
-            return await run.runner.record_checkpoint(record, awaitable=True)
+            return await call.run.runner.record_checkpoint(record, awaitable=True)
 
-        call = _Call(self, run, call_id, explicit, ordered)
         return await run_async(self._steps(call, args, kwargs), do)
 
 

@@ -12,7 +12,6 @@ use tokio::sync::Notify;
 use super::encode;
 use crate::error::{Error, Result};
 use crate::ids::now_us;
-use crate::journal::record;
 use crate::journal::types::*;
 use crate::store::layout;
 use crate::store::Store;
@@ -106,9 +105,7 @@ impl HeldLease {
     pub(super) fn spawn(self: &Arc<Self>, rt: &tokio::runtime::Runtime) {
         let shared = self.clone();
         let period = self.period();
-        let first_unknown_seq = *self.next_seq.lock();
         rt.spawn(async move {
-            let mut next_seq = first_unknown_seq;
             loop {
                 tokio::select! {
                     _ = shared.stop.notified() => return,
@@ -117,20 +114,15 @@ impl HeldLease {
                 if shared.stopped.load(Ordering::Acquire) {
                     return;
                 }
-                // Someone else appended a state event: this runner was cancelled or replaced.
-                let key = layout::state_key(&shared.exec_id, next_seq);
-                if let Ok(Some(bytes)) = shared.store.get(&key).await {
-                    match record::decode::<StateRecord>(&bytes) {
-                        Ok(rec) if is_own(&rec.event, shared.token) => {
-                            next_seq += 1;
-                            continue;
-                        }
-                        Ok(rec) => {
-                            *shared.lost.lock() = Some(Lost::from_event(&rec.event));
-                            return;
-                        }
-                        Err(_) => {}
-                    }
+                // Someone else appended a state event: this runner was cancelled or
+                // replaced (the same look a checkpoint boundary takes; an unreadable
+                // record is left to the readers that report it).
+                let key = layout::state_key(&shared.exec_id, *shared.next_seq.lock());
+                if let Ok(found) = shared.store.get(&key).await {
+                    let _ = shared.note_next_state(&key, found);
+                }
+                if shared.check().is_err() {
+                    return;
                 }
                 shared.renew().await;
             }

@@ -215,29 +215,35 @@ impl Journal {
                 Some((format!("the claim of state event {n}"), fence.clone()))
             }
             Some((_, None)) => None,
-            None => {
-                let token = self
-                    .states
-                    .iter()
-                    .find(|s| s.seq == run)
-                    .and_then(|s| s.event.claim())
-                    .map(|c| c.token)?;
-                let seal = self.seals.get(&run).filter(|s| s.token == token)?;
-                Some(("the run's own seal".to_string(), seal.fence.clone()))
-            }
+            None => self
+                .own_seal(run)
+                .map(|seal| ("the run's own seal".to_string(), seal.fence.clone())),
         }
+    }
+
+    /// The seal run `run` wrote as it ended, when no later claim fenced it (a claim's
+    /// fence wins over a seal).
+    fn own_seal(&self, run: u64) -> Option<&SealRecord> {
+        if self.next_claim(run).is_some() {
+            return None;
+        }
+        let token = self.claim_token(run)?;
+        self.seals.get(&run).filter(|s| s.token == token)
+    }
+
+    /// The token of the claim made by state event `claim_seq`.
+    fn claim_token(&self, claim_seq: u64) -> Option<u64> {
+        self.states
+            .iter()
+            .find(|s| s.seq == claim_seq)
+            .and_then(|s| s.event.claim())
+            .map(|c| c.token)
     }
 
     /// Whether run `claim_seq` ended by itself (completed, failed or suspended): it was
     /// not appending when it stopped, so its segment cannot end in a torn append.
     fn ended_cleanly(&self, claim_seq: u64) -> bool {
-        let Some(token) = self
-            .states
-            .iter()
-            .find(|s| s.seq == claim_seq)
-            .and_then(|s| s.event.claim())
-            .map(|c| c.token)
-        else {
+        let Some(token) = self.claim_token(claim_seq) else {
             return false;
         };
         self.states.iter().any(|s| {
@@ -337,12 +343,11 @@ impl Journal {
                 .map(|f| (format!("the claim of state event {}", s.seq), f))
         });
         let seals = self.seals.keys().filter_map(|run| {
-            self.fence_over(*run)
-                .filter(|(who, _)| who.starts_with("the run's"))
+            self.own_seal(*run)
+                .map(|seal| ("the run's own seal".to_string(), &seal.fence))
         });
-        let seals: Vec<(String, Fence)> = seals.collect();
         let counted: HashSet<&str> = self.record_keys.iter().map(|(k, _)| k.as_str()).collect();
-        for (who, fence) in claims.chain(seals.iter().map(|(w, f)| (w.clone(), f))) {
+        for (who, fence) in claims.chain(seals) {
             for (run, len) in &fence.segments {
                 if *len > 0 && !self.segments.contains_key(run) {
                     return Err(Error::Corrupt {
