@@ -97,7 +97,7 @@ def test_random_sigkills_never_lose_or_repeat_finished_work(tmp_path: Path) -> N
             exec_id = exec_id or _only_execution(store)
             if exec_id is None:
                 continue  # killed before the execution existed: start again
-            view = json.loads(Store(str(store)).inspect(exec_id, full=True))
+            view = Store(str(store)).inspect(exec_id, full=True)
             if view["status"] == "completed":
                 break
             assert view["status"] == "failed" and view["failure"]["origin"] == "runner_died", view
@@ -108,7 +108,7 @@ def test_random_sigkills_never_lose_or_repeat_finished_work(tmp_path: Path) -> N
         assert tag == "json"
         assert json.loads(data) == list(range(20))
         _check_no_rerun(view, ledger_path.read_text().splitlines())
-        report = json.loads(s.verify())
+        report = s.verify()
         assert report["findings"] == [], report
     elapsed = time.monotonic() - started
     print(f"\n{kills} SIGKILLs over {executions} executions in {elapsed:.0f} s: no torn record, "
@@ -190,7 +190,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -
         store = Store(str(mnt / "store"))
         exec_id = _only_execution(mnt / "store")
         assert exec_id is not None
-        view = json.loads(store.inspect(exec_id, full=True))
+        view = store.inspect(exec_id, full=True)
         if out.returncode == 0:  # the failure itself still fit on the disk: it is recorded
             assert view["status"] == "failed" and view["failure"]["origin"] == "backend", view[
                 "failure"
@@ -205,7 +205,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -
         assert len(view["checkpoints"]) >= 3
         first = store.checkpoint_output(exec_id, "chunk")
         assert first is not None and first[1] == bytes([0]) * 40_000
-        assert json.loads(store.verify())["findings"] == []
+        assert store.verify()["findings"] == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
@@ -340,7 +340,7 @@ def test_kills_and_stalls_past_the_lease_with_thread_fan_out(tmp_path: Path) -> 
                 waking = stalled.pop(0)
                 waking.send_signal(signal.SIGCONT)
                 woken.append(waking)
-            view = json.loads(Store(str(store)).inspect(exec_id, full=True))
+            view = Store(str(store)).inspect(exec_id, full=True)
             if view["status"] == "completed":
                 break
             if view["status"] == "running":
@@ -360,10 +360,10 @@ def test_kills_and_stalls_past_the_lease_with_thread_fan_out(tmp_path: Path) -> 
         s = Store(str(store))
         _tag, data = s.result(exec_id)  # type: ignore[misc]
         assert json.loads(data) == list(range(16))
-        report = json.loads(s.verify())
+        report = s.verify()
         assert report["findings"] == [], report
         # Every counted output is the one computed for its call.
-        for cp in json.loads(s.inspect(exec_id, full=True))["checkpoints"]:
+        for cp in s.inspect(exec_id, full=True)["checkpoints"]:
             out = s.checkpoint_output(exec_id, cp["call_id"])
             assert out is not None
             value = json.loads(out[1])
@@ -452,7 +452,7 @@ def test_a_start_on_a_full_disk_leaves_nothing_behind(tmp_path: Path) -> None:
                              capture_output=True, text=True)  # fmt: skip
         assert out.returncode != 0 and "the disk is full" in out.stderr, out.stderr
         filler.unlink()
-        report = json.loads(Store(str(mnt / "store")).verify())
+        report = Store(str(mnt / "store")).verify()
         assert report["findings"] == [] and report["executions"] == 0, report
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

@@ -216,8 +216,9 @@ def test_arun_inside_a_running_loop() -> None:
 def test_handle_wait_timeout_and_get_while_running() -> None:
     # A handle on an execution whose runner holds a live lease is running.
     from kitaru import _config
+    from kitaru._types import StartRecord
 
-    runner = _config.get_store().start(
+    start = StartRecord(
         flow_name="manual",
         module="m",
         qualname="q",
@@ -227,8 +228,8 @@ def test_handle_wait_timeout_and_get_while_running() -> None:
         args=b"{}",
         kitaru_version="t",
         options_json="{}",
-        ttl_ms=60_000,
     )
+    runner = _config.get_store().start(start, 60_000)
     handle = kitaru.FlowHandle(runner.exec_id)
     assert handle.status == "running"
     with pytest.raises(kitaru.KitaruStateError, match="still running"):

@@ -55,7 +55,7 @@ def config_dir(tmp_path: Path) -> Path:
 
 def exec_ids(location: Path | str) -> set[str]:
     """The executions in the store at `location`."""
-    return {v["exec_id"] for v in json.loads(_config.get_store(str(location)).list())}
+    return {v["exec_id"] for v in _config.get_store(str(location)).list()}
 
 
 def where(exec_id: str, stores: dict[str, Path]) -> list[str]:

@@ -374,8 +374,8 @@ def _call_wait_with(**kwargs: object) -> None:
     class FakeRunner:
         exec_id = "x"
 
-        def stored_calls(self) -> list[tuple[str, str, bool, bytes | None]]:
-            return []
+        def new_pass(self) -> int:
+            return 1
 
     token = current_flow.set(FlowRun(FakeRunner(), "f", "reuse"))  # type: ignore[arg-type]
     try:

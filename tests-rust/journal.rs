@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kitaru::execution::{self, FinishedCall, Intent, RawValue, Runner};
+use kitaru::execution::{
+    self, CallRequest, FailedCall, FinishedCall, Intent, Policy, RawValue, Runner,
+};
 use kitaru::journal::record::{self, ByteBuf};
 use kitaru::journal::types::*;
 use kitaru::journal::{Journal, Scope};
@@ -91,9 +93,17 @@ fn run_record_complete_and_load() {
         let big = "x".repeat(layout::INLINE_LIMIT + 1);
         record(&r, "big", &big).await;
         assert_eq!(
-            r.record_failed_attempt("flaky", "flaky", None, None, 1, 2, failure("boom"))
-                .await
-                .unwrap(),
+            r.record_failed_attempt(FailedCall {
+                call_id: "flaky".into(),
+                name: "flaky".into(),
+                checkpoint_type: None,
+                input_digest: None,
+                started_us: 1,
+                ended_us: 2,
+                failure: failure("boom"),
+            })
+            .await
+            .unwrap(),
             1
         );
         r.log_metadata(r#"{"stage":"x"}"#.into()).await.unwrap();
@@ -279,9 +289,17 @@ async fn rerun_scenario(store: Arc<Store>) -> (Runner, Journal) {
     let r2 = Runner::claim(store.clone(), r.exec_id(), Intent::Retry, 30_000)
         .await
         .unwrap();
-    r2.record_divergence("a", Some([1; 32]), Some([2; 32]), "rerun")
-        .await
-        .unwrap();
+    let d = r2.begin_call(&CallRequest {
+        call_id: "a".into(),
+        name: "a".into(),
+        digest: Some([2; 32]),
+        ordered: true,
+        explicit: false,
+        policy: Policy::Rerun,
+    });
+    assert!(d.pending() && !d.reuse);
+    let d = r2.settle_call(d).await.unwrap();
+    assert!(!d.pending() && !d.reuse && d.call_id == "a");
     record(&r2, "a", "new").await;
     let j = Journal::load(&store, r.exec_id(), Scope::Full)
         .await

@@ -18,10 +18,12 @@ import sys
 import time
 
 from ._context import LOG_LINE_LIMIT, clip, current_checkpoint, current_flow
+from ._steps import run_sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Generator
     from typing import Any, TextIO
 
     from ._context import FlowRun
@@ -141,16 +143,20 @@ def uninstall() -> None:
         _handler = None
 
 
-def flush_logs(run: FlowRun | None = None) -> None:
-    """Write the buffered lines of `run` (default: the current flow) to the store."""
-    run = run or current_flow.get()
-    if run is None:
-        return
+def log_steps(run: FlowRun) -> Generator[tuple[str, tuple[str]], Any, None]:
+    """Write the buffered lines of `run` to the store (steps of `kitaru._steps`)."""
     with _lock:
         entries = _entries.pop(id(run), None)
     if entries:
         for batch in _batches(entries):
-            run.runner.write_logs(batch)
+            yield "write_logs", (batch,)
+
+
+def flush_logs(run: FlowRun | None = None) -> None:
+    """Write the buffered lines of `run` (default: the current flow) to the store, blocking."""
+    run = run or current_flow.get()
+    if run is not None:
+        run_sync(log_steps(run), run.runner)
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[str]:

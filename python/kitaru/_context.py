@@ -1,8 +1,8 @@
 """The state of the running flow and checkpoint, held in context variables.
 
-`FlowRun` is one process's run of one execution (one lease claim). It allocates call ids
-(``fetch``, ``fetch_2``, ... or an explicit ``id=``), answers "is this call already done?"
-from the journal, and records new results through the Rust runner.
+`FlowRun` is one process's run of one execution (one lease claim): the Rust runner that
+holds its lease (which also decides which stored result answers each call: ids, matching
+by inputs, divergence), the passes over the flow body, wait names and the cost ledger.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .errors import (
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from typing import Any
 
     from ._kitaru import Runner, Store
@@ -43,7 +44,7 @@ if not TYPE_CHECKING:
         return func
 
 
-DIVERGENCE_POLICIES = ("reuse", "rerun", "error")
+DIVERGENCE_POLICIES = ("reuse", "rerun", "error")  # checked by the core on each call
 
 
 class CheckpointScope:
@@ -276,14 +277,6 @@ class FlowRun(Ledger):
         self.exec_id: str = runner.exec_id
         self.flow_name = flow_name
         self.divergence = divergence
-        # What the journal says about each finished call: call id -> (name, explicit, digest),
-        # and the auto-numbered calls by (name, input digest), for matching calls to results.
-        self.stored: dict[str, tuple[str, bool, bytes | None]] = {}
-        self.by_inputs: dict[tuple[str, bytes], list[str]] = {}
-        for call_id, name, explicit, digest in runner.stored_calls():
-            self._index(call_id, name, explicit, digest)
-        # results recorded by this process (reused by a flow-level retry)
-        self.done: dict[str, tuple[str, bytes, bytes | None]] = {}
         self._lock = _thread.allocate_lock()
         self.pass_no = 0
         self.init_ledger()
@@ -291,21 +284,14 @@ class FlowRun(Ledger):
 
     def reset(self) -> None:
         """Start a pass over the flow body (the first, or a flow-level retry)."""
-        self.occurrences: dict[str, int] = {}
-        # Every call id of this pass: an explicit id, a named `llm()` call and the
-        # occurrences of a checkpoint never share one (the later one would be handed the
-        # earlier one's stored output).
-        self.taken: set[str] = set()
+        self.pass_no = self.runner.new_pass()
         self.wait_names: set[str] = set()
         self.wait_count = 0
         self.llm_count = 0
-        # Stored results handed to a call of this pass: each goes to one call only.
-        self.claimed: set[str] = set()
         # Calls whose ids come from the flow's own thread (in call order) can be compared
         # with the call at the same position in an earlier run; calls made from other
         # threads are ordered by the scheduler, so they are matched by their inputs only.
         self.flow_thread = _thread.get_ident()
-        self.pass_no += 1
         self.submitted: list[Any] = []
 
     def allocate_wait(self, name: str | None) -> str:
@@ -329,30 +315,12 @@ class FlowRun(Ledger):
             return name
 
     def allocate(self, name: str, explicit_id: str | None) -> str:
-        """The call id of the next call of checkpoint `name`."""
-        with self._lock:
-            if explicit_id is not None:
-                if not isinstance(explicit_id, str) or not explicit_id:
-                    raise KitaruUsageError(
-                        f"Checkpoint id must be a non-empty string, got {explicit_id!r}."
-                    )
-                if explicit_id in self.taken:
-                    raise KitaruUsageError(
-                        f"Checkpoint id {explicit_id!r} is used twice in one execution of flow "
-                        f"{self.flow_name!r}; explicit ids must be unique (and differ from the "
-                        "ids kitaru gives other calls: name, name_2, ...)."
-                    )
-                self.taken.add(explicit_id)
-                return explicit_id
-            n = self.occurrences.get(name, 0)
-            while True:
-                n += 1
-                call_id = name if n == 1 else f"{name}_{n}"
-                if call_id not in self.taken:
-                    break
-            self.occurrences[name] = n
-            self.taken.add(call_id)
-            return call_id
+        """The call id of the next call of checkpoint `name` (the core numbers them)."""
+        if explicit_id is not None and (not isinstance(explicit_id, str) or not explicit_id):
+            raise KitaruUsageError(
+                f"Checkpoint id must be a non-empty string, got {explicit_id!r}."
+            )
+        return self.runner.allocate_call(name, explicit_id)
 
     def track(self, future: Any) -> None:
         """A call submitted in this pass (`.submit()`/`.map()`): settled before the next."""
@@ -373,139 +341,10 @@ class FlowRun(Ledger):
         """Whether a call made now gets its id in the flow's own call order."""
         return _thread.get_ident() == self.flow_thread
 
-    def _index(self, call_id: str, name: str, explicit: bool, digest: bytes | None) -> None:
-        self.stored[call_id] = (name, explicit, digest)
-        if digest is not None and not explicit:
-            ids = self.by_inputs.setdefault((name, digest), [])
-            if call_id not in ids:
-                ids.append(call_id)
-                ids.sort(key=_occurrence)
-
-    def _fresh(self, name: str) -> str:
-        """An id of checkpoint `name` that no stored result and no call of this pass has."""
-        n = 0
-        while True:
-            n += 1
-            call_id = name if n == 1 else f"{name}_{n}"
-            if call_id not in self.taken and call_id not in self.stored:
-                self.taken.add(call_id)
-                self.claimed.add(call_id)
-                return call_id
-
-    def _choose(
-        self, call_id: str, name: str, digest: bytes | None, ordered: bool, explicit: bool
-    ) -> tuple[str, str, bytes | None]:
-        """(id, "reuse" | "run" | "diverged", stored digest) for a call; under the lock.
-
-        A stored result goes only to a call with the same inputs: first the stored call of
-        this checkpoint with the call's own id, then any other unclaimed one with the same
-        inputs (calls from threads arrive in any order). Only a call in the flow's own
-        order is compared with the stored call at its position (a divergence); a call
-        from another thread with new inputs runs under an id nothing stored has.
-        """
-        known = self.stored.get(call_id)
-        if explicit:
-            self.claimed.add(call_id)
-            if known is None or digest is None or known[2] is None or known[2] == digest:
-                return call_id, ("run" if known is None else "reuse"), None
-            return call_id, "diverged", known[2]
-        if digest is not None:
-            ids = self.by_inputs.get((name, digest), ())
-            if call_id in ids and call_id not in self.claimed:
-                self.claimed.add(call_id)
-                return call_id, "reuse", None
-            for other in ids:
-                if other not in self.claimed:
-                    self.claimed.add(other)
-                    return other, "reuse", None
-        if known is None and call_id not in self.claimed:
-            self.claimed.add(call_id)
-            return call_id, "run", None
-        if known is not None and ordered and call_id not in self.claimed and known[0] == name:
-            self.claimed.add(call_id)
-            if digest is None or known[2] is None:
-                return call_id, "reuse", None  # inputs that cannot be compared
-            return call_id, "diverged", known[2]
-        return self._fresh(name), "run", None
-
-    def begin_call(
-        self, call_id: str, name: str, digest: bytes | None, ordered: bool, explicit: bool
-    ) -> tuple[str, bool, Any]:
-        """What a call gets: (its id, True, the stored output) or (its id, False, None) to run."""
-        with self._lock:
-            chosen, action, stored_digest = self._choose(call_id, name, digest, ordered, explicit)
-        if action == "diverged":
-            self.runner.record_divergence(chosen, stored_digest, digest, self.divergence)
-            if self.divergence == "error":
-                raise KitaruDivergenceError(
-                    f"Checkpoint {chosen!r} of execution {self.exec_id} finished earlier with different "
-                    "inputs than this call. The flow's divergence policy is 'error'; use "
-                    "@flow(divergence='rerun') to run it again with the new inputs, or "
-                    "divergence='reuse' to keep the stored output.",
-                    exec_id=self.exec_id,
-                    status="failed",
-                    failure_origin=FailureOrigin.DIVERGENCE,
-                )
-            if self.divergence == "rerun":
-                if chosen in self.done:  # recorded by this process: a call id is recorded once
-                    with self._lock:
-                        chosen = self._fresh(name)
-                return chosen, False, None
-            import warnings
-
-            from .errors import KitaruDivergenceWarning
-
-            warnings.warn(
-                f"Checkpoint {chosen!r} of execution {self.exec_id} is called with different inputs "
-                "than when it finished; its stored output is reused because the flow's divergence "
-                "policy is 'reuse' (the divergence is recorded on the execution).",
-                KitaruDivergenceWarning,
-                stacklevel=4,
-            )
-        elif action == "run":
-            return chosen, False, None
-        hit = self.done.get(chosen)
-        if hit is None:
-            try:
-                hit = self.runner.lookup(chosen)
-            except KitaruCorruptionError as exc:
-                # The stored output is damaged: run the call again (its new output replaces
-                # the damaged bytes) rather than fail this execution on every retry.
-                import warnings
-
-                warnings.warn(
-                    f"The stored output of checkpoint {chosen!r} of execution {self.exec_id} is "
-                    f"damaged, so the call runs again: {exc}",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                return chosen, False, None
-        if hit is None:  # pragma: no cover - the journal listed it
-            return chosen, False, None
-        from . import serde
-
-        value = serde.loads(hit[0], hit[1], what=f"stored output of checkpoint {chosen!r}")
-        if chosen not in self.done:
-            self.note_reused(chosen)
-        return chosen, True, value
-
-    def remember(
-        self, call_id: str, name: str, explicit: bool, tag: str, data: bytes, digest: bytes | None
-    ) -> None:
-        with self._lock:
-            self.done[call_id] = (tag, data, digest)
-            self._index(call_id, name, explicit, digest)
-
     def log(self, values: dict[str, Any]) -> None:
         import json
 
         self.runner.log_metadata(json.dumps(values, default=repr))
-
-
-def _occurrence(call_id: str) -> tuple[int, str]:
-    """Sort key of auto ids: name, name_2, name_3, ... in call order."""
-    base, _, n = call_id.rpartition("_")
-    return (int(n), base) if base and n.isdigit() else (1, call_id)
 
 
 # The flows this process is running now (to tell "outside a flow" from "in a thread
@@ -545,11 +384,23 @@ def require_flow(api: str) -> FlowRun:
     return run
 
 
-def check_lease(run: FlowRun) -> None:
+def lease_steps(run: FlowRun) -> Generator[tuple[str, tuple[()]], Any, None]:
+    """A checkpoint boundary: stop the flow if its execution was cancelled or taken over.
+
+    Asks the store only when the heartbeat's word is not enough (`Runner.lease_ok`).
+    """
     try:
-        run.runner.check_lease()
+        if not run.runner.lease_ok():
+            yield "check_lease", ()
     except KitaruCancelledError as exc:
         raise FlowCancelled(str(exc)) from None
+
+
+def check_lease(run: FlowRun) -> None:
+    """`lease_steps`, blocking (for code outside the flow's steps)."""
+    from ._steps import run_sync
+
+    run_sync(lease_steps(run), run.runner)
 
 
 class FlowCancelled(BaseException):

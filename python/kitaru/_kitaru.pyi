@@ -1,15 +1,22 @@
-"""Type stubs of the compiled core (kept honest by mypy.stubtest)."""
+"""Type stubs of the compiled core (kept honest by mypy.stubtest).
+
+Every I/O method runs blocking with the GIL released, or returns an awaitable on kitaru's
+runtime with ``awaitable=True`` (one binding, two overloads). Records crossing in are the
+classes of `kitaru._types`; views coming back are the `TypedDict`s of `kitaru._views`.
+"""
 
 import builtins
 from collections.abc import Awaitable
-from typing import Literal, final, overload
+from typing import Any, Literal, final, overload
 
-from kitaru._types import AttemptRecord, CallRecord
+from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
+from kitaru._views import EntryPointView, ExecutionView, VerifyReport
 
 __all__ = [
     "INLINE_LIMIT",
     "LAYOUT_VERSION",
     "RECORD_FORMAT_VERSION",
+    "CallDecision",
     "Runner",
     "Store",
     "blake3_digest",
@@ -23,10 +30,14 @@ RECORD_FORMAT_VERSION: int
 LAYOUT_VERSION: int
 INLINE_LIMIT: int
 
+# (serializer, bytes) of a stored value; (aborted, value JSON) of a wait's answer.
+_Value = tuple[str, bytes]
+_Answer = tuple[bool, str | None]
+
 def new_exec_id() -> str: ...
 def now_us() -> int: ...
 def blake3_digest(data: bytes) -> bytes: ...
-def record_to_json(data: bytes) -> str: ...
+def record_to_json(data: bytes) -> dict[str, Any]: ...
 def redact_urls(text: str) -> str: ...
 
 @final
@@ -38,38 +49,149 @@ class Store:
     def url(self) -> str: ...
     def request_counts(self) -> dict[str, int]: ...
     def reset_request_counts(self) -> None: ...
-    def usage(self, prefix: str = ...) -> tuple[int, int]: ...
+    @overload
+    def usage(self, prefix: str = ..., *, awaitable: Literal[False] = False) -> tuple[int, int]: ...
+    @overload
+    def usage(
+        self, prefix: str = ..., *, awaitable: Literal[True]
+    ) -> Awaitable[tuple[int, int]]: ...
+    @overload
     def start(
+        self, start: StartRecord, ttl_ms: int, *, awaitable: Literal[False] = False
+    ) -> Runner: ...
+    @overload
+    def start(
+        self, start: StartRecord, ttl_ms: int, *, awaitable: Literal[True]
+    ) -> Awaitable[Runner]: ...
+    @overload
+    def claim(
+        self,
+        exec_id: str,
+        intent: Literal["retry", "resume"],
+        ttl_ms: int,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> Runner: ...
+    @overload
+    def claim(
+        self,
+        exec_id: str,
+        intent: Literal["retry", "resume"],
+        ttl_ms: int,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[Runner]: ...
+    @overload
+    def inspect(
+        self, exec_id: str, *, full: bool = True, awaitable: Literal[False] = False
+    ) -> ExecutionView: ...
+    @overload
+    def inspect(
+        self, exec_id: str, *, full: bool = True, awaitable: Literal[True]
+    ) -> Awaitable[ExecutionView]: ...
+    @overload
+    def list(
         self,
         *,
-        flow_name: str,
-        module: str,
-        qualname: str,
-        script: str | None,
-        cwd: str,
-        args_serializer: str,
-        args: bytes,
-        kitaru_version: str,
-        options_json: str,
-        ttl_ms: int,
-    ) -> Runner: ...
-    def claim(self, exec_id: str, intent: str, ttl_ms: int) -> Runner: ...
-    def inspect(self, exec_id: str, *, full: bool = True) -> str: ...
+        flow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        awaitable: Literal[False] = False,
+    ) -> builtins.list[ExecutionView]: ...
+    @overload
     def list(
-        self, *, flow: str | None = None, status: str | None = None, limit: int | None = None
-    ) -> str: ...
-    def start_args(self, exec_id: str) -> tuple[str, bytes]: ...
-    def start_record(self, exec_id: str) -> tuple[str, str, bytes]: ...
-    def result(self, exec_id: str) -> tuple[str, bytes] | None: ...
-    def checkpoint_output(self, exec_id: str, call_id: str) -> tuple[str, bytes] | None: ...
-    def cancel(self, exec_id: str, reason: str = ...) -> None: ...
-    def answer(
-        self, exec_id: str, name: str, value_json: str | None, *, aborted: bool = False
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        awaitable: Literal[True],
+    ) -> Awaitable[builtins.list[ExecutionView]]: ...
+    @overload
+    def start_record(
+        self, exec_id: str, *, awaitable: Literal[False] = False
+    ) -> tuple[EntryPointView, str, bytes]: ...
+    @overload
+    def start_record(
+        self, exec_id: str, *, awaitable: Literal[True]
+    ) -> Awaitable[tuple[EntryPointView, str, bytes]]: ...
+    @overload
+    def result(self, exec_id: str, *, awaitable: Literal[False] = False) -> _Value | None: ...
+    @overload
+    def result(self, exec_id: str, *, awaitable: Literal[True]) -> Awaitable[_Value | None]: ...
+    @overload
+    def checkpoint_output(
+        self, exec_id: str, call_id: str, *, awaitable: Literal[False] = False
+    ) -> _Value | None: ...
+    @overload
+    def checkpoint_output(
+        self, exec_id: str, call_id: str, *, awaitable: Literal[True]
+    ) -> Awaitable[_Value | None]: ...
+    @overload
+    def cancel(
+        self, exec_id: str, reason: str = ..., *, awaitable: Literal[False] = False
     ) -> None: ...
-    def logs(self, exec_id: str) -> str: ...
-    def dump_key(self, key: str) -> str | None: ...
-    def verify(self) -> str: ...
-    def keys(self, prefix: str) -> builtins.list[str]: ...
+    @overload
+    def cancel(
+        self, exec_id: str, reason: str = ..., *, awaitable: Literal[True]
+    ) -> Awaitable[None]: ...
+    @overload
+    def answer(
+        self,
+        exec_id: str,
+        name: str,
+        value_json: str | None,
+        *,
+        aborted: bool = False,
+        awaitable: Literal[False] = False,
+    ) -> None: ...
+    @overload
+    def answer(
+        self,
+        exec_id: str,
+        name: str,
+        value_json: str | None,
+        *,
+        aborted: bool = False,
+        awaitable: Literal[True],
+    ) -> Awaitable[None]: ...
+    @overload
+    def logs(self, exec_id: str, *, awaitable: Literal[False] = False) -> str: ...
+    @overload
+    def logs(self, exec_id: str, *, awaitable: Literal[True]) -> Awaitable[str]: ...
+    @overload
+    def dump_key(self, key: str, *, awaitable: Literal[False] = False) -> dict[str, Any] | None: ...
+    @overload
+    def dump_key(
+        self, key: str, *, awaitable: Literal[True]
+    ) -> Awaitable[dict[str, Any] | None]: ...
+    @overload
+    def verify(self, *, awaitable: Literal[False] = False) -> VerifyReport: ...
+    @overload
+    def verify(self, *, awaitable: Literal[True]) -> Awaitable[VerifyReport]: ...
+    @overload
+    def keys(self, prefix: str, *, awaitable: Literal[False] = False) -> builtins.list[str]: ...
+    @overload
+    def keys(self, prefix: str, *, awaitable: Literal[True]) -> Awaitable[builtins.list[str]]: ...
+
+@final
+class CallDecision:
+    """The core's decision for one checkpoint call."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def reuse(self) -> bool: ...
+    @property
+    def pending(self) -> bool: ...
+    @property
+    def earlier_run(self) -> bool: ...
+    @property
+    def value(self) -> _Value | None: ...
+    @property
+    def notice(self) -> str | None: ...
+    @property
+    def notice_kind(self) -> Literal["diverged", "damaged"] | None: ...
 
 @final
 class Runner:
@@ -77,65 +199,92 @@ class Runner:
     def exec_id(self) -> str: ...
     @property
     def claim_seq(self) -> int: ...
-    def stored_calls(self) -> builtins.list[tuple[str, str, bool, bytes | None]]: ...
-    def lookup(self, call_id: str) -> tuple[str, bytes, bytes | None] | None: ...
+    def new_pass(self) -> int: ...
+    def allocate_call(self, name: str, explicit_id: str | None = None) -> str: ...
+    def begin_call(
+        self,
+        call_id: str,
+        name: str,
+        digest: bytes | None,
+        *,
+        ordered: bool,
+        explicit: bool,
+        policy: Literal["reuse", "rerun", "error"] | str,
+    ) -> CallDecision: ...
+    @overload
+    def settle_call(
+        self, decision: CallDecision, *, awaitable: Literal[False] = False
+    ) -> CallDecision: ...
+    @overload
+    def settle_call(
+        self, decision: CallDecision, *, awaitable: Literal[True]
+    ) -> Awaitable[CallDecision]: ...
     def call_metadata(self, call_id: str) -> str | None: ...
     def execution_metadata(self) -> builtins.list[str]: ...
-    def failed_attempts(self, call_id: str) -> int: ...
-    def check_lease(self) -> None: ...
+    def lease_ok(self) -> bool: ...
+    @overload
+    def check_lease(self, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def check_lease(self, *, awaitable: Literal[True]) -> Awaitable[None]: ...
     @overload
     def record_checkpoint(self, call: CallRecord, *, awaitable: Literal[False] = False) -> None: ...
     @overload
     def record_checkpoint(
         self, call: CallRecord, *, awaitable: Literal[True]
     ) -> Awaitable[None]: ...
-    def record_failed_attempt(self, attempt: AttemptRecord) -> int: ...
-    def record_divergence(
-        self, call_id: str, stored: bytes | None, new: bytes | None, policy: str
-    ) -> None: ...
+    @overload
+    def record_failed_attempt(
+        self, attempt: AttemptRecord, *, awaitable: Literal[False] = False
+    ) -> int: ...
+    @overload
+    def record_failed_attempt(
+        self, attempt: AttemptRecord, *, awaitable: Literal[True]
+    ) -> Awaitable[int]: ...
     @overload
     def open_wait(
-        self,
-        name: str,
-        question: str | None,
-        schema_json: str | None,
-        schema_type: str | None,
-        metadata_json: str,
-        *,
-        awaitable: Literal[False] = False,
-    ) -> tuple[bool, str | None] | None: ...
+        self, wait: WaitRequest, *, awaitable: Literal[False] = False
+    ) -> _Answer | None: ...
     @overload
     def open_wait(
-        self,
-        name: str,
-        question: str | None,
-        schema_json: str | None,
-        schema_type: str | None,
-        metadata_json: str,
-        *,
-        awaitable: Literal[True],
-    ) -> Awaitable[tuple[bool, str | None] | None]: ...
+        self, wait: WaitRequest, *, awaitable: Literal[True]
+    ) -> Awaitable[_Answer | None]: ...
     @overload
-    def poll_answer(
-        self, name: str, *, awaitable: Literal[False] = False
-    ) -> tuple[bool, str | None] | None: ...
+    def poll_answer(self, name: str, *, awaitable: Literal[False] = False) -> _Answer | None: ...
     @overload
-    def poll_answer(
-        self, name: str, *, awaitable: Literal[True]
-    ) -> Awaitable[tuple[bool, str | None] | None]: ...
-    def write_logs(self, entries_jsonl: str) -> None: ...
-    def log_metadata(self, json: str) -> None: ...
-    def complete(self, serializer: str, data: bytes) -> None: ...
-    def fail(
-        self, origin: str, message: str, exception_type: str | None, traceback: str | None
+    def poll_answer(self, name: str, *, awaitable: Literal[True]) -> Awaitable[_Answer | None]: ...
+    @overload
+    def write_logs(self, entries_jsonl: str, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def write_logs(self, entries_jsonl: str, *, awaitable: Literal[True]) -> Awaitable[None]: ...
+    @overload
+    def log_metadata(self, json: str, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def log_metadata(self, json: str, *, awaitable: Literal[True]) -> Awaitable[None]: ...
+    @overload
+    def complete(
+        self, serializer: str, data: bytes, *, awaitable: Literal[False] = False
     ) -> None: ...
+    @overload
+    def complete(
+        self, serializer: str, data: bytes, *, awaitable: Literal[True]
+    ) -> Awaitable[None]: ...
+    @overload
+    def fail(self, failure: FailureRecord, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def fail(self, failure: FailureRecord, *, awaitable: Literal[True]) -> Awaitable[None]: ...
+    @overload
     def flow_attempt_failed(
-        self,
-        attempt: int,
-        origin: str,
-        message: str,
-        exception_type: str | None,
-        traceback: str | None,
+        self, attempt: int, failure: FailureRecord, *, awaitable: Literal[False] = False
     ) -> None: ...
-    def suspend(self, reason: str) -> None: ...
-    def release(self) -> None: ...
+    @overload
+    def flow_attempt_failed(
+        self, attempt: int, failure: FailureRecord, *, awaitable: Literal[True]
+    ) -> Awaitable[None]: ...
+    @overload
+    def suspend(self, reason: str, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def suspend(self, reason: str, *, awaitable: Literal[True]) -> Awaitable[None]: ...
+    @overload
+    def release(self, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def release(self, *, awaitable: Literal[True]) -> Awaitable[None]: ...

@@ -13,6 +13,7 @@ from .errors import FailureOrigin, KitaruBudgetExceededError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from typing import Any
 
     from ._kitaru import Runner
@@ -99,8 +100,11 @@ class Ledger:
                     self._spent = total
         return self._spent
 
-    def record_spend(self, call: str, checkpoint: str | None, info: dict[str, Any]) -> None:
-        """Write a call that reached a provider to the execution's ledger, at once."""
+    def spend_steps(
+        self, call: str, checkpoint: str | None, info: dict[str, Any]
+    ) -> Generator[tuple[str, tuple[str]], Any, None]:
+        """Write a call that reached a provider to the execution's ledger, at once (a step
+        of `kitaru._steps`)."""
         with self._lock:
             self._spend_n += 1
             key = f"{self.runner.claim_seq:08}.{self._spend_n:06}"
@@ -109,7 +113,7 @@ class Ledger:
             base = earlier if self._spent is None else self._spent
             self._spent = base + (info.get("cost_usd") or 0.0)
         entry = {"call": call, **({"checkpoint": checkpoint} if checkpoint else {}), **info}
-        self.log({SPEND: {key: entry}})
+        yield "log_metadata", (_json({SPEND: {key: entry}}),)
         if self.budget_usd is not None and info.get("cost_usd") is None:
             import warnings
 
@@ -161,11 +165,24 @@ class Ledger:
                 self.saved_calls += 1
                 self.saved_usd += (info.get("cost_usd") or 0.0) if isinstance(info, dict) else 0.0
 
-    def flush_ledger(self) -> None:
+    def ledger_steps(self) -> Generator[tuple[str, tuple[str]], Any, None]:
         """Record what this run saved by reusing stored LLM calls (once per change)."""
         with self._lock:
             now = (self.saved_calls, round(self.saved_usd, 10))
             if now == self._saved_written or not self.saved_calls:
                 return
             self._saved_written = now
-        self.log({SAVED: {f"{self.runner.claim_seq:08}": {"calls": now[0], "cost_usd": now[1]}}})
+        saved = {f"{self.runner.claim_seq:08}": {"calls": now[0], "cost_usd": now[1]}}
+        yield "log_metadata", (_json({SAVED: saved}),)
+
+    def flush_ledger(self) -> None:
+        """`ledger_steps`, blocking."""
+        from ._steps import run_sync
+
+        run_sync(self.ledger_steps(), self.runner)
+
+
+def _json(values: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(values, default=repr)

@@ -15,6 +15,10 @@ from typing import Any
 
 from .errors import KitaruRuntimeError, KitaruWaitValidationError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._views import WaitView
+
 # Deeper answers are refused before validation (and before `json` or a validator would
 # hit Python's recursion limit).
 MAX_DEPTH = 200
@@ -72,7 +76,7 @@ def errors(schema: Any, value: Any, wait_name: str = "?") -> list[str]:
     return [_describe(e) for e in found]
 
 
-def validate(wait: dict[str, Any], value: Any) -> Any:
+def validate(wait: WaitView, value: Any) -> Any:
     """`value` as JSON-able data accepted by the wait's JSON Schema, or KitaruWaitValidationError."""
     name = wait["name"]
     if too_deep(value):
@@ -87,14 +91,15 @@ def validate(wait: dict[str, Any], value: Any) -> Any:
             f"Input for wait {name!r} must be JSON-able data (dict, list, str, number, bool, "
             f"None): {exc}"
         ) from None
-    if wait.get("schema_json") is None:
+    schema_json = wait["schema_json"]
+    if schema_json is None:
         if value is not None:
             raise KitaruWaitValidationError(
                 f"Wait {name!r} is a continue/abort gate and takes no value; give --value null or --abort."
             )
         return None
     try:
-        schema = json.loads(wait["schema_json"])
+        schema = json.loads(schema_json)
     except ValueError as exc:
         raise KitaruRuntimeError(
             f"The stored JSON Schema of wait {name!r} is not JSON ({exc}). The wait was not answered."
@@ -103,6 +108,6 @@ def validate(wait: dict[str, Any], value: Any) -> Any:
     if problems:
         raise KitaruWaitValidationError(
             f"Input for wait {name!r} does not match its schema: {'; '.join(problems[:5])}. "
-            f"Expected JSON Schema: {wait['schema_json']}"
+            f"Expected JSON Schema: {schema_json}"
         )
     return value

@@ -1,10 +1,13 @@
 """Logic written once, run blocking or awaited.
 
-A call, a wait or an `llm()` request is a generator that yields what it needs done next
-(`(op, arg)`: run the body, store a record, poll the store, send a request, sleep) and
-receives the result, or has the step's exception thrown in. `run_sync` does each step
-blocking; `run_async` awaits it, so an async flow's event loop keeps running. The
-sync/async difference lives only in the small `do` functions the callers pass.
+A call, a wait, an `llm()` request or a pass over a flow body is a generator that yields
+what it needs done next and receives the result, or has the step's exception thrown in.
+A step is ``(method name, args)`` for an I/O call of the Rust runner (``"record_checkpoint"``,
+``"settle_call"``, ``"open_wait"``, ...: every such binding takes ``awaitable=True``), or
+``(op, arg)`` with any other object as `op` for what the caller does itself (run the body,
+send a request, sleep), handed to its `do` function. `run_sync` does each step blocking;
+`run_async` awaits it, so an async flow's event loop keeps running. The sync/async
+difference lives here and in the callers' small `do` functions only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ if TYPE_CHECKING:
     Steps = Generator[tuple[Any, Any], Any, Any]
 
 
-def run_sync(steps: Steps, do: Callable[[Any, Any], Any]) -> Any:
-    """Drives `steps` to its return value, doing each step with `do(op, arg)`."""
+def run_sync(steps: Steps, runner: Any, do: Callable[[Any, Any], Any] | None = None) -> Any:
+    """Drives `steps` to its return value: runner steps on `runner`, others by `do(op, arg)`."""
     result: Any = None
     error: BaseException | None = None
     while True:
@@ -27,12 +30,18 @@ def run_sync(steps: Steps, do: Callable[[Any, Any], Any]) -> Any:
         except StopIteration as stop:
             return stop.value
         try:
-            result, error = do(op, arg), None
+            if op.__class__ is str:
+                result = getattr(runner, op)(*arg)
+            else:
+                result = do(op, arg)  # type: ignore[misc]
+            error = None
         except BaseException as exc:  # handed to the logic, which re-raises what it does not handle
             result, error = None, exc
 
 
-async def run_async(steps: Steps, do: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+async def run_async(
+    steps: Steps, runner: Any, do: Callable[[Any, Any], Awaitable[Any]] | None = None
+) -> Any:
     """`run_sync`, awaiting each step."""
     result: Any = None
     error: BaseException | None = None
@@ -42,6 +51,10 @@ async def run_async(steps: Steps, do: Callable[[Any, Any], Awaitable[Any]]) -> A
         except StopIteration as stop:
             return stop.value
         try:
-            result, error = await do(op, arg), None
+            if op.__class__ is str:
+                result = await getattr(runner, op)(*arg, awaitable=True)
+            else:
+                result = await do(op, arg)  # type: ignore[misc]
+            error = None
         except BaseException as exc:
             result, error = None, exc

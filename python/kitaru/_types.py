@@ -1,7 +1,9 @@
 """Small types shared by modules that do not import each other: which store a run uses
 (`StoreChoice`: `_config` and `stacks`), an execution's status (`ExecutionStatus`: `flow`
 and `client`) and, for type checkers only, what a checkpoint call needs to know about its
-checkpoint (`Step`: `checkpoint` and `_llm.call`)."""
+checkpoint (`Step`: `checkpoint` and `_llm.call`); and the records that cross to the core
+(`CallRecord`, `AttemptRecord`, `FailureRecord`, `WaitRequest`, `StartRecord`), read
+attribute by attribute by the Rust bindings (`src/py/records.rs`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from .errors import StrEnum
 
-__all__ = ["AttemptRecord", "CallRecord", "ExecutionStatus", "StoreChoice"]
+__all__ = [
+    "AttemptRecord",
+    "CallRecord",
+    "ExecutionStatus",
+    "FailureRecord",
+    "StartRecord",
+    "StoreChoice",
+    "WaitRequest",
+]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,11 +109,25 @@ class CallRecord:
         self.started_us, self.ended_us, self.metadata_json = started_us, ended_us, metadata_json
 
 
+class FailureRecord:
+    """What went wrong, as the core stores it (`Runner.fail`, `flow_attempt_failed`, and
+    inside an `AttemptRecord`): where it came from, the message, the exception's type and
+    its traceback."""
+
+    __slots__ = ("exception_type", "message", "origin", "traceback")
+
+    def __init__(
+        self, origin: str, message: str, exception_type: str | None, traceback: str | None
+    ) -> None:
+        self.origin, self.message = origin, message
+        self.exception_type, self.traceback = exception_type, traceback
+
+
 class AttemptRecord:
     """A failed attempt of a checkpoint call (`Runner.record_failed_attempt`)."""
 
-    __slots__ = ("call_id", "checkpoint_type", "ended_us", "exception_type", "input_digest",
-                 "message", "name", "origin", "started_us", "traceback")  # fmt: skip
+    __slots__ = ("call_id", "checkpoint_type", "ended_us", "failure", "input_digest", "name",
+                 "started_us")  # fmt: skip
 
     def __init__(
         self,
@@ -114,12 +138,53 @@ class AttemptRecord:
         input_digest: bytes | None,
         started_us: int,
         ended_us: int,
-        origin: str,
-        message: str,
-        exception_type: str | None,
-        traceback: str | None,
+        failure: FailureRecord,
     ) -> None:
         self.call_id, self.name, self.checkpoint_type = call_id, name, checkpoint_type
         self.input_digest, self.started_us, self.ended_us = input_digest, started_us, ended_us
-        self.origin, self.message = origin, message
-        self.exception_type, self.traceback = exception_type, traceback
+        self.failure = failure
+
+
+class WaitRequest:
+    """A wait the flow reached (`Runner.open_wait`; the core adds when and by which run)."""
+
+    __slots__ = ("metadata_json", "name", "question", "schema_json", "schema_type")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        question: str | None,
+        schema_json: str | None,
+        schema_type: str | None,
+        metadata_json: str,
+    ) -> None:
+        self.name, self.question = name, question
+        self.schema_json, self.schema_type = schema_json, schema_type
+        self.metadata_json = metadata_json
+
+
+class StartRecord:
+    """What a new execution starts with (`Store.start`): the flow, its entry point (for a
+    process that resumes it) and its arguments, which the core stores."""
+
+    __slots__ = ("args", "args_serializer", "cwd", "flow_name", "kitaru_version", "module",
+                 "options_json", "qualname", "script")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        flow_name: str,
+        module: str,
+        qualname: str,
+        script: str | None,
+        cwd: str,
+        args_serializer: str,
+        args: bytes,
+        kitaru_version: str,
+        options_json: str,
+    ) -> None:
+        self.flow_name, self.module, self.qualname = flow_name, module, qualname
+        self.script, self.cwd = script, cwd
+        self.args_serializer, self.args = args_serializer, args
+        self.kitaru_version, self.options_json = kitaru_version, options_json

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextvars
 
-from ._capture import flush_logs
+from ._capture import log_steps
 from ._context import (
     CheckpointScope,
     FlowRun,
-    check_lease,
     copy_identity,
     current_checkpoint,
     current_flow,
     failure_of,
     is_async_function,
+    lease_steps,
     mark_coroutine_function,
     now_us,
     outside_flow_message,
@@ -21,7 +21,7 @@ from ._context import (
     sanitize_name,
 )
 from ._steps import run_async, run_sync
-from ._types import AttemptRecord, CallRecord
+from ._types import AttemptRecord, CallRecord, FailureRecord
 from .errors import FailureOrigin, KitaruContextError, KitaruUsageError
 
 # `typing` costs more to import than the rest of kitaru: only type checkers see it.
@@ -197,57 +197,58 @@ class Checkpoint(Generic[P, R]):
         bound.apply_defaults()
         return bound.arguments
 
-    # One call, written once (`_steps`): it yields (_BODY, None) when the body is to run and
-    # (_RECORD, arguments of `record_checkpoint`) when the result is to be stored, and
-    # returns the call's value; `_run_sync` / `_run_async` only say how each step is done.
+    # One call, written once (`kitaru._steps`): it yields (_BODY, None) when the body is to
+    # run and runner steps (decide, record, failed attempts, logs) on the way, and returns
+    # the call's value; `_run_sync` / `_run_async` only say how the body runs.
 
     def _steps(
         self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Generator[tuple[Any, Any], Any, Any]:
-        found, value = call.decide(_serde().digest(self._bind(args, kwargs)))
+        found, value = yield from call.decide(_serde().digest(self._bind(args, kwargs)))
         if found:
             return value
         for attempt in range(self.retries + 1):
-            call.begin()
+            yield from call.begin()
             try:
                 value = yield _BODY, None
             except Exception as exc:
-                call.failed(exc, attempt)
+                yield from call.failed(exc, attempt)
                 continue
             finally:
                 call.end()
-            yield _RECORD, call.record(value)
-            return call.done(value)
+            yield "record_checkpoint", (call.record(value),)
+            yield from call.done()
+            return value
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run_sync(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def do(op: object, record: Any) -> Any:
-            if op is _BODY:
-                return self._func(*args, **kwargs)
-            return call.run.runner.record_checkpoint(record)
-
-        return run_sync(self._steps(call, args, kwargs), do)
+        return run_sync(
+            self._steps(call, args, kwargs),
+            call.run.runner,
+            lambda _op, _arg: self._func(*args, **kwargs),
+        )
 
     async def _run_async(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        async def do(op: object, record: Any) -> Any:
-            if op is _BODY:
-                return await self._func(*args, **kwargs)  # type: ignore[misc]
-            return await call.run.runner.record_checkpoint(record, awaitable=True)
+        async def body(_op: object, _arg: None) -> Any:
+            return await self._func(*args, **kwargs)  # type: ignore[misc]
 
-        return await run_async(self._steps(call, args, kwargs), do)
+        return await run_async(self._steps(call, args, kwargs), call.run.runner, body)
 
 
-# The steps of a call (`Checkpoint._steps`).
-_BODY, _RECORD = object(), object()
+# The step of a call that runs its body (`Checkpoint._steps`).
+_BODY = object()
+
+if TYPE_CHECKING:
+    Steps = Generator[tuple[Any, Any], Any, Any]
 
 
 class _Call:
-    """One call of a checkpoint: its id, input digest and the attempt in progress."""
+    """One call of a checkpoint: its id, input digest and the attempt in progress. Its
+    methods that talk to the store are steps (`kitaru._steps`), run blocking or awaited."""
 
     __slots__ = (
         "call_id",
         "cp",
-        "data",
         "digest",
         "explicit",
         "ordered",
@@ -255,7 +256,6 @@ class _Call:
         "run",
         "scope",
         "started",
-        "tag",
         "token",
     )
 
@@ -265,22 +265,39 @@ class _Call:
         self.pass_no = run.pass_no
         self.digest: bytes | None = None
 
-    def decide(self, digest: bytes | None) -> tuple[bool, Any]:
-        """Whether a stored result answers this call (the run decides; the id may change)."""
+    def decide(self, digest: bytes | None) -> Steps:
+        """(True, stored value) when a stored result answers this call, else (False, None).
+
+        The core decides (`Runner.begin_call`): the call's id may change (another stored
+        call with the same inputs, or a fresh id for new inputs), and a decision that needs
+        the store (a divergence to record, an output to read) is settled as a step.
+        """
         self.digest = digest
+        run = self.run
+        d = run.runner.begin_call(self.call_id, self.cp.name, digest, ordered=self.ordered,
+                                  explicit=self.explicit, policy=run.divergence)  # fmt: skip
+        if d.pending:
+            d = yield "settle_call", (d,)
+        self.call_id = d.call_id
+        if d.notice is not None:
+            _warn(d.notice, d.notice_kind)
+        if not d.reuse:
+            return False, None
+        tag, data = d.value  # type: ignore[misc]
         with _serde().pickle_allowed(self._allow_pickle()):
-            self.call_id, found, value = self.run.begin_call(
-                self.call_id, self.cp.name, digest, self.ordered, self.explicit
-            )
-        return found, value
+            value = _serde().loads(tag, data, what=f"stored output of checkpoint {d.call_id!r}")
+        if d.earlier_run:
+            run.note_reused(d.call_id)
+        return True, value
 
     def _allow_pickle(self) -> bool:
         """@checkpoint(allow_pickle=True) or @flow(allow_pickle=True)."""
         return self.cp.allow_pickle or self.run.allow_pickle
 
-    def begin(self) -> None:
+    def begin(self) -> Steps:
+        """An attempt starts: the budget and the lease are checked, the scope entered."""
         self.run.check_budget()
-        check_lease(self.run)
+        yield from lease_steps(self.run)
         self.scope = CheckpointScope(
             self.cp.name, self.call_id, self.cp.checkpoint_type, self.run.exec_id
         )
@@ -290,26 +307,22 @@ class _Call:
     def end(self) -> None:
         current_checkpoint.reset(self.token)
 
-    def failed(self, exc: Exception, attempt: int) -> None:
+    def failed(self, exc: Exception, attempt: int) -> Steps:
         """Record a failed attempt; re-raise it when it was the last one."""
-        flush_logs(self.run)
+        yield from log_steps(self.run)
         origin, message, exc_type, tb = failure_of(exc)
         if origin == FailureOrigin.BUDGET:
             attempt = self.cp.retries  # no point in trying again: the budget is spent
-        self.run.runner.record_failed_attempt(
-            AttemptRecord(
-                call_id=self.call_id,
-                name=self.cp.name,
-                checkpoint_type=self.cp.checkpoint_type,
-                input_digest=self.digest,
-                started_us=self.started,
-                ended_us=now_us(),
-                origin=origin,
-                message=message,
-                exception_type=exc_type,
-                traceback=tb,
-            )
+        record = AttemptRecord(
+            call_id=self.call_id,
+            name=self.cp.name,
+            checkpoint_type=self.cp.checkpoint_type,
+            input_digest=self.digest,
+            started_us=self.started,
+            ended_us=now_us(),
+            failure=FailureRecord(origin, message, exc_type, tb),
         )
+        yield "record_failed_attempt", (record,)
         if attempt == self.cp.retries:
             raise exc
 
@@ -326,7 +339,7 @@ class _Call:
             )
         ended = now_us()
         try:
-            self.tag, self.data = _serde().dumps(
+            tag, data = _serde().dumps(
                 value,
                 what=f"output of checkpoint {self.call_id!r}",
                 allow_pickle=self._allow_pickle(),
@@ -339,19 +352,27 @@ class _Call:
             explicit_id=self.explicit,
             checkpoint_type=self.cp.checkpoint_type,
             input_digest=self.digest,
-            serializer=self.tag,
-            data=self.data,
+            serializer=tag,
+            data=data,
             started_us=self.started,
             ended_us=ended,
             metadata_json=_meta_json(self.scope),
         )
 
-    def done(self, value: Any) -> Any:
-        self.run.remember(
-            self.call_id, self.cp.name, self.explicit, self.tag, self.data, self.digest
-        )
-        flush_logs(self.run)
-        return value
+    def done(self) -> Steps:
+        """The call is recorded: what it printed goes to the store."""
+        yield from log_steps(self.run)
+
+
+def _warn(notice: str, kind: str | None) -> None:
+    """A notice of the core's decision as a warning: a stored output reused for other
+    inputs (`KitaruDivergenceWarning`) or a damaged one run again (`RuntimeWarning`)."""
+    import warnings
+
+    from .errors import KitaruDivergenceWarning
+
+    category = KitaruDivergenceWarning if kind == "diverged" else RuntimeWarning
+    warnings.warn(notice, category, stacklevel=5)
 
 
 def _simple_params(func: Any) -> tuple[tuple[str, ...], dict[str, Any]] | None:

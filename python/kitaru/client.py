@@ -13,6 +13,17 @@ from ._ledger import claim_of, take
 from ._types import ExecutionStatus, StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._views import (
+        CheckpointView,
+        EntryPointView,
+        EventView,
+        ExecutionView,
+        FailureView,
+        WaitView,
+    )
+
 __all__ = [
     "ArtifactRef",
     "CheckpointAttempt",
@@ -29,6 +40,11 @@ __all__ = [
 ]
 
 
+def _parsed(raw: str | None, default: Any) -> Any:
+    """A JSON text of a view parsed, or `default` when there is none."""
+    return json.loads(raw) if raw else default
+
+
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
@@ -41,7 +57,7 @@ class FailureInfo:
     origin: FailureOrigin
 
     @classmethod
-    def from_view(cls, v: dict[str, Any] | None) -> FailureInfo | None:
+    def from_view(cls, v: FailureView | None) -> FailureInfo | None:
         if not v:
             return None
         try:
@@ -95,11 +111,11 @@ def _response_value(resp: dict[str, Any]) -> Any:
     return resp.get("text")
 
 
-def _llm_artifacts(exec_id: str, call: dict[str, Any], load_output: Any) -> list[ArtifactRef]:
+def _llm_artifacts(exec_id: str, call: CheckpointView, load_output: Any) -> list[ArtifactRef]:
     """The prompt and response artifacts of the `llm()` calls of one checkpoint call."""
     refs: list[ArtifactRef] = []
     call_id = call["call_id"]
-    meta = json.loads(call["metadata_json"]) if call.get("metadata_json") else {}
+    meta = _parsed(call["metadata_json"], {})
     llm_calls = meta.get("llm_calls") if isinstance(meta, dict) else None
     if not isinstance(llm_calls, dict):
         return refs
@@ -154,7 +170,7 @@ class CheckpointCall:
     output_size: int | None = None
 
     @classmethod
-    def from_view(cls, exec_id: str, v: dict[str, Any]) -> CheckpointCall:
+    def from_view(cls, exec_id: str, v: CheckpointView) -> CheckpointCall:
         attempts = [
             CheckpointAttempt(
                 attempt_id=f"{exec_id}/{v['call_id']}/{a['number']}",
@@ -167,14 +183,14 @@ class CheckpointCall:
             )
             for a in v["attempts"]
         ]
-        output = v.get("output") or {}
+        output = v["output"]
         return cls(
             call_id=f"{exec_id}/{v['call_id']}",
             name=v["call_id"],
             status=ExecutionStatus(v["status"]),
             started_at=_ts(v.get("started_at")),
             ended_at=_ts(v.get("ended_at")),
-            metadata=json.loads(v["metadata_json"]) if v.get("metadata_json") else {},
+            metadata=_parsed(v["metadata_json"], {}),
             original_call_id=None,
             parent_call_ids=[],
             failure=FailureInfo.from_view(v.get("failure")),
@@ -182,8 +198,8 @@ class CheckpointCall:
             artifacts=[],
             checkpoint_type=v.get("checkpoint_type"),
             input_digest=v.get("input_digest"),
-            output_serializer=output.get("serializer"),
-            output_size=output.get("size"),
+            output_serializer=output["serializer"] if output else None,
+            output_size=output["size"] if output else None,
         )
 
 
@@ -197,13 +213,13 @@ class PendingWait:
     entered_waiting_at: datetime | None
 
     @classmethod
-    def from_view(cls, exec_id: str, v: dict[str, Any]) -> PendingWait:
+    def from_view(cls, exec_id: str, v: WaitView) -> PendingWait:
         return cls(
             wait_id=f"{exec_id}/{v['name']}",
             name=v["name"],
             question=v.get("question"),
-            schema=json.loads(v["schema_json"]) if v.get("schema_json") else None,
-            metadata=json.loads(v.get("metadata_json") or "{}"),
+            schema=_parsed(v["schema_json"], None),
+            metadata=_parsed(v["metadata_json"], {}),
             entered_waiting_at=_ts(v.get("entered_waiting_at")),
         )
 
@@ -223,16 +239,16 @@ class WaitInfo:
     value: Any
 
     @classmethod
-    def from_view(cls, v: dict[str, Any]) -> WaitInfo:
+    def from_view(cls, v: WaitView) -> WaitInfo:
         return cls(
             name=v["name"],
             question=v.get("question"),
-            schema=json.loads(v["schema_json"]) if v.get("schema_json") else None,
-            metadata=json.loads(v.get("metadata_json") or "{}"),
+            schema=_parsed(v["schema_json"], None),
+            metadata=_parsed(v["metadata_json"], {}),
             entered_waiting_at=_ts(v.get("entered_waiting_at")),
             status=v["status"],
             answered_at=_ts(v.get("answered_at")),
-            value=json.loads(v["value_json"]) if v.get("value_json") else None,
+            value=_parsed(v["value_json"], None),
         )
 
 
@@ -301,7 +317,7 @@ class LLMCost:
 
 
 def _ledger(
-    metadata: dict[str, Any], options: dict[str, Any] | None, events: list[dict[str, Any]]
+    metadata: dict[str, Any], options: dict[str, Any] | None, events: list[EventView]
 ) -> tuple[list[LLMCall], LLMCost]:
     """Takes kitaru's ledger keys out of `metadata` into calls and totals."""
     claims = [e["seq"] for e in events if e.get("holder")]
@@ -362,7 +378,7 @@ class Execution:
     artifacts: list[ArtifactRef] = field(default_factory=list)
     checkpoint_count: int = 0
     divergences: list[Divergence] = field(default_factory=list)
-    entry: dict[str, Any] | None = None
+    entry: EntryPointView | None = None
     holder: str | None = None
     pending_waits: list[PendingWait] = field(default_factory=list)
     waits: list[WaitInfo] = field(default_factory=list)
@@ -371,10 +387,10 @@ class Execution:
     llm_cost: LLMCost | None = None
 
     @classmethod
-    def from_view(cls, v: dict[str, Any]) -> Execution:
+    def from_view(cls, v: ExecutionView) -> Execution:
         entry = v.get("entry")
         failure = FailureInfo.from_view(v.get("failure"))
-        options = json.loads(v["options_json"]) if v.get("options_json") else None
+        options = _parsed(v["options_json"], None)
         metadata = _merged_metadata(v.get("metadata_json") or [])
         llm_calls, llm_cost = _ledger(metadata, options, v.get("events") or [])
         return cls(
@@ -464,7 +480,7 @@ class ExecutionsAPI:
         choice = self.store_choice()
         return _config.get_store(choice.location, choice.options)
 
-    def _execution(self, view: dict[str, Any]) -> Execution:
+    def _execution(self, view: ExecutionView) -> Execution:
         e = Execution.from_view(view)
         object.__setattr__(e, "_api", self)  # its refresh()/retry()/... use the same store
         if any(c.get("metadata_json") for c in view.get("checkpoints", [])):
@@ -486,7 +502,7 @@ class ExecutionsAPI:
 
     def get(self, exec_id: str) -> Execution:
         """Full details of one execution (checkpoints, attempts, failure, divergences)."""
-        return self._execution(json.loads(self._store.inspect(_check_id(exec_id), full=True)))
+        return self._execution(self._store.inspect(_check_id(exec_id), full=True))
 
     def list(
         self, *, flow: str | None = None, status: str | None = None, limit: int | None = None
@@ -503,7 +519,7 @@ class ExecutionsAPI:
                 raise KitaruUsageError(
                     f"Unknown status {status!r}; use one of {', '.join(s.value for s in ExecutionStatus)}."
                 ) from None
-        views = json.loads(self._store.list(flow=flow, status=status, limit=limit))
+        views = self._store.list(flow=flow, status=status, limit=limit)
         return [self._execution(v) for v in views]
 
     def latest(self, *, flow: str | None = None, status: str | None = None) -> Execution:
@@ -534,8 +550,7 @@ class ExecutionsAPI:
         store = self._store
         # One read of the (immutable) start record, then the claim: one listing of the
         # execution and concurrent reads of its records, which the run resumes from.
-        entry_json, tag, data = store.start_record(exec_id)
-        entry = json.loads(entry_json)
+        entry, tag, data = store.start_record(exec_id)
         if not entry:
             raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
         definition = _entry.load_flow(entry, FlowDefinition)
@@ -562,13 +577,13 @@ class ExecutionsAPI:
 
     def pending_waits(self, exec_id: str) -> builtins.list[PendingWait]:
         """The waits of an execution that have no answer yet, oldest first."""
-        view = json.loads(self._store.inspect(_check_id(exec_id), full=False))
+        view = self._store.inspect(_check_id(exec_id), full=False)
         return [PendingWait.from_view(view["exec_id"], w) for w in view["pending_waits"]]
 
-    def _find_wait(self, exec_id: str, wait: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _find_wait(self, exec_id: str, wait: str | None) -> tuple[ExecutionView, WaitView]:
         from .errors import KitaruStateError
 
-        view = json.loads(self._store.inspect(_check_id(exec_id), full=False))
+        view = self._store.inspect(_check_id(exec_id), full=False)
         pending = view["pending_waits"]
         names = ", ".join(w["name"] for w in pending) or "none"
         if wait is None:

@@ -7,6 +7,7 @@ import sys
 import time
 
 from . import _capture
+from ._capture import log_steps
 from ._context import (
     ACTIVE,
     DIVERGENCE_POLICIES,
@@ -23,6 +24,7 @@ from ._context import (
     sanitize_name,
 )
 from ._steps import run_async, run_sync
+from ._types import FailureRecord, StartRecord
 from .errors import (
     FailureOrigin,
     KitaruCancelledError,
@@ -43,9 +45,11 @@ if TYPE_CHECKING:
 
     from ._kitaru import Runner, Store
     from ._types import ExecutionStatus
+    from ._views import ExecutionView
 
     P = ParamSpec("P")  # the flow function's parameters
     R = TypeVar("R")  # its result (awaited, for an async flow)
+    Steps = Generator[tuple[Any, Any], Any, Any]
 
     class _FlowDecorator(Protocol):
         """What ``@flow(...)`` with options returns: ``@flow`` for one function."""
@@ -183,8 +187,8 @@ class FlowDefinition(Generic[P, R]):
 
     def _start(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int, stack: str | None
-    ) -> tuple[Store, Runner]:
-        """Record a new execution in the store this run uses; (that store, its runner)."""
+    ) -> tuple[Store, StartRecord]:
+        """The store this run uses and what the new execution starts with."""
         import inspect
 
         from . import _config, serde
@@ -219,7 +223,7 @@ class FlowDefinition(Generic[P, R]):
         else:
             choice = _config.resolve_store(self.stack, "@flow(stack=...)")
         store = _config.get_store(choice.location, choice.options)
-        runner = store.start(
+        start = StartRecord(
             flow_name=self.name,
             module=module,
             qualname=qualname,
@@ -229,9 +233,8 @@ class FlowDefinition(Generic[P, R]):
             args=data,
             kitaru_version=VERSION,
             options_json=self._options_json(retries, choice.stack),
-            ttl_ms=_config.lease_ttl_ms(),
         )
-        return store, runner
+        return store, start
 
     # A ParamSpec cannot take extra keyword-only parameters: a call without options is
     # checked against the flow's parameters; one with an option (each overload below
@@ -270,8 +273,9 @@ class FlowDefinition(Generic[P, R]):
         Type checkers check the arguments against the flow's parameters when no option is
         given; with an option, the arguments are checked when the execution starts.
         """
-        store, runner, n, budget = self._begin(".run()", args, kwargs, stack, image, cache,
-                                               retries, budget_usd)  # fmt: skip
+        store, start, n, budget = self._begin(".run()", args, kwargs, stack, image, cache,
+                                              retries, budget_usd)  # fmt: skip
+        runner = store.start(start, _lease_ttl_ms())
         self._execute(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
@@ -285,14 +289,14 @@ class FlowDefinition(Generic[P, R]):
         cache: bool | None,
         retries: int | None,
         budget_usd: float | None,
-    ) -> tuple[Store, Runner, int, float | None]:
-        """Check `.run()`/`.arun()`'s options and start the execution: (store, runner,
-        flow retries, budget override)."""
+    ) -> tuple[Store, StartRecord, int, float | None]:
+        """Check `.run()`/`.arun()`'s options and prepare the execution's start: (store,
+        start record, flow retries, budget override)."""
         _validate_options(stack, image, cache, retries, api)
         budget = _check_budget(budget_usd, api)
         n = self.retries if retries is None else retries
-        store, runner = self._start(args, kwargs, n, stack)
-        return store, runner, n, budget
+        store, start = self._start(args, kwargs, n, stack)
+        return store, start, n, budget
 
     @overload
     async def arun(self, *args: P.args, **kwargs: P.kwargs) -> FlowHandle[R]: ...
@@ -318,8 +322,9 @@ class FlowDefinition(Generic[P, R]):
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
-        store, runner, n, budget = self._begin(".arun()", args, kwargs, stack, image, cache,
-                                               retries, budget_usd)  # fmt: skip
+        store, start, n, budget = self._begin(".arun()", args, kwargs, stack, image, cache,
+                                              retries, budget_usd)  # fmt: skip
+        runner = await store.start(start, _lease_ttl_ms(), awaitable=True)
         await self._drive_async(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
 
@@ -367,26 +372,28 @@ class FlowDefinition(Generic[P, R]):
             raise
         return run
 
-    # The passes over the body, written once (`_passes`, see kitaru._steps): it yields when
-    # the body is to run and receives its result, or has its exception thrown in; `_drive`
-    # runs the body blocking, `_drive_async` awaits it and ends the tasks a failed pass
-    # started (asyncio.gather does not cancel the others when one fails), so a body never
-    # runs twice at once.
+    # The passes over the body and the end of the run, written once (`kitaru._steps`):
+    # `_passes` yields (_BODY, None) when the body is to run and receives its result, or
+    # has its exception thrown in, and yields runner steps to record how the run ends;
+    # `_drive` runs the body blocking, `_drive_async` awaits it (and every store write)
+    # and ends the tasks a failed pass started (asyncio.gather does not cancel the others
+    # when one fails), so a body never runs twice at once.
 
-    def _passes(self, run: FlowRun, retries: int) -> Generator[tuple[None, None], Any, None]:
+    def _passes(self, run: FlowRun, retries: int) -> Steps:
         for attempt in range(retries + 1):
             run.reset()
             token = current_flow.set(run)
             try:
-                result = yield None, None
+                result = yield _BODY, None
             except BaseException as exc:
                 run.settle_submitted()
-                if self._on_error(run, exc, attempt, retries):
+                again = yield from self._on_error(run, exc, attempt, retries)
+                if again:
                     continue
                 return
             finally:
                 current_flow.reset(token)
-            self._complete(run, result)
+            yield from self._complete(run, result)
             return
 
     def _drive(
@@ -401,7 +408,9 @@ class FlowDefinition(Generic[P, R]):
         run = self._new_run(runner, store, budget)
         _begin(run)
         try:
-            run_sync(self._passes(run, retries), lambda _op, _arg: self._func(*args, **kwargs))
+            run_sync(
+                self._passes(run, retries), runner, lambda _op, _arg: self._func(*args, **kwargs)
+            )
         finally:
             _end(run)
 
@@ -419,7 +428,7 @@ class FlowDefinition(Generic[P, R]):
         run = self._new_run(runner, store, budget)
         run.is_async = True  # wait() in its body is awaited, not blocking the loop
 
-        async def body(_op: None, _arg: None) -> Any:
+        async def body(_op: object, _arg: None) -> Any:
             before = asyncio.all_tasks()
             try:
                 return await self._func(*args, **kwargs)
@@ -429,53 +438,52 @@ class FlowDefinition(Generic[P, R]):
 
         _begin(run)
         try:
-            await run_async(self._passes(run, retries), body)
+            await run_async(self._passes(run, retries), runner, body)
         finally:
             _end(run)
 
-    def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> bool:
-        """Record a failed pass of the body; True when the body should run again.
+    def _on_error(self, run: FlowRun, exc: BaseException, attempt: int, retries: int) -> Steps:
+        """Record a failed pass of the body; returns True when the body should run again.
 
         Whatever `exc` does when printed and whatever the store refuses, the execution
         ends `failed` (or its lease is released): it never stays `running` while this
         process lives on.
         """
-        _flush_logs_quietly(run)
-        _flush_ledger(run)
+        yield from _quietly(log_steps(run))
+        yield from _quietly(run.ledger_steps())
         if isinstance(exc, WaitSuspended):
-            run.runner.suspend(clip(str(exc), MESSAGE_LIMIT))
+            yield "suspend", (clip(str(exc), MESSAGE_LIMIT),)
             return False
         if isinstance(exc, (FlowCancelled, KitaruCancelledError)):
             # Cancelled by another process, which already recorded it.
-            run.runner.release()
+            yield "release", ()
             return False
         if isinstance(exc, KitaruLeaseError):
             # Another process runs this execution now; it owns the state from here.
-            run.runner.release()
+            yield "release", ()
             raise exc
-        origin, message, exc_type, tb = failure_of(exc)
+        failure = FailureRecord(*failure_of(exc))
         fatal = isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
-        if not fatal and attempt < retries and origin == FailureOrigin.USER_CODE:
-            if _record_failure(run, origin, message, exc_type, tb, attempt=attempt + 1):
-                return True
-            return False  # recorded as the execution's failure instead
-        _record_failure(run, origin, message, exc_type, tb)
+        if not fatal and attempt < retries and failure.origin == FailureOrigin.USER_CODE:
+            # False: recorded as the execution's failure instead
+            return (yield from _record_failure(run, failure, attempt=attempt + 1))
+        yield from _record_failure(run, failure)
         if fatal or not isinstance(exc, Exception):
             raise exc
         return False
 
-    def _complete(self, run: FlowRun, result: Any) -> None:
+    def _complete(self, run: FlowRun, result: Any) -> Steps:
         from . import serde
 
         try:
-            _capture.flush_logs(run)
+            yield from log_steps(run)
         except Exception as exc:  # the store refused the body's output: the run fails
-            _record_failure(run, *failure_of(exc))
+            yield from _record_failure(run, FailureRecord(*failure_of(exc)))
             return
-        _flush_ledger(run)
+        yield from _quietly(run.ledger_steps())
         if run.budget_error is not None:
             # The body caught the budget stop and returned: the execution still stops there.
-            _record_failure(run, *failure_of(run.budget_error))
+            yield from _record_failure(run, FailureRecord(*failure_of(run.budget_error)))
             return
         try:
             tag, data = serde.dumps(
@@ -483,69 +491,63 @@ class FlowDefinition(Generic[P, R]):
             )
         except Exception as exc:
             _, message, exc_type, tb = failure_of(exc)
-            _record_failure(run, str(FailureOrigin.RUNTIME), message, exc_type, tb)
+            failure = FailureRecord(str(FailureOrigin.RUNTIME), message, exc_type, tb)
+            yield from _record_failure(run, failure)
             return
         try:
-            run.runner.complete(tag, data)
+            yield "complete", (tag, data)
         except KitaruCancelledError:
             # Cancelled after the body's last checkpoint: the canceller recorded it, and the
             # run ends as one cancelled at a checkpoint boundary does (quietly).
-            run.runner.release()
+            yield "release", ()
         except KitaruLeaseError:
-            run.runner.release()
+            yield "release", ()
             raise
         except Exception as exc:
-            _record_failure(run, *failure_of(exc))
+            yield from _record_failure(run, FailureRecord(*failure_of(exc)))
             raise
 
 
-def _record_failure(
-    run: FlowRun,
-    origin: str,
-    message: str,
-    exc_type: str | None,
-    tb: str | None,
-    *,
-    attempt: int | None = None,
-) -> bool:
+# The step of a pass that runs the flow body (`FlowDefinition._passes`).
+_BODY = object()
+
+
+def _record_failure(run: FlowRun, failure: FailureRecord, *, attempt: int | None = None) -> Steps:
     """Record the execution's failure (or, with `attempt`, a failed pass before a retry).
 
-    False when the store refused that record and the execution's failure was recorded
-    instead, with the reason; when even that fails, the lease is released (so the
-    execution shows its runner gone and can be retried) and the store's error raised.
+    Returns False when the store refused that record and the execution's failure was
+    recorded instead, with the reason; when even that fails, the lease is released (so
+    the execution shows its runner gone and can be retried) and the store's error raised.
     """
     try:
         if attempt is None:
-            run.runner.fail(origin, message, exc_type, tb)
+            yield "fail", (failure,)
         else:
-            run.runner.flow_attempt_failed(attempt, origin, message, exc_type, tb)
+            yield "flow_attempt_failed", (attempt, failure)
         return True
     except KitaruLeaseError:
-        run.runner.release()
+        yield "release", ()
         raise
     except Exception as refused:
         _, why, _, _ = failure_of(refused)
+        message = clip(f"{failure.message} (kitaru could not record this failure in full: {why})",
+                       MESSAGE_LIMIT)  # fmt: skip
         try:
-            run.runner.fail(
-                origin,
-                clip(f"{message} (kitaru could not record this failure in full: {why})",
-                     MESSAGE_LIMIT),
-                exc_type,
-                None,
-            )  # fmt: skip
+            yield "fail", (FailureRecord(failure.origin, message, failure.exception_type, None),)
             return False
         except Exception:
-            try:
-                run.runner.release()
-            except Exception:
-                pass
+            yield from _quietly(_release())
             raise refused from None
 
 
-def _flush_logs_quietly(run: FlowRun) -> None:
-    """Store the body's output before a failure is recorded; the failure matters more."""
+def _release() -> Steps:
+    yield "release", ()
+
+
+def _quietly(steps: Steps) -> Steps:
+    """`steps`, their failure ignored: what is recorded after them matters more."""
     try:
-        _capture.flush_logs(run)
+        yield from steps
     except Exception:
         pass
 
@@ -570,11 +572,10 @@ async def _cancel_tasks(tasks: set[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _flush_ledger(run: FlowRun) -> None:
-    try:
-        run.flush_ledger()
-    except Exception:
-        pass
+def _lease_ttl_ms() -> int:
+    from . import _config
+
+    return _config.lease_ttl_ms()
 
 
 def _no_running_loop(name: str) -> None:
@@ -611,11 +612,8 @@ class FlowHandle(Generic[R]):
             self._store = _config.get_store()
         return self._store
 
-    def _summary(self) -> dict[str, Any]:
-        import json
-
-        summary: dict[str, Any] = json.loads(self._st.inspect(self.exec_id, full=False))
-        return summary
+    def _summary(self) -> ExecutionView:
+        return self._st.inspect(self.exec_id, full=False)
 
     @property
     def status(self) -> ExecutionStatus:
@@ -680,11 +678,11 @@ class FlowHandle(Generic[R]):
             tag, data, what=f"result of execution {self.exec_id}", allow_pickle=self._allow_pickle
         )
 
-    def _error(self, summary: dict[str, Any]) -> Exception:
+    def _error(self, summary: ExecutionView) -> Exception:
         status = summary["status"]
-        failure = summary.get("failure") or {}
-        origin = failure.get("origin") or ("unknown" if status == "failed" else None)
-        reason = failure.get("message") or status
+        failure = summary["failure"]
+        origin = failure["origin"] if failure else ("unknown" if status == "failed" else None)
+        reason = (failure["message"] if failure else None) or status
         parts = [
             f"Execution {self.exec_id} of flow {summary.get('flow_name')!r} {status}: {reason}"
         ]

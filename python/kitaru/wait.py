@@ -15,15 +15,18 @@ import sys
 import time
 
 from . import _config
+from ._capture import log_steps
 from ._context import (
     FlowCancelled,
     WaitSuspended,
     check_lease,
     current_checkpoint,
     current_flow,
+    lease_steps,
     outside_flow_message,
 )
 from ._steps import run_async, run_sync
+from ._types import WaitRequest
 from .errors import KitaruContextError, KitaruUsageError, KitaruWaitValidationError
 
 TYPE_CHECKING = False
@@ -110,11 +113,13 @@ def wait(
     schema_json, type_ref = describe_schema(schema)
     meta_json = json.dumps(metadata or {}, default=repr)
     seconds = _config.wait_timeout() if timeout is None else float(timeout)
-    steps = _waiting(run, (wait_name, question, schema_json, type_ref, meta_json), schema, seconds)
+    request = WaitRequest(name=wait_name, question=question, schema_json=schema_json,
+                          schema_type=type_ref, metadata_json=meta_json)  # fmt: skip
+    steps = _waiting(run, request, schema, seconds)
     if run.is_async and _on_event_loop():
         # In an async flow, `await kitaru.wait(...)`: other tasks run while it waits.
         return _finish_async(steps, run, schema, wait_name)
-    return _finish(run_sync(steps, _do_sync(run)), schema, wait_name)
+    return _finish(run_sync(steps, run.runner, _do_sync), schema, wait_name)
 
 
 def _finish(answer: tuple[bool, str | None], schema: Any, wait_name: str) -> Any:
@@ -127,7 +132,7 @@ def _finish(answer: tuple[bool, str | None], schema: Any, wait_name: str) -> Any
 
 
 async def _finish_async(steps: Any, run: FlowRun, schema: Any, wait_name: str) -> Any:
-    return _finish(await run_async(steps, _do_async(run)), schema, wait_name)
+    return _finish(await run_async(steps, run.runner, _do_async), schema, wait_name)
 
 
 def _on_event_loop() -> bool:
@@ -143,72 +148,56 @@ def _interactive() -> bool:
         return False
 
 
-# The wait, written once: `_waiting` yields what to do next (open the wait, poll for the
-# answer, sleep, read the terminal) and gets the result back (see `_steps`); `_do_sync`
-# does each step blocking, `_do_async` awaiting, so an async flow's event loop keeps running.
-if TYPE_CHECKING:
-    Step = tuple[str, Any]
+# The wait, written once: `_waiting` yields what to do next (open the wait and poll for
+# the answer: runner steps; sleep or read the terminal: `_SLEEP`, `_READ`) and gets the
+# result back (see `kitaru._steps`); `_do_sync` sleeps and reads blocking, `_do_async`
+# awaiting, so an async flow's event loop keeps running.
+_SLEEP, _READ = object(), object()
 
 
 def _waiting(
-    run: FlowRun, record: tuple[Any, ...], schema: Any, seconds: float
-) -> Generator[Step, Any, tuple[bool, str | None]]:
-    name, question, schema_json = record[0], record[1], record[2]
-    answer = yield ("open", record)
+    run: FlowRun, request: WaitRequest, schema: Any, seconds: float
+) -> Generator[tuple[Any, Any], Any, tuple[bool, str | None]]:
+    name, question, schema_json = request.name, request.question, request.schema_json
+    answer = yield "open_wait", (request,)
     if answer is not None:
         return answer  # type: ignore[no-any-return]
-    from ._capture import flush_logs
-
-    flush_logs()
+    yield from log_steps(run)
     deadline = time.monotonic() + seconds
     prompt = _Prompt(run, name, question, schema, schema_json) if _interactive() else None
     delay = 0.1
     while True:
-        answer = yield ("poll", name)
+        answer = yield "poll_answer", (name,)
         if answer is not None:
             return answer  # type: ignore[no-any-return]
-        check_lease(run)
+        yield from lease_steps(run)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WaitSuspended(name, question)
         step = min(delay, remaining)
         if prompt is not None:
-            typed = yield ("read", (prompt, step))
+            typed = yield _READ, (prompt, step)
             if typed is not None:
                 return typed  # type: ignore[no-any-return]
         else:
-            yield ("sleep", step)
+            yield _SLEEP, step
         delay = min(delay * 2, 1.0)
 
 
-def _do_sync(run: FlowRun) -> Any:
-    def do(op: str, arg: Any) -> Any:
-        if op == "open":
-            return run.runner.open_wait(*arg)
-        if op == "poll":
-            return run.runner.poll_answer(arg)
-        if op == "read":
-            return arg[0].read(arg[1])
-        time.sleep(arg)
-        return None
-
-    return do
+def _do_sync(op: object, arg: Any) -> Any:
+    if op is _READ:
+        return arg[0].read(arg[1])
+    time.sleep(arg)
+    return None
 
 
-def _do_async(run: FlowRun) -> Any:
+async def _do_async(op: object, arg: Any) -> Any:
     import asyncio
 
-    async def do(op: str, arg: Any) -> Any:
-        if op == "open":
-            return await run.runner.open_wait(*arg, awaitable=True)
-        if op == "poll":
-            return await run.runner.poll_answer(arg, awaitable=True)
-        if op == "read":
-            return await asyncio.to_thread(arg[0].read, arg[1])
-        await asyncio.sleep(arg)
-        return None
-
-    return do
+    if op is _READ:
+        return await asyncio.to_thread(arg[0].read, arg[1])
+    await asyncio.sleep(arg)
+    return None
 
 
 class _Prompt:

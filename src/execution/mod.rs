@@ -5,6 +5,8 @@
 //!   re-read-and-retry append of a state event that claims use too.
 //! - `runner.rs`: `Runner`, the lease holder while a process runs the flow: start or claim,
 //!   seal what the run committed, and the event that ends it.
+//! - `calls.rs`: which stored result answers a call (ids, matching by inputs, divergence
+//!   under the flow's policy, passes of the flow body); pure bookkeeping, no I/O.
 //! - `recording.rs`: what a running flow records through its `Runner` (checkpoint calls,
 //!   failed attempts, divergences, waits, logs, metadata) and the lookup of stored outputs.
 //! - `heartbeat.rs`: the lease a `Runner` holds: its renewal loop and the checks that
@@ -18,12 +20,16 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::journal::record::{self, Record};
 
+mod calls;
 mod heartbeat;
 mod ops;
 mod recording;
 mod runner;
 
-pub use ops::{answer, cancel, load_value, result, start_info, store_value};
+pub use calls::{CallRequest, Decision, Divergence, Notice, Policy};
+pub use ops::{
+    answer, cancel, checkpoint_output, load_value, result, start_args, start_info, store_value,
+};
 pub use runner::Runner;
 
 /// How many times a writer re-reads and retries after losing a race for a sequence number.
@@ -36,6 +42,22 @@ pub enum Intent {
     Retry,
     /// A waiting execution whose waits were answered.
     Resume,
+}
+
+impl std::str::FromStr for Intent {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "retry" => Ok(Intent::Retry),
+            "resume" => Ok(Intent::Resume),
+            other => Err(Error::InvalidName {
+                what: "claim intent",
+                value: other.to_string(),
+                rule: "'retry' or 'resume'",
+            }),
+        }
+    }
 }
 
 /// What a caller hands over to store a value: the serializer tag and the bytes.
@@ -58,6 +80,39 @@ pub struct FinishedCall {
     pub ended_us: u64,
     /// `kitaru.log()` calls made inside the checkpoint, merged, as JSON.
     pub metadata_json: Option<String>,
+}
+
+/// A failed attempt of a checkpoint call: what `Runner::record_failed_attempt` stores.
+#[derive(Debug, Clone)]
+pub struct FailedCall {
+    pub call_id: String,
+    pub name: String,
+    pub checkpoint_type: Option<String>,
+    pub input_digest: Option<[u8; 32]>,
+    pub started_us: u64,
+    pub ended_us: u64,
+    pub failure: crate::journal::types::Failure,
+}
+
+/// What a new execution starts with: `Runner::start_new` stores the arguments.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub flow_name: String,
+    pub entry: crate::journal::types::EntryPoint,
+    pub args: RawValue,
+    pub kitaru_version: String,
+    pub options_json: String,
+}
+
+/// A wait the flow reached: what `Runner::open_wait` records (the core adds when, and by
+/// which run).
+#[derive(Debug, Clone)]
+pub struct WaitRequest {
+    pub name: String,
+    pub question: Option<String>,
+    pub schema_json: Option<String>,
+    pub schema_type: Option<String>,
+    pub metadata_json: String,
 }
 
 fn encode<R: Record>(exec_id: &str, what: &str, rec: &R) -> Result<Bytes> {

@@ -215,6 +215,32 @@ pub async fn start_info(store: &Store, exec_id: &str) -> Result<StartInfo> {
     }
 }
 
+/// What an execution was started with, its arguments read back: (entry point, arguments).
+pub async fn start_args(store: &Store, exec_id: &str) -> Result<(EntryPoint, RawValue)> {
+    let start = start_info(store, exec_id).await?;
+    let args = load_value(store, &start.args, exec_id, None).await?;
+    Ok((start.entry, args))
+}
+
+/// The stored output of one checkpoint call of any execution (rebuilt if it is a delta),
+/// or None when the call has no stored output.
+pub async fn checkpoint_output(
+    store: &Store,
+    exec_id: &str,
+    call_id: &str,
+) -> Result<Option<RawValue>> {
+    let journal = Journal::load(store, exec_id, Scope::Full).await?;
+    let Some((_, rec)) = journal.checkpoints.get(call_id) else {
+        return Ok(None);
+    };
+    let mut cache = std::collections::HashMap::new();
+    let bytes = crate::delta::resolve(store, &journal, call_id, &rec.output, &mut cache).await?;
+    Ok(Some(RawValue {
+        serializer: rec.output.serializer.clone(),
+        bytes,
+    }))
+}
+
 /// The flow's return value of a completed execution. The whole journal is read and checked
 /// (as `executions get` does): no result is handed out of an execution whose records are
 /// damaged.

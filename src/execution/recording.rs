@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::calls::{CallRequest, Decision, Divergence, Notice, Policy};
 use super::ops::store_value;
 use super::runner::Runner;
-use super::{encode, FinishedCall, RawValue, MAX_RACES};
+use super::{encode, FailedCall, FinishedCall, RawValue, WaitRequest, MAX_RACES};
 use crate::error::{Error, Result};
 use crate::ids::{self, now_us};
 use crate::journal::record::Digest;
@@ -17,8 +18,55 @@ use crate::journal::types::*;
 use crate::store::{layout, Segment};
 
 impl Runner {
+    /// Starts a pass over the flow body (the first, or a flow-level retry); its number.
+    pub fn new_pass(&self) -> u32 {
+        self.calls.lock().new_pass()
+    }
+
+    /// The id of the next call of checkpoint `name` in this pass (`name`, `name_2`, ...),
+    /// or `explicit`, which must not be taken in this pass.
+    pub fn allocate_call(&self, name: &str, explicit: Option<&str>) -> Result<String> {
+        self.calls.lock().allocate(name, explicit)
+    }
+
+    /// Whether a stored result answers the call (see `calls.rs`); no I/O. A decision that
+    /// is [`Decision::pending`] is made final by [`Runner::settle_call`].
+    pub fn begin_call(&self, req: &CallRequest) -> Decision {
+        self.calls.lock().decide(req, &self.journal)
+    }
+
+    /// Does what a pending decision needs: records its divergence (failing under policy
+    /// `error`), and reads the stored output it reuses. An output that cannot be read
+    /// back (damaged) makes the call run again, with a notice saying why.
+    pub async fn settle_call(&self, mut d: Decision) -> Result<Decision> {
+        if let Some(div) = d.divergence.take() {
+            self.record_divergence(&div).await?;
+            if div.policy == Policy::Error {
+                return Err(Error::Diverged {
+                    exec_id: self.lease.exec_id.clone(),
+                    call_id: div.call_id,
+                });
+            }
+        }
+        if d.reuse && d.value.is_none() {
+            match self.lookup_output(&d.call_id).await {
+                Ok(Some((value, _))) => d.value = Some(value),
+                Ok(None) => d.reuse = false, // not in the journal after all: run it
+                Err(e @ Error::Corrupt { .. }) => {
+                    // Run again: the new output replaces the damaged bytes, rather than
+                    // the execution failing on every retry.
+                    d.reuse = false;
+                    d.earlier_run = false;
+                    d.notice = Some(Notice::Damaged(e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(d)
+    }
+
     /// How many attempts of `call_id` failed before (in this or earlier runs).
-    pub fn failed_attempts(&self, call_id: &str) -> u32 {
+    fn failed_attempts(&self, call_id: &str) -> u32 {
         self.failures
             .lock()
             .get(call_id)
@@ -27,17 +75,17 @@ impl Runner {
     }
 
     /// Records a failed attempt of a checkpoint call; returns its attempt number (1-based).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_failed_attempt(
-        &self,
-        call_id: &str,
-        name: &str,
-        checkpoint_type: Option<String>,
-        input_digest: Option<[u8; 32]>,
-        started_us: u64,
-        ended_us: u64,
-        failure: Failure,
-    ) -> Result<u32> {
+    pub async fn record_failed_attempt(&self, failed: FailedCall) -> Result<u32> {
+        let FailedCall {
+            call_id,
+            name,
+            checkpoint_type,
+            input_digest,
+            started_us,
+            ended_us,
+            failure,
+        } = failed;
+        let call_id = call_id.as_str();
         ids::validate_call_id(call_id)?;
         self.check_lease()?;
         let number = self.failed_attempts(call_id) + 1;
@@ -50,7 +98,7 @@ impl Runner {
         };
         let rec = FailedAttemptRecord {
             call_id: call_id.to_string(),
-            name: name.to_string(),
+            name,
             checkpoint_type,
             input_digest: input_digest.map(Digest),
             attempt: attempt.clone(),
@@ -79,6 +127,7 @@ impl Runner {
         } else {
             self.check_lease_now().await?;
         }
+        let kept = done.output.clone();
         let (delta, base) = {
             let bases = self.bases.lock();
             crate::delta::encode(bases.get(&done.name), &done.call_id, &done.output.bytes)
@@ -126,14 +175,17 @@ impl Runner {
                 call_id: rec.call_id.clone(),
             });
         }
-        let name = rec.name;
         if let Some(segment) = &self.segment {
             self.append_segment(segment, &bytes)?;
         } else {
             self.put_checkpoint(&rec.call_id, revision, bytes).await?;
         }
+        let digest = rec.input_digest.map(|d| d.0);
+        self.calls
+            .lock()
+            .recorded(&rec.call_id, &rec.name, rec.explicit_id, digest, kept);
         // Only a stored value may be the base of the next delta.
-        self.bases.lock().insert(name, base);
+        self.bases.lock().insert(rec.name, base);
         Ok(())
     }
 
@@ -206,36 +258,39 @@ impl Runner {
         Ok(())
     }
 
-    /// Records that a finished call was made again with different inputs.
-    pub async fn record_divergence(
-        &self,
-        call_id: &str,
-        stored: Option<[u8; 32]>,
-        new: Option<[u8; 32]>,
-        policy: &str,
-    ) -> Result<()> {
-        ids::validate_call_id(call_id)?;
+    /// Records that a finished call was made again with different inputs (once per run).
+    async fn record_divergence(&self, div: &Divergence) -> Result<()> {
+        ids::validate_call_id(&div.call_id)?;
         let rec = DivergenceRecord {
-            call_id: call_id.to_string(),
+            call_id: div.call_id.clone(),
             claim_seq: self.lease.claim_seq,
             at_us: now_us(),
-            stored_digest: stored.map(Digest),
-            new_digest: new.map(Digest),
-            policy: policy.to_string(),
+            stored_digest: div.stored.map(Digest),
+            new_digest: div.new.map(Digest),
+            policy: div.policy.as_str().to_string(),
         };
-        let key = layout::divergence_key(&self.lease.exec_id, self.lease.claim_seq, call_id);
+        let key = layout::divergence_key(&self.lease.exec_id, self.lease.claim_seq, &div.call_id);
         // A second divergence of the same call in the same run (a flow retry) is already recorded.
         self.lease
             .store
-            .put_create(&key, encode(&self.lease.exec_id, call_id, &rec)?)
+            .put_create(&key, encode(&self.lease.exec_id, &div.call_id, &rec)?)
             .await?;
         Ok(())
     }
 
     /// Records that the flow reached wait `name` (again, on a resume: then nothing is
     /// written) and returns its answer if it has one.
-    pub async fn open_wait(&self, wait: WaitRecord) -> Result<Option<AnswerRecord>> {
+    pub async fn open_wait(&self, wait: WaitRequest) -> Result<Option<AnswerRecord>> {
         ids::validate_call_id(&wait.name)?;
+        let wait = WaitRecord {
+            name: wait.name,
+            question: wait.question,
+            schema_json: wait.schema_json,
+            schema_type: wait.schema_type,
+            metadata_json: wait.metadata_json,
+            created_us: now_us(),
+            claim_seq: self.lease.claim_seq,
+        };
         self.check_lease()?;
         if let Some(answer) = self.journal.answers.get(&wait.name) {
             return Ok(Some(answer.clone()));

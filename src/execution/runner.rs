@@ -9,9 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::calls::CallBook;
 use super::heartbeat::{is_own, HeldLease, Lost};
 use super::ops::{append_event_in, store_value};
-use super::{encode, Intent, RawValue};
+use super::{encode, Intent, RawValue, StartRequest};
 use crate::error::{Error, Result};
 use crate::ids::{self, now_us};
 use crate::journal::types::*;
@@ -32,6 +33,8 @@ pub struct Runner {
     pub(super) resolved: tokio::sync::Mutex<HashMap<[u8; 32], Bytes>>,
     /// Calls recorded by this run: a second record of one call is a bug, refused.
     pub(super) recorded: Mutex<HashSet<String>>,
+    /// Which stored result answers each call of the flow body (`calls.rs`).
+    pub(super) calls: Mutex<CallBook>,
     /// Local stores: the append-only file of this run's checkpoint records.
     pub(super) segment: Option<Mutex<Segment>>,
     /// Failed attempts per call, from the journal and from this run.
@@ -41,6 +44,19 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Stores the arguments of a new execution, then creates it ([`Runner::start`]).
+    pub async fn start_new(store: Arc<Store>, req: StartRequest, ttl_ms: u64) -> Result<Runner> {
+        let args = store_value(&store, req.args).await?;
+        let start = StartInfo {
+            flow_name: req.flow_name,
+            entry: req.entry,
+            args,
+            kitaru_version: req.kitaru_version,
+            options_json: req.options_json,
+        };
+        Runner::start(store, start, ttl_ms).await
+    }
+
     /// Creates a new execution and holds its lease.
     pub async fn start(store: Arc<Store>, start: StartInfo, ttl_ms: u64) -> Result<Runner> {
         let exec_id = ids::new_exec_id();
@@ -133,6 +149,7 @@ impl Runner {
             .map(Mutex::new);
         let next_seq = journal.next_seq();
         let lease = HeldLease::new(store, exec_id, claim_seq, token, ttl_ms, next_seq);
+        let calls = Mutex::new(CallBook::new(&journal));
         Runner {
             lease: Arc::new(lease),
             journal,
@@ -140,6 +157,7 @@ impl Runner {
             log_n: AtomicU32::new(0),
             segment,
             recorded: Mutex::new(Default::default()),
+            calls,
             bases: Mutex::new(HashMap::new()),
             resolved: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(failures),

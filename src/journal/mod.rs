@@ -524,3 +524,25 @@ pub async fn load_logs(store: &Store, exec_id: &str) -> Result<Vec<LogRecord>> {
     out.sort_by_key(|r| (r.claim_seq, r.n));
     Ok(out)
 }
+
+/// The captured output of an execution as one string of JSON lines, oldest first.
+pub async fn load_logs_jsonl(store: &Store, exec_id: &str) -> Result<String> {
+    let records = load_logs(store, exec_id).await?;
+    Ok(records.into_iter().map(|r| r.entries_jsonl).collect())
+}
+
+/// The record stored at `key` as plain data (`kitaru store dump`), or None when the key
+/// does not exist.
+pub async fn dump_key(store: &Store, key: &str) -> Result<Option<serde_json::Value>> {
+    let Some(bytes) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let value = if layout::is_segment_key(key) {
+        record::segment_to_json(&bytes)
+    } else {
+        record::to_json(&bytes)
+    };
+    value
+        .map(Some)
+        .map_err(|e| crate::Error::corrupt_record(key, None, e))
+}

@@ -17,7 +17,8 @@ macro_rules! class {
 
 fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> {
     match err {
-        Error::InvalidName { .. } => class!(py, "KitaruUsageError"),
+        Error::InvalidName { .. } | Error::IdTaken { .. } => class!(py, "KitaruUsageError"),
+        Error::Diverged { .. } => class!(py, "KitaruDivergenceError"),
         Error::Store(StoreError::InvalidUrl { .. })
         | Error::Store(StoreError::UnsupportedScheme { .. }) => {
             class!(py, "KitaruUsageError")
@@ -48,7 +49,13 @@ impl From<Error> for PyErr {
         Python::attach(|py| {
             let message = err.to_string();
             match class_for(py, &err) {
-                Ok(cls) => PyErr::from_type(cls, (message,)),
+                Ok(cls) => match &err {
+                    // An execution error names its execution and how it failed.
+                    Error::Diverged { exec_id, .. } => {
+                        execution_error(py, &cls, message, exec_id, "divergence")
+                    }
+                    _ => PyErr::from_type(cls, (message,)),
+                },
                 // kitaru.errors failed to import: still raise something that names the problem.
                 Err(import_err) => {
                     let e = pyo3::exceptions::PyRuntimeError::new_err(message);
@@ -57,5 +64,26 @@ impl From<Error> for PyErr {
                 }
             }
         })
+    }
+}
+
+/// `cls(message, exec_id=..., status="failed", failure_origin=...)`.
+fn execution_error(
+    py: Python<'_>,
+    cls: &Bound<'_, PyType>,
+    message: String,
+    exec_id: &str,
+    origin: &str,
+) -> PyErr {
+    let made = (|| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("exec_id", exec_id)?;
+        kwargs.set_item("status", "failed")?;
+        kwargs.set_item("failure_origin", origin)?;
+        cls.call((message,), Some(&kwargs))
+    })();
+    match made {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(e) => e,
     }
 }

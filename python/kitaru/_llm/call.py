@@ -84,13 +84,22 @@ def _info(
     return {k: v for k, v in info.items() if v is not None}
 
 
+# The step that sends the request to the provider (`_steps`).
+_SEND = object()
+
+
 def _steps(prep: Prepared, c: _Run) -> Any:
-    """One `llm()` call, written once (see kitaru._steps): yields ("send", (endpoint, body,
-    timeout)) for the request and ("record", arguments of `record_checkpoint`) for a
-    flow-body call's record; returns the call's value."""
-    if c.found:
-        return c.reused()
-    c.begin()
+    """One `llm()` call, written once (see kitaru._steps): yields (_SEND, (endpoint, body,
+    timeout)) for the request, and runner steps (decide, record) for a flow-body call;
+    returns the call's value."""
+    if c.call is not None:
+        from .. import serde
+
+        found, stored = yield from c.call.decide(serde.digest(prep.identity))
+        c.call_name = c.call.call_id
+        if found:
+            return prep.finish(stored, c.call_name, reused=True)
+    yield from c.begin()
     try:
         if prep.mock:
             resp, latency, source = _mock(prep), 0.0, None
@@ -100,19 +109,19 @@ def _steps(prep: Prepared, c: _Run) -> Any:
             ep = _providers.endpoint_for(prep.resolved, c.call_name)
             body = _providers.build(prep.resolved, prep.req, ep)
             t0 = time.perf_counter()
-            data = yield "send", (ep, body, prep.timeout or _providers.default_timeout())
+            data = yield _SEND, (ep, body, prep.timeout or _providers.default_timeout())
             latency = (time.perf_counter() - t0) * 1000
             resp, source = _providers.parse(ep, data, prep.req), ep.credential_source
-        value = c.answered(resp, latency, source)
+        value = yield from c.answered(resp, latency, source)
     except Exception as exc:
-        c.failed(exc)
+        yield from c.failed(exc)
         raise
     finally:
         c.end()
     args = c.record_args()
     if args is not None:
-        yield "record", args
-    c.done()
+        yield "record_checkpoint", (args,)
+        yield from c.call.done()
     return value
 
 
@@ -162,7 +171,7 @@ class _Run:
     """One `llm()` call in its scope: a durable checkpoint in a flow body, inline in a
     checkpoint. The sync and async entry points differ only in how they wait for I/O."""
 
-    __slots__ = ("call", "call_name", "cp_name", "found", "out", "prep", "run", "scope", "stored")
+    __slots__ = ("call", "call_name", "cp_name", "out", "prep", "run", "scope")
 
     def __init__(
         self, prep: Prepared, name: str | None, run: FlowRun, scope: CheckpointScope | None
@@ -170,25 +179,17 @@ class _Run:
         self.prep, self.run, self.scope = prep, run, scope
         self.cp_name, self.call_name = _names(run, scope, name)
         self.call: Any = None
-        self.found, self.stored = False, None
-        if scope is None:
-            from .. import serde
+        if scope is None:  # a flow-body call: its own checkpoint, its id taken now
             from ..checkpoint import _Call
 
             call_id = run.allocate(self.call_name, None)
-            call = _Call(_Step(self.cp_name), run, call_id, False, run.in_order())
-            self.call = call
-            self.found, self.stored = call.decide(serde.digest(prep.identity))
-            self.call_name = call.call_id
+            self.call = _Call(_Step(self.cp_name), run, call_id, False, run.in_order())
 
-    def reused(self) -> Any:
-        return self.prep.finish(self.stored, self.call_name, reused=True)  # type: ignore[arg-type]
-
-    def begin(self) -> None:
+    def begin(self) -> Any:
         """The call is about to reach a provider: last checks, and the checkpoint starts."""
         self.prep.live()
         if self.call is not None:
-            self.call.begin()  # checks the budget and the lease
+            yield from self.call.begin()  # checks the budget and the lease
         else:
             self.run.check_budget()
 
@@ -196,7 +197,7 @@ class _Run:
         """Ledger first (the money is spent), then the checked value."""
         info = _info(self.prep, resp, latency, source)
         checkpoint = self.scope.call_id if self.scope is not None else None
-        self.run.record_spend(self.call_name, checkpoint, info)
+        yield from self.run.spend_steps(self.call_name, checkpoint, info)
         self.out = out = {"messages": self.prep.req["messages"], "response": resp, "call": info}
         value = self.prep.finish(out, self.call_name, reused=False)
         if self.call is not None:
@@ -208,26 +209,22 @@ class _Run:
             merge_metadata(self.scope.metadata, {"llm_calls": {self.call_name: entry}})  # type: ignore[union-attr]
         return value
 
-    def failed(self, exc: Exception) -> None:
+    def failed(self, exc: Exception) -> Any:
         billed = getattr(exc, "billed_usage", None)
         if billed is not None:  # an unusable answer the provider still charges for
             info = _info(self.prep, billed, 0.0, None)
             checkpoint = self.scope.call_id if self.scope is not None else None
-            self.run.record_spend(self.call_name, checkpoint, info)
+            yield from self.run.spend_steps(self.call_name, checkpoint, info)
         if self.call is not None:
-            self.call.failed(exc, 0)  # records the attempt, re-raises
+            yield from self.call.failed(exc, 0)  # records the attempt, re-raises
 
     def end(self) -> None:
         if self.call is not None:
             self.call.end()
 
     def record_args(self) -> CallRecord | None:
-        """The arguments of `Runner.record_checkpoint`, for a flow-body call."""
+        """The record `Runner.record_checkpoint` stores, for a flow-body call."""
         return None if self.call is None else self.call.record(self.out)
-
-    def done(self) -> None:
-        if self.call is not None:
-            self.call.done(self.out)
 
 
 def llm(
@@ -268,14 +265,12 @@ def llm(
     )
     c = _Run(prep, name, run, scope)
 
-    def do(op: str, arg: Any) -> Any:
-        if op == "send":
-            from . import providers as _providers
+    def send(_op: object, arg: Any) -> Any:
+        from . import providers as _providers
 
-            return _providers.send(*arg)
-        return run.runner.record_checkpoint(arg)
+        return _providers.send(*arg)
 
-    return run_sync(_steps(prep, c), do)
+    return run_sync(_steps(prep, c), run.runner, send)
 
 
 def allm(
@@ -304,11 +299,9 @@ def allm(
 
 
 async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
-    async def do(op: str, arg: Any) -> Any:
-        if op == "send":
-            from . import providers as _providers
+    async def send(_op: object, arg: Any) -> Any:
+        from . import providers as _providers
 
-            return await _providers.send_async(*arg)
-        return await run.runner.record_checkpoint(arg, awaitable=True)
+        return await _providers.send_async(*arg)
 
-    return await run_async(_steps(prep, c), do)
+    return await run_async(_steps(prep, c), run.runner, send)

@@ -766,24 +766,28 @@ def _client() -> httpx.Client:
     return client
 
 
+# The steps of a request (`_sending`): post it, sleep before a retry.
+_POST, _SLEEP = object(), object()
+
+
 def _sending(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
     """POST `body`, retrying transient failures, written once (see kitaru._steps): yields
-    ("post", kwargs) and ("sleep", seconds); returns the decoded JSON answer."""
+    (_POST, kwargs) and (_SLEEP, seconds); returns the decoded JSON answer."""
     import httpx
 
     retries = max_retries()
     for attempt in range(retries + 1):
         try:
-            resp = yield "post", {"json": body, "headers": ep.headers, "timeout": timeout}
+            resp = yield _POST, {"json": body, "headers": ep.headers, "timeout": timeout}
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             if attempt == retries:
                 raise _network_error(ep, exc, attempt + 1) from None
-            yield "sleep", _delay(attempt, None, ep)
+            yield _SLEEP, _delay(attempt, None, ep)
             continue
         if resp.status_code < 300:
             return _decode(ep, resp)
         if _retryable(resp) and attempt < retries:
-            yield "sleep", _delay(attempt, resp, ep)
+            yield _SLEEP, _delay(attempt, resp, ep)
             continue
         raise _http_error(ep, resp, attempt + 1, body)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -795,10 +799,10 @@ def send(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
 
     client = _client()
 
-    def do(op: str, arg: Any) -> Any:
-        return client.post(ep.url, **arg) if op == "post" else time.sleep(arg)
+    def do(op: object, arg: Any) -> Any:
+        return client.post(ep.url, **arg) if op is _POST else time.sleep(arg)
 
-    return run_sync(_sending(ep, body, timeout), do)
+    return run_sync(_sending(ep, body, timeout), None, do)
 
 
 async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
@@ -811,12 +815,12 @@ async def send_async(ep: Endpoint, body: dict[str, Any], timeout: float) -> Any:
 
     async with httpx.AsyncClient(follow_redirects=False, trust_env=True) as client:
 
-        async def do(op: str, arg: Any) -> Any:
-            if op == "post":
+        async def do(op: object, arg: Any) -> Any:
+            if op is _POST:
                 return await client.post(ep.url, **arg)
             return await asyncio.sleep(arg)
 
-        return await run_async(_sending(ep, body, timeout), do)
+        return await run_async(_sending(ep, body, timeout), None, do)
 
 
 def _decode(ep: Endpoint, resp: httpx.Response) -> Any:

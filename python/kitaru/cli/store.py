@@ -47,7 +47,7 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
 
         out.item(info, info_text)
     elif args.action == "verify":
-        report = json.loads(store.verify())
+        report = store.verify()
 
         def text() -> str:
             lines = [
@@ -86,7 +86,7 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
             dumped = store.dump_key(k)
             if dumped is None:
                 raise KitaruError(f"No record at {k} in the store at {store.url}.")
-            records.append({"key": k, **json.loads(dumped)})
+            records.append({"key": k, **dumped})
         if not records:
             raise KitaruError(f"No records under {key!r} in the store at {store.url}.")
         out.items(records, lambda: json.dumps(records, indent=2))

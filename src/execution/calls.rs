@@ -1,0 +1,398 @@
+//! Which stored result answers a checkpoint call: the core's decision, made once per call.
+//!
+//! `CallBook` is pure bookkeeping under the runner's lock (no I/O): call ids in call order
+//! (`fetch`, `fetch_2`, ... or an explicit id), matching a call to a stored result by its
+//! inputs, divergence under the flow's policy, and the passes of a flow body (a flow-level
+//! retry runs the body again in the same run). What a decision still needs from the store
+//! (a divergence record, a stored output to read) is done by `Runner::settle_call`
+//! (`recording.rs`), blocking or awaited as the caller chooses.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use super::RawValue;
+use crate::error::{Error, Result};
+use crate::journal::types::Body;
+use crate::journal::Journal;
+
+/// What a flow does with a finished call that is made again with different inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Keep the stored output (and warn).
+    Reuse,
+    /// Run the call again with the new inputs (the default).
+    Rerun,
+    /// Fail the execution.
+    Error,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Reuse => "reuse",
+            Policy::Rerun => "rerun",
+            Policy::Error => "error",
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "reuse" => Ok(Policy::Reuse),
+            "rerun" => Ok(Policy::Rerun),
+            "error" => Ok(Policy::Error),
+            other => Err(Error::InvalidName {
+                what: "divergence policy",
+                value: other.to_string(),
+                rule: "one of 'reuse', 'rerun', 'error'",
+            }),
+        }
+    }
+}
+
+/// One call as it asks whether a stored result answers it.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    /// The id the call was given when it was made (`CallBook::allocate`).
+    pub call_id: String,
+    /// The checkpoint's name (stored results match only calls of the same checkpoint).
+    pub name: String,
+    /// The digest of the call's inputs; None when they cannot be digested.
+    pub digest: Option<[u8; 32]>,
+    /// The call got its id in the flow's own order (the flow's thread), so it can be
+    /// compared with the stored call at its position; calls from other threads are
+    /// ordered by the scheduler and matched by their inputs only.
+    pub ordered: bool,
+    /// The id was given by the caller (`id=`), not numbered by kitaru.
+    pub explicit: bool,
+    pub policy: Policy,
+}
+
+/// A call made again with other inputs than its stored result's.
+#[derive(Debug, Clone)]
+pub struct Divergence {
+    pub call_id: String,
+    pub stored: Option<[u8; 32]>,
+    pub new: Option<[u8; 32]>,
+    pub policy: Policy,
+}
+
+/// Something the caller should tell the user about a decision (a Python warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A stored output was reused for a call with other inputs (policy `reuse`).
+    ReusedDiverged,
+    /// The stored output could not be read back; the call runs again (the reason).
+    Damaged(String),
+}
+
+/// The core's answer to "does a stored result answer this call?".
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub exec_id: String,
+    /// The id the call runs or is answered under (it may differ from the one it was given:
+    /// another unclaimed call with the same inputs, or a fresh id for new inputs).
+    pub call_id: String,
+    /// A stored result answers the call.
+    pub reuse: bool,
+    /// That result, when it is at hand (None while `reuse` and still to be read).
+    pub value: Option<RawValue>,
+    /// A divergence to record first (and, under `Policy::Error`, to fail with).
+    pub divergence: Option<Divergence>,
+    /// The reused result was stored by an earlier run (not by this one's earlier pass).
+    pub earlier_run: bool,
+    pub notice: Option<Notice>,
+}
+
+impl Decision {
+    /// The decision needs the store before it is final (`Runner::settle_call`).
+    pub fn pending(&self) -> bool {
+        self.divergence.is_some() || (self.reuse && self.value.is_none())
+    }
+}
+
+impl Notice {
+    /// A short name for the kind of notice (`"diverged"`, `"damaged"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::ReusedDiverged => "diverged",
+            Notice::Damaged(_) => "damaged",
+        }
+    }
+}
+
+impl Decision {
+    /// The notice as a sentence that names the call, if there is one.
+    pub fn notice_text(&self) -> Option<String> {
+        let (call, exec) = (&self.call_id, &self.exec_id);
+        Some(match self.notice.as_ref()? {
+            Notice::ReusedDiverged => format!(
+                "Checkpoint {call:?} of execution {exec} is called with different inputs than \
+                 when it finished; its stored output is reused because the flow's divergence \
+                 policy is 'reuse' (the divergence is recorded on the execution)."
+            ),
+            Notice::Damaged(reason) => format!(
+                "The stored output of checkpoint {call:?} of execution {exec} is damaged, so \
+                 the call runs again: {reason}"
+            ),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    name: String,
+    digest: Option<[u8; 32]>,
+}
+
+/// The calls of one run: what the journal holds, what this run recorded, and the ids taken
+/// and results handed out in the current pass over the flow body.
+#[derive(Debug, Default)]
+pub(super) struct CallBook {
+    exec_id: String,
+    flow_name: String,
+    stored: HashMap<String, Stored>,
+    /// Auto-numbered stored calls by (checkpoint name, input digest), in call order.
+    by_inputs: HashMap<(String, [u8; 32]), Vec<String>>,
+    /// Outputs recorded by this run: a later pass reuses them without a read.
+    done: HashMap<String, RawValue>,
+    pass: u32,
+    occurrences: HashMap<String, u32>,
+    /// Every call id of this pass: an explicit id, a named `llm()` call and the occurrences
+    /// of a checkpoint never share one (the later would get the earlier one's output).
+    taken: HashSet<String>,
+    /// Stored results handed to a call of this pass: each goes to one call only.
+    claimed: HashSet<String>,
+}
+
+impl CallBook {
+    pub(super) fn new(journal: &Journal) -> CallBook {
+        let mut book = CallBook {
+            exec_id: journal.exec_id.clone(),
+            flow_name: journal
+                .start()
+                .map(|s| s.flow_name.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        for (call_id, (_, rec)) in &journal.checkpoints {
+            let digest = rec.input_digest.map(|d| d.0);
+            book.index(call_id, &rec.name, rec.explicit_id, digest);
+        }
+        book
+    }
+
+    fn index(&mut self, call_id: &str, name: &str, explicit: bool, digest: Option<[u8; 32]>) {
+        let entry = Stored {
+            name: name.to_string(),
+            digest,
+        };
+        self.stored.insert(call_id.to_string(), entry);
+        if let (Some(d), false) = (digest, explicit) {
+            let ids = self.by_inputs.entry((name.to_string(), d)).or_default();
+            if !ids.iter().any(|i| i == call_id) {
+                ids.push(call_id.to_string());
+                ids.sort_by(|a, b| occurrence(a).cmp(&occurrence(b)));
+            }
+        }
+    }
+
+    /// Starts a pass over the flow body (the first, or a flow-level retry); its number.
+    pub(super) fn new_pass(&mut self) -> u32 {
+        self.occurrences.clear();
+        self.taken.clear();
+        self.claimed.clear();
+        self.pass += 1;
+        self.pass
+    }
+
+    /// The id of the next call of checkpoint `name` (numbered from `name` in call order),
+    /// or its explicit id, which must be unique in the pass.
+    pub(super) fn allocate(&mut self, name: &str, explicit: Option<&str>) -> Result<String> {
+        if let Some(id) = explicit {
+            if !self.taken.insert(id.to_string()) {
+                return Err(Error::IdTaken {
+                    flow: self.flow_name.clone(),
+                    call_id: id.to_string(),
+                });
+            }
+            return Ok(id.to_string());
+        }
+        let n = self.occurrences.entry(name.to_string()).or_insert(0);
+        loop {
+            *n += 1;
+            let call_id = numbered(name, *n);
+            if self.taken.insert(call_id.clone()) {
+                return Ok(call_id);
+            }
+        }
+    }
+
+    /// An id of checkpoint `name` that no stored result and no call of this pass has.
+    fn fresh(&mut self, name: &str) -> String {
+        let mut n = 0;
+        loop {
+            n += 1;
+            let id = numbered(name, n);
+            if !self.taken.contains(&id) && !self.stored.contains_key(&id) {
+                self.taken.insert(id.clone());
+                self.claimed.insert(id.clone());
+                return id;
+            }
+        }
+    }
+
+    /// Hands `id` to the call being decided; false when a call of this pass has it.
+    fn claim(&mut self, id: &str) -> bool {
+        self.claimed.insert(id.to_string())
+    }
+
+    /// Which id the call gets and whether a stored result answers it.
+    ///
+    /// A stored result goes only to a call with the same inputs: first the stored call of
+    /// this checkpoint with the call's own id, then any other unclaimed one with the same
+    /// inputs (calls from threads arrive in any order). Only a call in the flow's own
+    /// order is compared with the stored call at its position (a divergence); a call from
+    /// another thread with new inputs runs under an id nothing stored has.
+    fn choose(&mut self, req: &CallRequest) -> (String, Choice) {
+        let id = &req.call_id;
+        let known = self.stored.get(id).cloned();
+        if req.explicit {
+            self.claim(id);
+            return match known {
+                None => (id.clone(), Choice::Run),
+                Some(k) => match (k.digest, req.digest) {
+                    (Some(old), Some(new)) if old != new => {
+                        (id.clone(), Choice::Diverged(k.digest))
+                    }
+                    _ => (id.clone(), Choice::Reuse),
+                },
+            };
+        }
+        if let Some(d) = req.digest {
+            let ids = self
+                .by_inputs
+                .get(&(req.name.clone(), d))
+                .cloned()
+                .unwrap_or_default();
+            if ids.contains(id) && !self.claimed.contains(id) {
+                self.claim(id);
+                return (id.clone(), Choice::Reuse);
+            }
+            if let Some(other) = ids.into_iter().find(|o| !self.claimed.contains(o)) {
+                self.claim(&other);
+                return (other, Choice::Reuse);
+            }
+        }
+        match known {
+            None if !self.claimed.contains(id) => {
+                self.claim(id);
+                (id.clone(), Choice::Run)
+            }
+            Some(k) if req.ordered && !self.claimed.contains(id) && k.name == req.name => {
+                self.claim(id);
+                match (k.digest, req.digest) {
+                    // inputs that cannot be compared
+                    (None, _) | (_, None) => (id.clone(), Choice::Reuse),
+                    _ => (id.clone(), Choice::Diverged(k.digest)),
+                }
+            }
+            _ => (self.fresh(&req.name), Choice::Run),
+        }
+    }
+
+    /// The decision for `req`; `journal` is the one loaded when the run took the lease.
+    pub(super) fn decide(&mut self, req: &CallRequest, journal: &Journal) -> Decision {
+        let (call_id, choice) = self.choose(req);
+        let mut decision = Decision {
+            exec_id: self.exec_id.clone(),
+            call_id,
+            reuse: false,
+            value: None,
+            divergence: None,
+            earlier_run: false,
+            notice: None,
+        };
+        match choice {
+            Choice::Run => return decision,
+            Choice::Reuse => {}
+            Choice::Diverged(stored) => {
+                decision.divergence = Some(Divergence {
+                    call_id: decision.call_id.clone(),
+                    stored,
+                    new: req.digest,
+                    policy: req.policy,
+                });
+                match req.policy {
+                    Policy::Error => return decision,
+                    Policy::Rerun => {
+                        // This run recorded that id already: a call id is recorded once.
+                        if self.done.contains_key(&decision.call_id) {
+                            decision.call_id = self.fresh(&req.name);
+                        }
+                        return decision;
+                    }
+                    Policy::Reuse => decision.notice = Some(Notice::ReusedDiverged),
+                }
+            }
+        }
+        decision.reuse = true;
+        if let Some(v) = self.done.get(&decision.call_id) {
+            decision.value = Some(v.clone());
+            return decision;
+        }
+        decision.earlier_run = true;
+        if let Some((_, rec)) = journal.checkpoints.get(&decision.call_id) {
+            if let Body::Inline(b) = &rec.output.body {
+                decision.value = Some(RawValue {
+                    serializer: rec.output.serializer.clone(),
+                    bytes: bytes::Bytes::copy_from_slice(&b.0),
+                });
+            }
+        }
+        decision
+    }
+
+    /// A call this run recorded: later passes reuse its output.
+    pub(super) fn recorded(
+        &mut self,
+        call_id: &str,
+        name: &str,
+        explicit: bool,
+        digest: Option<[u8; 32]>,
+        output: RawValue,
+    ) {
+        self.done.insert(call_id.to_string(), output);
+        self.index(call_id, name, explicit, digest);
+    }
+}
+
+enum Choice {
+    Run,
+    Reuse,
+    /// A stored call at the call's position had other inputs (its digest).
+    Diverged(Option<[u8; 32]>),
+}
+
+fn numbered(name: &str, n: u32) -> String {
+    if n == 1 {
+        name.to_string()
+    } else {
+        format!("{name}_{n}")
+    }
+}
+
+/// Sort key of auto ids: name, name_2, name_3, ... in call order.
+fn occurrence(call_id: &str) -> (u64, &str) {
+    match call_id.rsplit_once('_') {
+        Some((base, n))
+            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (n.parse().unwrap_or(u64::MAX), base)
+        }
+        _ => (1, call_id),
+    }
+}

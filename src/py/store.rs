@@ -1,0 +1,260 @@
+//! `kitaru._kitaru.Store`: a store root, and what any process may do to its executions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::records::{value_tuple, StartRecord};
+use super::runner::PyRunner;
+use super::{finish, none, plain, run, to_py, Awaitable};
+use crate::execution::{self, Intent, RawValue, Runner};
+use crate::store::{Store, StoreOptions};
+use crate::view::{self, ListFilter};
+
+/// A store root (local directory, memory://, or a bucket).
+#[pyclass(frozen, name = "Store", module = "kitaru._kitaru")]
+pub struct PyStore {
+    inner: Arc<Store>,
+}
+
+fn raw_value(py: Python<'_>, v: Option<RawValue>) -> PyResult<Py<PyAny>> {
+    Ok(v.map(|v| value_tuple(py, v))
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
+}
+
+fn runner(py: Python<'_>, r: Runner) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, PyRunner::new(r)?)?.into_any())
+}
+
+#[pymethods]
+impl PyStore {
+    /// `options`: object-store configuration (`object_store` key names such as `region`,
+    /// `endpoint`, `allow_http`, `access_key_id`), winning over the environment.
+    #[new]
+    #[pyo3(signature = (location, *, fsync = false, options = None))]
+    fn new(
+        py: Python<'_>,
+        location: String,
+        fsync: bool,
+        options: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Self> {
+        let options = StoreOptions {
+            fsync,
+            options: options.unwrap_or_default(),
+        };
+        let inner = run(py, async move { Store::open(&location, options).await })?;
+        Ok(PyStore { inner })
+    }
+
+    #[getter]
+    fn url(&self) -> String {
+        self.inner.url().to_string()
+    }
+
+    /// Requests sent to the backend by this handle since it was opened (or last reset),
+    /// by kind: put, get, head, list, delete.
+    fn request_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.inner.request_counts().snapshot().into_iter().collect()
+    }
+
+    fn reset_request_counts(&self) {
+        self.inner.request_counts().reset();
+    }
+
+    /// (objects, bytes) stored under `prefix` ("" for the whole store).
+    #[pyo3(signature = (prefix = String::new(), *, awaitable = false))]
+    fn usage<'py>(&self, py: Python<'py>, prefix: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        finish(
+            py,
+            awaitable,
+            async move { store.usage(&prefix).await },
+            plain,
+        )
+    }
+
+    /// Creates an execution and returns the runner that holds its lease.
+    #[pyo3(signature = (start, ttl_ms, *, awaitable = false))]
+    fn start<'py>(
+        &self,
+        py: Python<'py>,
+        start: StartRecord<'_>,
+        ttl_ms: u64,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let (store, start) = (self.inner.clone(), start.into());
+        let fut = async move { Runner::start_new(store, start, ttl_ms).await };
+        finish(py, awaitable, fut, runner)
+    }
+
+    /// Takes over an execution to run it again (`intent`: "retry" or "resume").
+    #[pyo3(signature = (exec_id, intent, ttl_ms, *, awaitable = false))]
+    fn claim<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        intent: &str,
+        ttl_ms: u64,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let intent: Intent = intent.parse()?;
+        let store = self.inner.clone();
+        let fut = async move { Runner::claim(store, &exec_id, intent, ttl_ms).await };
+        finish(py, awaitable, fut, runner)
+    }
+
+    /// The execution's view (`full` adds checkpoints, divergences and metadata).
+    #[pyo3(signature = (exec_id, *, full = true, awaitable = false))]
+    fn inspect<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        full: bool,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { view::inspect(&store, &exec_id, full).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// Execution summaries, newest first.
+    #[pyo3(signature = (*, flow = None, status = None, limit = None, awaitable = false))]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        flow: Option<String>,
+        status: Option<String>,
+        limit: Option<usize>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let filter = ListFilter {
+            flow,
+            status,
+            limit,
+        };
+        finish(
+            py,
+            awaitable,
+            async move { view::list(&store, &filter).await },
+            to_py,
+        )
+    }
+
+    /// (entry point, arguments' serializer, arguments) of an execution, from one read of
+    /// its first state event.
+    #[pyo3(signature = (exec_id, *, awaitable = false))]
+    fn start_record<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { execution::start_args(&store, &exec_id).await };
+        finish(py, awaitable, fut, |py, (entry, args)| {
+            let entry = to_py(py, entry)?;
+            let (tag, data) = value_tuple(py, args);
+            Ok((entry, tag, data).into_pyobject(py)?.into_any().unbind())
+        })
+    }
+
+    /// The flow's return value (serializer, bytes), or None when it has not completed.
+    #[pyo3(signature = (exec_id, *, awaitable = false))]
+    fn result<'py>(&self, py: Python<'py>, exec_id: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { execution::result(&store, &exec_id).await };
+        finish(py, awaitable, fut, raw_value)
+    }
+
+    /// The stored output of one checkpoint call: (serializer, bytes), or None.
+    #[pyo3(signature = (exec_id, call_id, *, awaitable = false))]
+    fn checkpoint_output<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        call_id: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { execution::checkpoint_output(&store, &exec_id, &call_id).await };
+        finish(py, awaitable, fut, raw_value)
+    }
+
+    #[pyo3(signature = (exec_id, reason = String::new(), *, awaitable = false))]
+    fn cancel<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        reason: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { execution::cancel(&store, &exec_id, &reason).await };
+        finish(py, awaitable, fut, none)
+    }
+
+    /// Answers (or aborts) a pending wait; the value is JSON, already validated.
+    #[pyo3(signature = (exec_id, name, value_json, *, aborted = false, awaitable = false))]
+    fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        name: String,
+        value_json: Option<String>,
+        aborted: bool,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut =
+            async move { execution::answer(&store, &exec_id, &name, value_json, aborted).await };
+        finish(py, awaitable, fut, none)
+    }
+
+    /// The captured output of an execution as JSON lines, oldest first.
+    #[pyo3(signature = (exec_id, *, awaitable = false))]
+    fn logs<'py>(&self, py: Python<'py>, exec_id: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { crate::journal::load_logs_jsonl(&store, &exec_id).await };
+        finish(py, awaitable, fut, plain)
+    }
+
+    /// The record stored at `key` as plain data, or None when the key does not exist.
+    #[pyo3(signature = (key, *, awaitable = false))]
+    fn dump_key<'py>(&self, py: Python<'py>, key: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        finish(
+            py,
+            awaitable,
+            async move { crate::journal::dump_key(&store, &key).await },
+            to_py,
+        )
+    }
+
+    /// Reads every record and blob: what is corrupt, dangling or out of sequence.
+    #[pyo3(signature = (*, awaitable = false))]
+    fn verify<'py>(&self, py: Python<'py>, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        finish(
+            py,
+            awaitable,
+            async move { crate::verify::verify(&store).await },
+            to_py,
+        )
+    }
+
+    /// Every key under `prefix`, sorted.
+    #[pyo3(signature = (prefix, *, awaitable = false))]
+    fn keys<'py>(&self, py: Python<'py>, prefix: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        finish(
+            py,
+            awaitable,
+            async move { store.list(&prefix).await },
+            plain,
+        )
+    }
+}
