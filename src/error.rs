@@ -84,6 +84,14 @@ pub enum Error {
         pending: Vec<String>,
     },
 
+    #[error("execution {exec_id} has {}; name one with wait=... (or --wait)", describe_pending(.names, .status))]
+    WaitAmbiguous {
+        exec_id: String,
+        /// The pending waits (none or several).
+        names: Vec<String>,
+        status: &'static str,
+    },
+
     #[error(
         "wait {name:?} of execution {exec_id} was already answered; an answer cannot be changed"
     )]
@@ -114,6 +122,13 @@ fn describe_waits(pending: &[String]) -> String {
         "it has no pending waits".to_string()
     } else {
         format!("available waits: {}", pending.join(", "))
+    }
+}
+
+fn describe_pending(names: &[String], status: &str) -> String {
+    match names.len() {
+        0 => format!("no pending wait (status: {status})"),
+        n => format!("{n} pending waits ({})", names.join(", ")),
     }
 }
 

@@ -382,6 +382,37 @@ pub async fn inspect(store: &Store, exec_id: &str, full: bool) -> Result<Executi
     ExecutionView::build(&journal, full)
 }
 
+/// The pending wait a person answers: `name` (a wait name, or a wait id
+/// `<exec id>/<name>`), or, when `name` is None, the execution's only pending wait.
+pub async fn pending_wait(store: &Store, exec_id: &str, name: Option<&str>) -> Result<WaitView> {
+    let mut view = inspect(store, exec_id, false).await?;
+    let names = |v: &ExecutionView| v.pending_waits.iter().map(|w| w.name.clone()).collect();
+    let at = match name {
+        None if view.pending_waits.len() == 1 => 0,
+        None => {
+            return Err(crate::Error::WaitAmbiguous {
+                exec_id: exec_id.to_string(),
+                names: names(&view),
+                status: view.status,
+            })
+        }
+        Some(wanted) => {
+            let key = wanted.rsplit('/').next().unwrap_or(wanted);
+            match view.pending_waits.iter().position(|w| w.name == key) {
+                Some(at) => at,
+                None => {
+                    return Err(crate::Error::WaitNotFound {
+                        exec_id: exec_id.to_string(),
+                        name: wanted.to_string(),
+                        pending: names(&view),
+                    })
+                }
+            }
+        }
+    };
+    Ok(view.pending_waits.swap_remove(at))
+}
+
 /// Filters for [`list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

@@ -27,7 +27,6 @@ from .errors import (
     KitaruUserCodeError,
     KitaruWaitValidationError,
 )
-from .flow import VERSION as __version__  # noqa: F401
 from .flow import FlowHandle, flow
 from .wait import wait
 
@@ -128,6 +127,10 @@ def __getattr__(name: str) -> Any:
         from ._llm import models
 
         return getattr(models, name)
+    if name == "__version__":
+        from ._kitaru import VERSION
+
+        return VERSION
     if name in _STACK_NAMES:
         from . import stacks
 

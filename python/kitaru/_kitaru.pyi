@@ -10,12 +10,13 @@ from collections.abc import Awaitable
 from typing import Any, Literal, final, overload
 
 from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
-from kitaru._views import EntryPointView, ExecutionView, VerifyReport
+from kitaru._views import EntryPointView, ExecutionView, VerifyReport, WaitView
 
 __all__ = [
     "INLINE_LIMIT",
     "LAYOUT_VERSION",
     "RECORD_FORMAT_VERSION",
+    "VERSION",
     "CallDecision",
     "Runner",
     "Store",
@@ -24,8 +25,10 @@ __all__ = [
     "now_us",
     "record_to_json",
     "redact_urls",
+    "store_kind",
 ]
 
+VERSION: str  # kitaru's version (Cargo.toml's, which the wheel takes too)
 RECORD_FORMAT_VERSION: int
 LAYOUT_VERSION: int
 INLINE_LIMIT: int
@@ -39,6 +42,7 @@ def now_us() -> int: ...
 def blake3_digest(data: bytes) -> bytes: ...
 def record_to_json(data: bytes) -> dict[str, Any]: ...
 def redact_urls(text: str) -> str: ...
+def store_kind(location: str) -> Literal["local", "memory", "object"]: ...
 
 @final
 class Store:
@@ -115,6 +119,14 @@ class Store:
     def start_record(
         self, exec_id: str, *, awaitable: Literal[True]
     ) -> Awaitable[tuple[EntryPointView, str, bytes]]: ...
+    @overload
+    def pending_wait(
+        self, exec_id: str, name: str | None = None, *, awaitable: Literal[False] = False
+    ) -> WaitView: ...
+    @overload
+    def pending_wait(
+        self, exec_id: str, name: str | None = None, *, awaitable: Literal[True]
+    ) -> Awaitable[WaitView]: ...
     @overload
     def result(self, exec_id: str, *, awaitable: Literal[False] = False) -> _Value | None: ...
     @overload

@@ -580,28 +580,6 @@ class ExecutionsAPI:
         view = self._store.inspect(_check_id(exec_id), full=False)
         return [PendingWait.from_view(view["exec_id"], w) for w in view["pending_waits"]]
 
-    def _find_wait(self, exec_id: str, wait: str | None) -> tuple[ExecutionView, WaitView]:
-        from .errors import KitaruStateError
-
-        view = self._store.inspect(_check_id(exec_id), full=False)
-        pending = view["pending_waits"]
-        names = ", ".join(w["name"] for w in pending) or "none"
-        if wait is None:
-            if len(pending) != 1:
-                raise KitaruStateError(
-                    f"Execution {exec_id} has {len(pending)} pending waits ({names}); name one with wait=..."
-                    if pending
-                    else f"Execution {exec_id} has no pending wait (status: {view['status']})."
-                )
-            return view, pending[0]
-        key = wait.rsplit("/", 1)[-1]  # a wait_id is "<exec id>/<name>"
-        for w in pending:
-            if w["name"] == key:
-                return view, w
-        raise KitaruStateError(
-            f"Execution {exec_id} has no pending wait {wait!r}. Available waits: {names}."
-        )
-
     def input(self, exec_id: str, *, wait: str | None = None, value: Any = None) -> Execution:
         """Answer a pending wait (by name or wait id; optional when only one is pending).
 
@@ -612,16 +590,18 @@ class ExecutionsAPI:
         """
         from . import _schema
 
-        view, w = self._find_wait(exec_id, wait)
+        exec_id = _check_id(exec_id)
+        w = self._store.pending_wait(exec_id, wait)
         accepted = _schema.validate(w, value)
-        self._store.answer(view["exec_id"], w["name"], json.dumps(accepted))
-        return self.get(view["exec_id"])
+        self._store.answer(exec_id, w["name"], json.dumps(accepted))
+        return self.get(exec_id)
 
     def abort_wait(self, exec_id: str, *, wait: str | None = None) -> Execution:
         """Abort a pending wait: the execution is cancelled."""
-        view, w = self._find_wait(exec_id, wait)
-        self._store.answer(view["exec_id"], w["name"], None, aborted=True)
-        return self.get(view["exec_id"])
+        exec_id = _check_id(exec_id)
+        w = self._store.pending_wait(exec_id, wait)
+        self._store.answer(exec_id, w["name"], None, aborted=True)
+        return self.get(exec_id)
 
     def logs(
         self,

@@ -67,7 +67,6 @@ __all__ = ["FlowDefinition", "FlowHandle", "flow"]
 
 
 _RESERVED = ("stack", "image", "cache", "retries", "budget_usd")
-VERSION = "0.1.0"
 
 
 def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: str) -> None:
@@ -191,7 +190,7 @@ class FlowDefinition(Generic[P, R]):
         """The store this run uses and what the new execution starts with."""
         import inspect
 
-        from . import _config, serde
+        from . import _config, _kitaru, serde
 
         if current_flow.get() is not None or current_checkpoint.get() is not None:
             raise KitaruContextError(
@@ -231,7 +230,7 @@ class FlowDefinition(Generic[P, R]):
             cwd=os.getcwd(),
             args_serializer=tag,
             args=data,
-            kitaru_version=VERSION,
+            kitaru_version=_kitaru.VERSION,
             options_json=self._options_json(retries, choice.stack),
         )
         return store, start

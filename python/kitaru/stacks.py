@@ -43,10 +43,6 @@ DEFAULT_STACK = "default"
 _FILE_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _OPTION_KEY = re.compile(r"[a-z][a-z0-9_]*")
-_LOCAL_SCHEMES = frozenset({"file", "memory"})
-_OBJECT_SCHEMES = frozenset(
-    {"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "http", "https"}
-)
 # Words and fragments of object-store config keys that hold credentials.
 _SECRET_WORDS = frozenset({"secret", "token", "password", "passphrase", "sas"})
 _SECRET_PARTS = (
@@ -121,6 +117,12 @@ def check_name(name: Any, where: str = "stack name") -> str:
     return cleaned
 
 
+def _kind(location: str) -> str:
+    from ._kitaru import store_kind
+
+    return store_kind(location)
+
+
 def _scheme(location: str) -> str | None:
     head, sep, _ = location.partition("://")
     return head.lower() if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head) else None
@@ -136,11 +138,6 @@ def _check_location(location: Any) -> str:
     scheme = _scheme(cleaned)
     if scheme is None:
         return os.path.abspath(os.path.expanduser(cleaned))
-    if scheme not in _LOCAL_SCHEMES | _OBJECT_SCHEMES:
-        known = ", ".join(f"{s}://" for s in sorted(_LOCAL_SCHEMES | _OBJECT_SCHEMES))
-        raise KitaruUsageError(
-            f"Unsupported artifact store {cleaned!r}: use a directory or one of {known}."
-        )
     from urllib.parse import parse_qs, urlsplit
 
     parts = urlsplit(cleaned)
@@ -151,6 +148,13 @@ def _check_location(location: Any) -> str:
             "a password or signed query). Stacks are stored in plain files; set credentials in "
             "the environment (e.g. AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_SAS_KEY)."
         )
+    from ._kitaru import redact_urls, store_kind
+
+    try:
+        store_kind(cleaned)  # the core's word on which locations it opens
+    except KitaruUsageError as exc:
+        shown = redact_urls(cleaned)
+        raise KitaruUsageError(f"Unsupported artifact store {shown!r}: {exc}") from None
     return cleaned
 
 
@@ -191,7 +195,7 @@ def _check_options(options: Any, location: str, where: str) -> dict[str, str]:
                 f"Stack option {key!r} needs a non-empty string value, got {value!r} ({where})."
             )
         checked[key] = value.strip()
-    if checked and _scheme(location) not in _OBJECT_SCHEMES:
+    if checked and _kind(location) != "object":
         raise KitaruUsageError(
             f"Stack options ({', '.join(sorted(checked))}) apply to object stores (s3://, gs://, "
             f"az://); {location} is a local store ({where})."

@@ -35,6 +35,7 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
         Error::RecordedTwice { .. } => class!(py, "KitaruRuntimeError"),
         Error::Transition { .. }
         | Error::WaitNotFound { .. }
+        | Error::WaitAmbiguous { .. }
         | Error::WaitAnswered { .. }
         | Error::WaitsPending { .. } => class!(py, "KitaruStateError"),
         Error::LeaseHeld { .. } | Error::LeaseLost { .. } | Error::Contention { .. } => {

@@ -110,6 +110,13 @@ fn redact_urls(text: &str) -> String {
     crate::store::redact_urls(text)
 }
 
+/// What kind of store `location` names ("local", "memory" or "object"), or the error that
+/// opening it would raise (an unsupported scheme, a malformed URL), without opening it.
+#[pyfunction]
+fn store_kind(location: &str) -> PyResult<&'static str> {
+    Ok(crate::store::StoreUrl::parse(location)?.kind())
+}
+
 #[pymodule]
 fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
@@ -120,6 +127,8 @@ fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(record_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(redact_urls, m)?)?;
+    m.add_function(wrap_pyfunction!(store_kind, m)?)?;
+    m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add("RECORD_FORMAT_VERSION", record::FORMAT_VERSION)?;
     m.add("LAYOUT_VERSION", crate::store::layout::LAYOUT_VERSION)?;
     m.add("INLINE_LIMIT", crate::store::layout::INLINE_LIMIT)?;

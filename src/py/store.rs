@@ -170,6 +170,20 @@ impl PyStore {
         finish(py, awaitable, fut, raw_value)
     }
 
+    /// The pending wait `name` (or wait id), or the only one when `name` is None.
+    #[pyo3(signature = (exec_id, name = None, *, awaitable = false))]
+    fn pending_wait<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        name: Option<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { view::pending_wait(&store, &exec_id, name.as_deref()).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
     /// The stored output of one checkpoint call: (serializer, bytes), or None.
     #[pyo3(signature = (exec_id, call_id, *, awaitable = false))]
     fn checkpoint_output<'py>(

@@ -97,6 +97,15 @@ const SUPPORTED: &str = "a directory path, file:///..., memory://name, s3://buck
                          gs://bucket/prefix or az://container/prefix";
 
 impl StoreUrl {
+    /// What kind of store the location names: "local", "memory" or "object".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreUrl::Local(_) => "local",
+            StoreUrl::Memory(_) => "memory",
+            StoreUrl::Cloud { .. } => "object",
+        }
+    }
+
     pub fn parse(location: &str) -> Result<StoreUrl> {
         // Errors show the location without a query string or user info (they may hold keys).
         let invalid = |reason: &str| StoreError::InvalidUrl {

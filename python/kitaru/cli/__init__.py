@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..flow import VERSION
+    from .._kitaru import VERSION
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -101,8 +101,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> None:
     import platform
 
     from .. import _files
-    from .._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION
-    from ..flow import VERSION
+    from .._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION, VERSION
 
     item = {
         "kitaru": VERSION,
