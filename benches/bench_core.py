@@ -3,7 +3,8 @@
     python benches/bench_core.py [--checkpoints 1000] [--repeat 5]
 
 1. per-checkpoint overhead: a flow of N checkpoints returning 100-byte strings, on a local
-   store, fsync off and on; median over all calls of N flows;
+   store, fsync off and on, on memory://, and an async flow awaiting async checkpoints;
+   median over all calls of N flows;
 2. import time: `python -X importtime -c "import kitaru"`, median of runs;
 3. resume: a failed execution with N finished checkpoints is retried in a fresh process;
    time from the retry call to the first line of the first live checkpoint body.
@@ -44,6 +45,18 @@ FLOW = textwrap.dedent(
             raise RuntimeError("crash at the live step")
         return n
 
+    @checkpoint
+    async def astep(i: int) -> str:
+        return PAYLOAD
+
+    @flow
+    async def amany(n: int) -> int:
+        for i in range(n):
+            t0 = time.perf_counter()
+            await astep(i)
+            TIMES.append(time.perf_counter() - t0)
+        return n
+
     @flow
     def many(n: int) -> int:
         for i in range(n):
@@ -54,8 +67,8 @@ FLOW = textwrap.dedent(
 
     if __name__ == "__main__":
         mode = sys.argv[1]
-        if mode == "run":
-            h = many.run(int(sys.argv[2]))
+        if mode in ("run", "run-async"):
+            h = (many if mode == "run" else amany).run(int(sys.argv[2]))
             print(json.dumps({"exec_id": h.exec_id, "times": TIMES, "status": str(h.status)}))
         elif mode == "retry":
             import kitaru
@@ -73,7 +86,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 def per_checkpoint(
-    tmp: Path, n: int, repeat: int, fsync: bool, store: str | None = None
+    tmp: Path, n: int, repeat: int, fsync: bool, store: str | None = None, mode: str = "run"
 ) -> dict[str, float]:
     """Median time of one checkpoint call (100-byte output) in flows of `n` checkpoints.
     On a directory store each flow is paired with a measurement of the bare write floor
@@ -85,7 +98,7 @@ def per_checkpoint(
         location = store or str(tmp / f"store-cp-{fsync}-{r}")
         env = {**os.environ, "KITARU_STORE": location, "KITARU_FSYNC": "1" if fsync else "0"}
         floor = None if store else write_floor(tmp, n)["median_ms"]
-        out = json.loads(run([sys.executable, "flow.py", "run", str(n)], env, tmp))
+        out = json.loads(run([sys.executable, "flow.py", mode, str(n)], env, tmp))
         median = statistics.median(out["times"]) * 1e3
         times.extend(out["times"])
         if floor is not None:
@@ -175,6 +188,9 @@ def main() -> None:
             ),
             "checkpoint_overhead_memory_store": per_checkpoint(
                 tmp, args.checkpoints, args.repeat, fsync=False, store="memory://bench"
+            ),
+            "checkpoint_overhead_async_flow": per_checkpoint(
+                tmp, args.checkpoints, args.repeat, fsync=False, mode="run-async"
             ),
             "import": import_time(max(args.repeat * 3, 15)),
             "resume_to_first_live_step": resume(tmp, args.checkpoints, args.repeat),

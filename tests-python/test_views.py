@@ -10,7 +10,7 @@ from typing import Any
 import kitaru
 import pytest
 from kitaru import _config, _views
-from kitaru._types import FailureRecord
+from kitaru._types import CallRecord, FailureRecord
 
 
 @kitaru.checkpoint
@@ -110,7 +110,11 @@ def test_divergences_and_failures_have_the_declared_keys() -> None:
         _keys(d, _views.DivergenceView, "divergence")
 
 
-def test_every_io_binding_has_an_awaitable_twin_with_the_same_answer() -> None:
+@pytest.mark.both_stores
+def test_every_io_binding_has_an_awaitable_twin_with_the_same_answer(store_backend: str) -> None:
+    # On a local store most calls are done when they return (a `Ready` awaitable); on S3
+    # they continue on kitaru's runtime while the event loop runs: both paths give the
+    # answer the blocking call gives.
     handle = shaped.run(2)
     store = _config.get_store()
     exec_id = handle.exec_id
@@ -132,6 +136,14 @@ def test_every_io_binding_has_an_awaitable_twin_with_the_same_answer() -> None:
         ]
         await store.answer(exec_id, "gate", "true", awaitable=True)
         runner = await store.claim(exec_id, "resume", 60_000, awaitable=True)
+        # A segment append on a local store is done when the call returns: its awaitable
+        # is `Ready` (no event-loop round trip); an S3 put is awaited on the runtime.
+        extra = CallRecord(call_id="extra", name="extra", explicit_id=False,
+                           checkpoint_type=None, input_digest=None, serializer="json",
+                           data=b"1", started_us=1, ended_us=2, metadata_json=None)  # fmt: skip
+        recorded = runner.record_checkpoint(extra, awaitable=True)
+        assert (type(recorded).__name__ == "Ready") == (store_backend == "local"), recorded
+        assert await recorded is None
         assert await runner.poll_answer("gate", awaitable=True) == (False, "true")
         await runner.suspend("the test hands it back", awaitable=True)
         return pairs

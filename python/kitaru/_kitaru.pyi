@@ -18,6 +18,7 @@ __all__ = [
     "RECORD_FORMAT_VERSION",
     "VERSION",
     "CallDecision",
+    "Ready",
     "Runner",
     "Store",
     "blake3_digest",
@@ -185,6 +186,14 @@ class Store:
     def keys(self, prefix: str, *, awaitable: Literal[False] = False) -> builtins.list[str]: ...
     @overload
     def keys(self, prefix: str, *, awaitable: Literal[True]) -> Awaitable[builtins.list[str]]: ...
+
+@final
+class Ready:
+    """The awaitable of a result that was ready when the call returned."""
+
+    def __await__(self) -> Ready: ...
+    def __iter__(self) -> Ready: ...
+    def __next__(self) -> None: ...
 
 @final
 class CallDecision:

@@ -82,3 +82,59 @@ where
     runtime::get()?;
     generic::future_into_py::<KitaruRuntime, F, T>(py, fut)
 }
+
+/// The awaitable of a value that is already there: `await` returns it without a trip
+/// through the event loop (what a core call that finished on its first poll gives).
+#[pyclass(frozen, name = "Ready", module = "kitaru._kitaru")]
+pub struct Ready {
+    value: Py<PyAny>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(pyo3::exceptions::PyStopIteration::new_err((self
+            .value
+            .clone_ref(py),)))
+    }
+}
+
+/// `fut` as an awaitable, polled once here first: a core call that needs no waiting (most
+/// calls on a local store: an append, a lookup in memory) is done now and its awaitable
+/// is `Ready`, so an async flow does not pay an event-loop round trip per checkpoint.
+/// Otherwise the partly run future continues on kitaru's runtime.
+pub fn poll_then_await<'py, F, T>(
+    py: Python<'py>,
+    fut: F,
+    convert: fn(Python<'_>, T) -> PyResult<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = crate::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut fut = Box::pin(fut);
+    let first = py.detach(|| {
+        let rt = runtime::get()?;
+        let _in_runtime = rt.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        Ok::<_, crate::Error>(fut.as_mut().poll(&mut cx))
+    })?;
+    match first {
+        std::task::Poll::Ready(result) => {
+            let value = convert(py, result?)?;
+            Ok(Bound::new(py, Ready { value })?.into_any())
+        }
+        std::task::Poll::Pending => into_py(py, async move {
+            let value = fut.await?;
+            Python::attach(|py| convert(py, value))
+        }),
+    }
+}

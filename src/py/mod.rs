@@ -38,8 +38,9 @@ where
 }
 
 /// The one shape of an I/O binding: the core future runs blocking with the GIL released,
-/// or (`awaitable`) becomes an asyncio awaitable on kitaru's runtime, so async flows never
-/// block their event loop on the store. `convert` makes the Python value either way.
+/// or (`awaitable`) becomes an awaitable: done at once when the future needs no waiting,
+/// else on kitaru's runtime, so async flows never block their event loop on the store.
+/// `convert` makes the Python value either way.
 fn finish<'py, T, F>(
     py: Python<'py>,
     awaitable: bool,
@@ -51,10 +52,7 @@ where
     T: Send + 'static,
 {
     if awaitable {
-        asyncrt::into_py(py, async move {
-            let value = fut.await?;
-            Python::attach(|py| convert(py, value))
-        })
+        asyncrt::poll_then_await(py, fut, convert)
     } else {
         let value = run(py, fut)?;
         convert(py, value).map(|v| v.into_bound(py))
@@ -122,6 +120,7 @@ fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
     m.add_class::<runner::PyRunner>()?;
     m.add_class::<runner::PyDecision>()?;
+    m.add_class::<asyncrt::Ready>()?;
     m.add_function(wrap_pyfunction!(new_exec_id, m)?)?;
     m.add_function(wrap_pyfunction!(now_us, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
