@@ -1,23 +1,15 @@
 """Small types shared by modules that do not import each other: which store a run uses
-(`StoreChoice`: `_config` and `stacks`), an execution's status (`ExecutionStatus`: `flow`
-and `client`) and, for type checkers only, what a checkpoint call needs to know about its
-checkpoint (`Step`: `checkpoint` and `_llm.call`); and the records that cross to the core
+(`StoreChoice`: `_config` and `stacks`), for type checkers only what a checkpoint call
+needs to know about its checkpoint (`Step`: `checkpoint` and `_llm.call`), and the records
+that cross to the core
 (`CallRecord`, `AttemptRecord`, `FailureRecord`, `WaitRequest`, `StartRecord`), read
 attribute by attribute by the Rust bindings (`src/py/records.rs`)."""
 
 from __future__ import annotations
 
-import sys
-
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # pragma: no cover
-    from .errors import StrEnum
-
 __all__ = [
     "AttemptRecord",
     "CallRecord",
-    "ExecutionStatus",
     "FailureRecord",
     "StartRecord",
     "StoreChoice",
@@ -63,22 +55,6 @@ class StoreChoice:
         return (
             f"StoreChoice(location={self.location!r}, options={self.options!r}, "
             f"stack={self.stack!r}, source={self.source!r})"
-        )
-
-
-class ExecutionStatus(StrEnum):
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in (
-            ExecutionStatus.COMPLETED,
-            ExecutionStatus.FAILED,
-            ExecutionStatus.CANCELLED,
         )
 
 

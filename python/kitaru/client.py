@@ -10,7 +10,8 @@ from typing import Any
 
 from . import _config, serde
 from ._ledger import claim_of, take
-from ._types import ExecutionStatus, StoreChoice
+from ._status import ExecutionStatus
+from ._types import StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
 
 TYPE_CHECKING = False

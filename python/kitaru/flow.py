@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
     from ._kitaru import Runner, Store
-    from ._types import ExecutionStatus
+    from ._status import ExecutionStatus
     from ._views import ExecutionView
 
     P = ParamSpec("P")  # the flow function's parameters
@@ -617,7 +617,7 @@ class FlowHandle(Generic[R]):
     @property
     def status(self) -> ExecutionStatus:
         """The execution's status, read from the store at each access."""
-        from ._types import ExecutionStatus
+        from ._status import ExecutionStatus
 
         return ExecutionStatus(self._summary()["status"])
 
