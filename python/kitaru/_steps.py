@@ -20,41 +20,43 @@ if TYPE_CHECKING:
     Steps = Generator[tuple[Any, Any], Any, Any]
 
 
+def _advance(steps: Steps, result: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Hands `steps` the last step's result (or throws its error in): (False, the next
+    step) or (True, what `steps` returned)."""
+    try:
+        return False, (steps.send(result) if error is None else steps.throw(error))
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def run_sync(steps: Steps, runner: Any, do: Callable[[Any, Any], Any] | None = None) -> Any:
     """Drives `steps` to its return value: runner steps on `runner`, others by `do(op, arg)`."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
+    done, step = _advance(steps, None, None)
+    while not done:
+        op, arg = step
         try:
-            op, arg = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            if op.__class__ is str:
-                result = getattr(runner, op)(*arg)
-            else:
-                result = do(op, arg)  # type: ignore[misc]
-            error = None
+            result = getattr(runner, op)(*arg) if op.__class__ is str else do(op, arg)  # type: ignore[misc]
         except BaseException as exc:  # handed to the logic, which re-raises what it does not handle
-            result, error = None, exc
+            done, step = _advance(steps, None, exc)
+        else:
+            done, step = _advance(steps, result, None)
+    return step
 
 
 async def run_async(
     steps: Steps, runner: Any, do: Callable[[Any, Any], Awaitable[Any]] | None = None
 ) -> Any:
-    """`run_sync`, awaiting each step."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            op, arg = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            return stop.value
+    """`run_sync`, awaiting each step (a runner step with ``awaitable=True``)."""
+    done, step = _advance(steps, None, None)
+    while not done:
+        op, arg = step
         try:
             if op.__class__ is str:
                 result = await getattr(runner, op)(*arg, awaitable=True)
             else:
                 result = await do(op, arg)  # type: ignore[misc]
-            error = None
         except BaseException as exc:
-            result, error = None, exc
+            done, step = _advance(steps, None, exc)
+        else:
+            done, step = _advance(steps, result, None)
+    return step
