@@ -72,12 +72,58 @@ agent.run(42)  # error
 
 
 def _short(type_text: str) -> str:
-    """`concurrent.futures._base.Future[builtins.int]` -> `Future[int]`."""
+    """`concurrent.futures._base.Future[builtins.int]` -> `Future[int]`; a TypedDict shown
+    with its fields (`TypedDict(kitaru._views.WaitView, {...})`) -> `WaitView`."""
+    while (start := type_text.find("TypedDict(")) >= 0:
+        name_end = type_text.index(",", start)
+        depth, at = 0, type_text.index("{", name_end)
+        while True:
+            depth += {"{": 1, "}": -1}.get(type_text[at], 0)
+            at += 1
+            if depth == 0:
+                break
+        name = type_text[start + len("TypedDict(") : name_end]
+        type_text = type_text[:start] + name + type_text[at + 1 :]  # past the closing ")"
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", type_text)
 
 
+# The boundary to the Rust core, as kitaru's own modules see it (`_kitaru.pyi`): views are
+# TypedDicts, every I/O method blocks or (awaitable=True) returns an awaitable.
+CORE_CODE = """
+from kitaru._kitaru import Store
+
+store = Store("memory://typing")
+view = store.inspect("id")
+reveal_type(view)  # is: ExecutionView
+reveal_type(view["checkpoints"][0]["attempts"][0]["failure"])  # is: FailureView | None
+reveal_type(store.inspect("id", awaitable=True))  # is: Awaitable[ExecutionView]
+reveal_type(store.list(limit=1))  # is: list[ExecutionView]
+reveal_type(store.verify()["findings"])  # is: list[Finding]
+reveal_type(store.pending_wait("id"))  # is: WaitView
+reveal_type(store.start_record("id")[0])  # is: EntryPointView
+runner = store.claim("id", "retry", 1000)
+reveal_type(runner)  # is: Runner
+decision = runner.begin_call("c", "c", None, ordered=True, explicit=False, policy="rerun")
+reveal_type(decision)  # is: CallDecision
+reveal_type(runner.settle_call(decision, awaitable=True))  # is: Awaitable[CallDecision]
+reveal_type(runner.poll_answer("w"))  # is: tuple[bool, str | None] | None
+view["no_such_key"]  # error
+store.claim("id", "restart", 1000)  # error
+store.start("flow", 1000)  # error
+"""
+
+
 def test_mypy_sees_the_types_of_flows_and_checkpoints(tmp_path: Path) -> None:
-    source = textwrap.dedent(USER_CODE).lstrip()
+    _check(tmp_path, USER_CODE)
+
+
+def test_mypy_sees_the_core_boundary(tmp_path: Path) -> None:
+    _check(tmp_path, CORE_CODE)
+
+
+def _check(tmp_path: Path, code: str) -> None:
+    """Runs mypy (strict) on `code` and compares what it reveals and rejects, line by line."""
+    source = textwrap.dedent(code).lstrip()
     (tmp_path / "user_agent.py").write_text(source)
     (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
     out = subprocess.run(
