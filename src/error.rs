@@ -55,16 +55,16 @@ pub enum Error {
     RecordedTwice { exec_id: String, call_id: String },
 
     #[error(
-        "checkpoint id {call_id:?} is used twice in one execution of flow {flow:?}; explicit \
-         ids must be unique (and differ from the ids kitaru gives other calls: name, name_2, ...)"
+        "Checkpoint id '{call_id}' is used twice in one execution of flow '{flow}'; explicit \
+         ids must be unique (and differ from the ids kitaru gives other calls: name, name_2, ...)."
     )]
     IdTaken { flow: String, call_id: String },
 
     #[error(
-        "checkpoint {call_id:?} of execution {exec_id} finished earlier with different inputs \
+        "Checkpoint '{call_id}' of execution {exec_id} finished earlier with different inputs \
          than this call. The flow's divergence policy is 'error'; use \
          @flow(divergence='rerun') to run it again with the new inputs, or \
-         divergence='reuse' to keep the stored output"
+         divergence='reuse' to keep the stored output."
     )]
     Diverged { exec_id: String, call_id: String },
 

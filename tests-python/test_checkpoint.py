@@ -217,8 +217,10 @@ def test_divergence_policies(definition: kitaru.flow, expected: int | None, runs
     client = KitaruClient()
     if definition.divergence == "reuse":
         # Reusing an output recorded for other inputs is the user's choice, and visible.
-        with pytest.warns(kitaru.errors.KitaruDivergenceWarning, match="'reuse'"):
+        with pytest.warns(kitaru.errors.KitaruDivergenceWarning, match="'reuse'") as caught:
             execution = client.executions.retry(handle.exec_id)
+        # the warning points at the user's call in the flow body, not inside kitaru
+        assert [w.filename for w in caught] == [__file__]
     else:
         execution = client.executions.retry(handle.exec_id)
     assert CALLS.count("remember 1") == 1
@@ -259,3 +261,32 @@ def test_same_inputs_are_not_a_divergence() -> None:
     execution = KitaruClient().executions.retry(handle.exec_id)
     assert execution.divergences == [] and handle.wait() == 30
     assert CALLS == ["remember 3"]
+
+
+PLAN: dict[str, list[object]] = {"inputs": [], "fail": []}
+
+
+@checkpoint
+def fetch_for(x: int) -> str:
+    return f"out-{x}"
+
+
+@flow(retries=1)
+def replanned() -> str:
+    out = fetch_for(PLAN["inputs"].pop(0))
+    if PLAN["fail"].pop(0):
+        raise RuntimeError("the pass fails after its checkpoint")
+    return out
+
+
+def test_a_call_recorded_again_never_answers_its_old_inputs() -> None:
+    # Run 1 stores fetch_for(1) and fails (both passes). The retry's first pass calls
+    # fetch_for(2): a divergence, rerun, recorded again under the same id; its second pass
+    # calls fetch_for(1) again, which must get 1's output, not the 2's now recorded.
+    PLAN.update(inputs=[1, 1, 2, 1], fail=[True, True, True, False])
+    handle = replanned.run()
+    assert handle.status == "failed"
+    done = kitaru.KitaruClient().executions.retry(handle.exec_id)
+    assert done.status == "completed"
+    assert kitaru.KitaruClient().executions.result(handle.exec_id) == "out-1"
+    assert PLAN == {"inputs": [], "fail": []}

@@ -82,8 +82,9 @@ def test_a_retry_reruns_a_call_whose_stored_output_is_damaged(isolated_store: Pa
     (blob,) = _blobs(isolated_store)
     _damage(blob)
     PLAN.update(crash=False)
-    with pytest.warns(RuntimeWarning, match="damaged, so the call runs again"):
+    with pytest.warns(RuntimeWarning, match="damaged, so the call runs again") as caught:
         KitaruClient().executions.retry(handle.exec_id)
+    assert [w.filename for w in caught] == [__file__]  # the user's call, not kitaru
     assert handle.wait() == n
     assert CALLS == [n, n]  # ran again once; its new output repaired the blob
     report = kitaru._kitaru.Store(os.environ["KITARU_STORE"]).verify()

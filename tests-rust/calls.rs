@@ -225,3 +225,27 @@ fn a_damaged_stored_output_makes_the_call_run_again() {
         assert!(matches!(dec.notice, Some(Notice::Damaged(_))), "{dec:?}");
     });
 }
+
+#[test]
+fn a_call_recorded_again_is_not_found_by_its_old_inputs() {
+    // An earlier run stored fetch(1); this run's first pass calls fetch(2) (a divergence,
+    // rerun: fetch is recorded again with 2's output), fails, and its second pass calls
+    // fetch(1). That call must not get 2's output through the index of the old inputs.
+    rt().block_on(async {
+        let r2 = second_run(memory_store("stale").await, [b"one", b"two", b"three"]).await;
+        let first = call(&r2, "fetch", d(7), true).await;
+        assert!(!first.reuse && first.call_id == "fetch");
+        record(&r2, "fetch", "fetch", d(7), b"seven").await;
+        r2.new_pass();
+        let again = call(&r2, "fetch", d(1), true).await;
+        assert!(
+            !(again.reuse && again.value.as_ref().map(|v| &v.bytes[..]) == Some(b"seven")),
+            "the output of inputs 7 was handed to a call with inputs 1: {again:?}"
+        );
+        assert!(!again.reuse, "{again:?}");
+        // and the new inputs still find their output
+        r2.new_pass();
+        let seven = call(&r2, "fetch", d(7), true).await;
+        assert_eq!(output(&seven), b"seven");
+    });
+}

@@ -6,7 +6,7 @@ classes of `kitaru._types`; views coming back are the `TypedDict`s of `kitaru._v
 """
 
 import builtins
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, Literal, final, overload
 
 from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
@@ -191,7 +191,7 @@ class Store:
 class Ready:
     """The awaitable of a result that was ready when the call returned."""
 
-    def __await__(self) -> Ready: ...
+    def __await__(self) -> Generator[None, None, Any]: ...
     def __iter__(self) -> Ready: ...
     def __next__(self) -> None: ...
 

@@ -115,14 +115,13 @@ class Ledger:
         entry = {"call": call, **({"checkpoint": checkpoint} if checkpoint else {}), **info}
         yield "log_metadata", (_json({SPEND: {key: entry}}),)
         if self.budget_usd is not None and info.get("cost_usd") is None:
-            import warnings
+            from .errors import warn_user
 
-            warnings.warn(
+            warn_user(
                 f"kitaru.llm() call {call!r} to {info.get('resolved_model')} has no known price, so "
                 f"the budget of flow {self.flow_name!r} cannot count it; register the alias with "
                 "--input-price/--output-price (USD per million tokens).",
                 RuntimeWarning,
-                stacklevel=4,
             )
 
     def check_budget(self) -> None:

@@ -34,29 +34,42 @@ def run_sync(steps: Steps, runner: Any, do: Callable[[Any, Any], Any] | None = N
     done, step = _advance(steps, None, None)
     while not done:
         op, arg = step
+        error: BaseException | None = None
         try:
             result = getattr(runner, op)(*arg) if op.__class__ is str else do(op, arg)  # type: ignore[misc]
         except BaseException as exc:  # handed to the logic, which re-raises what it does not handle
-            done, step = _advance(steps, None, exc)
-        else:
-            done, step = _advance(steps, result, None)
+            result, error = None, exc
+        # Thrown in outside the `except` block: an error the logic raises later is not
+        # chained to this one (its traceback would show an unrelated failure).
+        done, step = _advance(steps, result, error)
     return step
 
 
 async def run_async(
     steps: Steps, runner: Any, do: Callable[[Any, Any], Awaitable[Any]] | None = None
 ) -> Any:
-    """`run_sync`, awaiting each step (a runner step with ``awaitable=True``)."""
+    """`run_sync`, awaiting each step (a runner step with ``awaitable=True``).
+
+    A store write in flight is shielded from the task's cancellation (as the blocking
+    write of a sync flow is): a cancelled `arun()` still finishes the record it started,
+    so a run that was recording how it ended does not stay `running` until its lease
+    lapses. The cancellation is then thrown into the logic as usual.
+    """
+    from asyncio import shield
+
+    from ._kitaru import Ready
+
     done, step = _advance(steps, None, None)
     while not done:
         op, arg = step
+        error: BaseException | None = None
         try:
             if op.__class__ is str:
-                result = await getattr(runner, op)(*arg, awaitable=True)
+                pending = getattr(runner, op)(*arg, awaitable=True)
+                result = await (pending if pending.__class__ is Ready else shield(pending))
             else:
                 result = await do(op, arg)  # type: ignore[misc]
         except BaseException as exc:
-            done, step = _advance(steps, None, exc)
-        else:
-            done, step = _advance(steps, result, None)
+            result, error = None, exc
+        done, step = _advance(steps, result, error)
     return step

@@ -367,12 +367,9 @@ class _Call:
 def _warn(notice: str, kind: str | None) -> None:
     """A notice of the core's decision as a warning: a stored output reused for other
     inputs (`KitaruDivergenceWarning`) or a damaged one run again (`RuntimeWarning`)."""
-    import warnings
+    from .errors import KitaruDivergenceWarning, warn_user
 
-    from .errors import KitaruDivergenceWarning
-
-    category = KitaruDivergenceWarning if kind == "diverged" else RuntimeWarning
-    warnings.warn(notice, category, stacklevel=5)
+    warn_user(notice, KitaruDivergenceWarning if kind == "diverged" else RuntimeWarning)
 
 
 def _simple_params(func: Any) -> tuple[tuple[str, ...], dict[str, Any]] | None:

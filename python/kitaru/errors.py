@@ -6,6 +6,7 @@ Every error says what went wrong and, where the user can act, how to fix it.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 
 if sys.version_info >= (3, 11):
@@ -177,3 +178,18 @@ _ORIGIN_CLASSES: dict[str, type[KitaruExecutionError]] = {
 def execution_error_for(origin: str | None) -> type[KitaruExecutionError]:
     """The error class that reports a failure of `origin`."""
     return _ORIGIN_CLASSES.get(origin or "", KitaruExecutionError)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """`warnings.warn` pointing at the first frame outside kitaru (the user's call of a
+    checkpoint or `llm()`, whichever path of steps led here, sync or async)."""
+    import sys
+    import warnings
+
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, category, stacklevel=level)

@@ -130,12 +130,12 @@ impl Decision {
         let (call, exec) = (&self.call_id, &self.exec_id);
         Some(match self.notice.as_ref()? {
             Notice::ReusedDiverged => format!(
-                "Checkpoint {call:?} of execution {exec} is called with different inputs than \
+                "Checkpoint '{call}' of execution {exec} is called with different inputs than \
                  when it finished; its stored output is reused because the flow's divergence \
                  policy is 'reuse' (the divergence is recorded on the execution)."
             ),
             Notice::Damaged(reason) => format!(
-                "The stored output of checkpoint {call:?} of execution {exec} is damaged, so \
+                "The stored output of checkpoint '{call}' of execution {exec} is damaged, so \
                  the call runs again: {reason}"
             ),
         })
@@ -190,7 +190,16 @@ impl CallBook {
             name: name.to_string(),
             digest,
         };
-        self.stored.insert(call_id.to_string(), entry);
+        // A call recorded again (a rerun after a divergence) is found by its new inputs
+        // only: left under its old ones, a later pass calling with those inputs would be
+        // handed the output of the new ones.
+        if let Some(old) = self.stored.insert(call_id.to_string(), entry) {
+            if let Some(d) = old.digest {
+                if let Some(ids) = self.by_inputs.get_mut(&(old.name, d)) {
+                    ids.retain(|i| i != call_id);
+                }
+            }
+        }
         if let (Some(d), false) = (digest, explicit) {
             let ids = self.by_inputs.entry((name.to_string(), d)).or_default();
             if !ids.iter().any(|i| i == call_id) {

@@ -80,7 +80,8 @@ fn execution_error(
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("exec_id", exec_id)?;
         kwargs.set_item("status", "failed")?;
-        kwargs.set_item("failure_origin", origin)?;
+        let origins = class!(py, "FailureOrigin")?;
+        kwargs.set_item("failure_origin", origins.call1((origin,))?)?;
         cls.call((message,), Some(&kwargs))
     })();
     match made {
