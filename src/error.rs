@@ -104,6 +104,26 @@ pub enum Error {
         resume_hint: bool,
     },
 
+    #[error("execution {exec_id} is still running; replay it once it has ended or is waiting")]
+    StillRunning { exec_id: String },
+
+    #[error("execution {exec_id} has no finished checkpoint to replay from")]
+    NothingToReplay { exec_id: String },
+
+    #[error("execution {exec_id} has no checkpoint '{selector}'; available checkpoints: {}", .available.join(", "))]
+    UnknownCheckpoint {
+        exec_id: String,
+        selector: String,
+        available: Vec<String>,
+    },
+
+    #[error("checkpoint selector '{selector}' of execution {exec_id} is ambiguous ({}); use a checkpoint call id instead", .candidates.join(", "))]
+    AmbiguousCheckpoint {
+        exec_id: String,
+        selector: String,
+        candidates: Vec<String>,
+    },
+
     #[error("kitaru's I/O runtime could not start: {0}")]
     RuntimeStart(#[source] std::io::Error),
 

@@ -8,6 +8,7 @@ pub mod execution;
 pub mod ids;
 pub mod journal;
 pub mod lease;
+pub mod replay;
 pub mod runtime;
 pub mod store;
 pub mod suspend;

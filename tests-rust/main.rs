@@ -7,6 +7,7 @@ mod fuzz;
 mod golden;
 mod journal;
 mod records;
+mod replay;
 mod store;
 mod transitions;
 

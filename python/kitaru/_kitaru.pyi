@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Literal, final, overload
 
 from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
-from kitaru._views import EntryPointView, ExecutionView, VerifyReport, WaitView
+from kitaru._views import EntryPointView, ExecutionView, ReplayPlan, VerifyReport, WaitView
 
 __all__ = [
     "INLINE_LIMIT",
@@ -128,6 +128,24 @@ class Store:
     def pending_wait(
         self, exec_id: str, name: str | None = None, *, awaitable: Literal[True]
     ) -> Awaitable[WaitView]: ...
+    @overload
+    def replay_plan(
+        self,
+        exec_id: str,
+        from_: str,
+        override_keys: builtins.list[str],
+        *,
+        awaitable: Literal[False] = False,
+    ) -> ReplayPlan: ...
+    @overload
+    def replay_plan(
+        self,
+        exec_id: str,
+        from_: str,
+        override_keys: builtins.list[str],
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[ReplayPlan]: ...
     @overload
     def result(self, exec_id: str, *, awaitable: Literal[False] = False) -> _Value | None: ...
     @overload
@@ -253,6 +271,28 @@ class Runner:
     def record_checkpoint(
         self, call: CallRecord, *, awaitable: Literal[True]
     ) -> Awaitable[None]: ...
+    @overload
+    def seed_checkpoint(self, call: CallRecord, *, awaitable: Literal[False] = False) -> None: ...
+    @overload
+    def seed_checkpoint(self, call: CallRecord, *, awaitable: Literal[True]) -> Awaitable[None]: ...
+    @overload
+    def seed_from(
+        self,
+        source: str,
+        calls: builtins.list[str],
+        overrides: builtins.list[tuple[str, str, bytes]],
+        *,
+        awaitable: Literal[False] = False,
+    ) -> int: ...
+    @overload
+    def seed_from(
+        self,
+        source: str,
+        calls: builtins.list[str],
+        overrides: builtins.list[tuple[str, str, bytes]],
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[int]: ...
     @overload
     def record_failed_attempt(
         self, attempt: AttemptRecord, *, awaitable: Literal[False] = False

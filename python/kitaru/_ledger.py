@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 SPEND = "kitaru_llm"
 SAVED = "kitaru_llm_saved"
 BUDGET = "kitaru_budget_usd"
+# A replay's link to its source (source, from, frontier, reused and overridden calls).
+REPLAY = "kitaru_replay"
 
 
 def take(

@@ -124,3 +124,12 @@ class VerifyReport(TypedDict):
     torn_tails: int
     fenced: int
     findings: list[Finding]
+
+
+class ReplayPlan(TypedDict):
+    """What a replay takes over from its source (`src/replay.rs`)."""
+
+    source: str
+    frontier: str  # the call from which everything runs live
+    reuse: list[str]  # finished calls before the frontier, in call order
+    overrides: list[tuple[str, str]]  # (override key, the call id it replaces)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from . import _config, serde
-from ._ledger import claim_of, take
+from ._ledger import REPLAY, claim_of, take
 from ._status import ExecutionStatus
 from ._types import StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
@@ -394,6 +395,17 @@ class Execution:
         options = _parsed(v["options_json"], None)
         metadata = _merged_metadata(v.get("metadata_json") or [])
         llm_calls, llm_cost = _ledger(metadata, options, v.get("events") or [])
+        replay = metadata.pop(REPLAY, None)
+        source = replay.get("source") if isinstance(replay, dict) else None
+        taken = set(replay.get("reused", []) + replay.get("overridden", [])) if source else set()
+        checkpoints = [CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])]
+        if taken:  # the calls a replay took over from its source
+            checkpoints = [
+                dataclasses.replace(c, original_call_id=f"{source}/{c.name}")
+                if c.name in taken
+                else c
+                for c in checkpoints
+            ]
         return cls(
             exec_id=v["exec_id"],
             flow_id=f"{entry['module']}.{entry['qualname']}" if entry else None,
@@ -411,10 +423,8 @@ class Execution:
                 else None
             ),
             frozen_execution_spec=options,
-            original_exec_id=None,
-            checkpoints=[
-                CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])
-            ],
+            original_exec_id=source,
+            checkpoints=checkpoints,
             artifacts=[],
             checkpoint_count=v.get("checkpoint_count", 0),
             divergences=[
@@ -464,6 +474,13 @@ class Execution:
 
     def resume(self) -> Execution:
         return self._executions.resume(self.exec_id)
+
+    def replay(
+        self, *, from_: str, overrides: dict[str, Any] | None = None, **flow_inputs: Any
+    ) -> Execution:
+        return self._executions.replay(
+            self.exec_id, from_=from_, overrides=overrides, **flow_inputs
+        )
 
 
 class ExecutionsAPI:
@@ -543,6 +560,34 @@ class ExecutionsAPI:
         replaces the execution's LLM budget from now on (e.g. after a budget stop).
         """
         return self._rerun(_check_id(exec_id), "retry", budget_usd)
+
+    def replay(
+        self,
+        exec_id: str,
+        *,
+        from_: str,
+        overrides: dict[str, Any] | None = None,
+        **flow_inputs: Any,
+    ) -> Execution:
+        """A new execution of the flow of `exec_id` that takes over its results before the
+        checkpoint `from_` and runs the rest live, in this process (see `FlowDefinition.replay`).
+
+        `overrides` maps ``"checkpoint.<call id or name>"`` to the output that checkpoint
+        has in the replay; `flow_inputs` replace the source's arguments by name.
+        """
+        from . import _entry
+        from .flow import FlowDefinition
+
+        exec_id = _check_id(exec_id)
+        store = self._store
+        entry, _, _ = store.start_record(exec_id)
+        if not entry:
+            raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
+        definition = _entry.load_flow(entry, FlowDefinition)
+        handle = definition._replay(
+            store, exec_id, from_, overrides, flow_inputs, definition.retries, None
+        )
+        return self.get(handle.exec_id)
 
     def _rerun(self, exec_id: str, intent: str, budget_usd: float | None = None) -> Execution:
         from . import _entry

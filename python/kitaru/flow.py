@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from . import _capture
+from . import _capture, _ledger
 from ._capture import log_steps
 from ._context import (
     ACTIVE,
@@ -326,6 +326,117 @@ class FlowDefinition(Generic[P, R]):
         runner = await store.start(start, _lease_ttl_ms(), awaitable=True)
         await self._drive_async(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
+
+    def replay(
+        self,
+        exec_id: str,
+        *,
+        from_: str,
+        overrides: dict[str, Any] | None = None,
+        stack: str | None = None,
+        image: Any = None,
+        cache: bool | None = None,
+        retries: int | None = None,
+        budget_usd: float | None = None,
+        **flow_inputs: Any,
+    ) -> FlowHandle[R]:
+        """Run a new execution of this flow that takes over the results of execution
+        `exec_id` before the checkpoint `from_` and runs the rest live, in this process.
+
+        `from_` is a checkpoint's call id (``write_draft``, ``fetch_2``) or a name only one
+        call has. `overrides` maps ``"checkpoint.<call id or name>"`` to a value that
+        replaces that checkpoint's output as the replay sees it (the replay then runs live
+        from the earliest of `from_` and the overridden checkpoints). `flow_inputs` replace
+        the source's arguments by parameter name. The replay is linked to its source
+        (`Execution.original_exec_id`) and counts what reusing its model calls saved.
+        """
+        from . import _config
+
+        _validate_options(stack, image, cache, retries, ".replay()")
+        budget = _check_budget(budget_usd, ".replay()")
+        n = self.retries if retries is None else retries
+        choice = _config.resolve_store(stack if stack is not None else self.stack,
+                                       ".replay(stack=...)")  # fmt: skip
+        store = _config.get_store(choice.location, choice.options)
+        return self._replay(store, exec_id, from_, overrides, flow_inputs, n, budget, stack)
+
+    def _replay(
+        self,
+        store: Store,
+        exec_id: str,
+        from_: str,
+        overrides: dict[str, Any] | None,
+        flow_inputs: dict[str, Any],
+        retries: int,
+        budget: float | None,
+        stack: str | None = None,
+    ) -> FlowHandle[R]:
+        import json
+
+        from . import serde
+
+        if overrides is not None and not isinstance(overrides, dict):
+            raise KitaruUsageError(
+                f"replay overrides must be a dict of 'checkpoint.<name>' keys, got {overrides!r}."
+            )
+        overrides = overrides or {}
+        if not isinstance(from_, str):
+            raise KitaruUsageError(f"replay from_ must be a checkpoint name, got {from_!r}.")
+        plan = store.replay_plan(exec_id, from_, list(overrides))
+        _, tag, data = store.start_record(exec_id)
+        saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}",
+                            allow_pickle=self.allow_pickle)  # fmt: skip
+        args, kwargs = self._replay_arguments(tuple(saved["args"]), dict(saved["kwargs"]),
+                                              flow_inputs)  # fmt: skip
+        _, start = self._start(args, kwargs, retries, stack)
+        runner = store.start(start, _lease_ttl_ms())
+        try:
+            replaced = [(call_id, *self._override_value(key, overrides[key]))
+                        for key, call_id in plan["overrides"]]  # fmt: skip
+            runner.seed_from(exec_id, plan["reuse"], replaced)
+            note = {"source": exec_id, "from": from_, "frontier": plan["frontier"],
+                    "reused": plan["reuse"], "overridden": [c for _, c in plan["overrides"]]}  # fmt: skip
+            runner.log_metadata(json.dumps({_ledger.REPLAY: note}))
+        except BaseException:
+            runner.fail(FailureRecord(str(FailureOrigin.RUNTIME),
+                                      "the replay could not take over its source's results",
+                                      None, None))  # fmt: skip
+            raise
+        self._execute(runner, args, kwargs, retries, store, budget)
+        return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
+
+    def _override_value(self, key: str, value: Any) -> tuple[str, bytes]:
+        from . import serde
+
+        try:
+            return serde.dumps(value, what=f"replay override {key!r}",
+                               allow_pickle=self.allow_pickle)  # fmt: skip
+        except Exception as exc:
+            raise KitaruUsageError(str(exc)) from None
+
+    def _replay_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], flow_inputs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The source's arguments with `flow_inputs` replacing them by parameter name."""
+        if not flow_inputs:
+            return args, kwargs
+        import inspect
+
+        try:
+            bound = inspect.signature(self._func).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise KitaruUsageError(
+                f"The recorded arguments of the source execution no longer fit flow "
+                f"{self.name!r}: {exc}"
+            ) from None
+        unknown = [k for k in flow_inputs if k not in inspect.signature(self._func).parameters]
+        if unknown:
+            raise KitaruUsageError(
+                f"Flow {self.name!r} has no parameter {unknown[0]!r}; replay flow inputs "
+                f"replace its arguments by name ({', '.join(inspect.signature(self._func).parameters)})."
+            )
+        bound.arguments.update(flow_inputs)
+        return bound.args, bound.kwargs
 
     def resume_execution(
         self,

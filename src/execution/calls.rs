@@ -159,6 +159,9 @@ pub(super) struct CallBook {
     by_inputs: HashMap<(String, [u8; 32]), Vec<String>>,
     /// Outputs recorded by this run: a later pass reuses them without a read.
     done: HashMap<String, RawValue>,
+    /// Results a replay took over from its source execution (recorded by this run before
+    /// the flow body started): reused like an earlier run's, with their metadata.
+    seeded: HashMap<String, (RawValue, Option<String>)>,
     pass: u32,
     occurrences: HashMap<String, u32>,
     /// Every call id of this pass: an explicit id, a named `llm()` call and the occurrences
@@ -339,7 +342,8 @@ impl CallBook {
                     Policy::Error => return decision,
                     Policy::Rerun => {
                         // This run recorded that id already: a call id is recorded once.
-                        if self.done.contains_key(&decision.call_id) {
+                        let id = &decision.call_id;
+                        if self.done.contains_key(id) || self.seeded.contains_key(id) {
                             decision.call_id = self.fresh(&req.name);
                         }
                         return decision;
@@ -354,6 +358,10 @@ impl CallBook {
             return decision;
         }
         decision.earlier_run = true;
+        if let Some((v, _)) = self.seeded.get(&decision.call_id) {
+            decision.value = Some(v.clone());
+            return decision;
+        }
         if let Some((_, rec)) = journal.checkpoints.get(&decision.call_id) {
             if let Body::Inline(b) = &rec.output.body {
                 decision.value = Some(RawValue {
@@ -363,6 +371,25 @@ impl CallBook {
             }
         }
         decision
+    }
+
+    /// A result a replay took over from its source: answered as an earlier run's would be.
+    pub(super) fn seeded(
+        &mut self,
+        call_id: &str,
+        name: &str,
+        digest: Option<[u8; 32]>,
+        output: RawValue,
+        metadata_json: Option<String>,
+    ) {
+        self.seeded
+            .insert(call_id.to_string(), (output, metadata_json));
+        self.index(call_id, name, false, digest);
+    }
+
+    /// The metadata of a seeded result.
+    pub(super) fn seed_metadata(&self, call_id: &str) -> Option<&str> {
+        self.seeded.get(call_id)?.1.as_deref()
     }
 
     /// A call this run recorded: later passes reuse its output.

@@ -119,6 +119,115 @@ impl Runner {
     /// Records a finished checkpoint call. One create-only put for outputs up to
     /// `layout::INLINE_LIMIT` bytes; a blob put first for larger ones.
     pub async fn record_checkpoint(&self, done: FinishedCall) -> Result<()> {
+        let (call_id, name, explicit, digest, kept) = (
+            done.call_id.clone(),
+            done.name.clone(),
+            done.explicit_id,
+            done.input_digest,
+            done.output.clone(),
+        );
+        self.write_checkpoint(done).await?;
+        self.calls
+            .lock()
+            .recorded(&call_id, &name, explicit, digest, kept);
+        Ok(())
+    }
+
+    /// Records a result a replay takes over from its source execution, before the flow
+    /// body runs: the flow's call of it is then answered like an earlier run's (matched by
+    /// its inputs; `input_digest` None: matched by position only, as an override is).
+    pub async fn seed_checkpoint(&self, seed: FinishedCall) -> Result<()> {
+        let (call_id, name, digest, kept, meta) = (
+            seed.call_id.clone(),
+            seed.name.clone(),
+            seed.input_digest,
+            seed.output.clone(),
+            seed.metadata_json.clone(),
+        );
+        self.write_checkpoint(seed).await?;
+        self.calls
+            .lock()
+            .seeded(&call_id, &name, digest, kept, meta);
+        Ok(())
+    }
+
+    /// Takes over the results of `calls` (call ids, in call order) from the execution
+    /// `source` in the same store, before the flow body runs (a replay): each is recorded
+    /// here as it was there (name, type, input digest, metadata, times), its output read
+    /// once and rebuilt if it was a delta. Each of `overrides` (call id, output) is
+    /// recorded as its call was there but with that output and no input digest, so it
+    /// answers the replay's call at that position whatever its inputs. Returns how many
+    /// calls were seeded.
+    pub async fn seed_from(
+        &self,
+        source: &str,
+        calls: &[String],
+        overrides: Vec<(String, RawValue)>,
+    ) -> Result<usize> {
+        let journal =
+            crate::journal::Journal::load(&self.lease.store, source, crate::journal::Scope::Full)
+                .await?;
+        let mut cache = std::collections::HashMap::new();
+        for call_id in calls {
+            let Some((_, rec)) = journal.checkpoints.get(call_id) else {
+                return Err(Error::UnknownCheckpoint {
+                    exec_id: source.to_string(),
+                    selector: call_id.clone(),
+                    available: journal.checkpoints.keys().cloned().collect(),
+                });
+            };
+            let bytes = crate::delta::resolve(
+                &self.lease.store,
+                &journal,
+                call_id,
+                &rec.output,
+                &mut cache,
+            )
+            .await?;
+            let last = rec.attempts.last();
+            self.seed_checkpoint(FinishedCall {
+                call_id: call_id.clone(),
+                name: rec.name.clone(),
+                explicit_id: rec.explicit_id,
+                checkpoint_type: rec.checkpoint_type.clone(),
+                input_digest: rec.input_digest.map(|d| d.0),
+                output: RawValue {
+                    serializer: rec.output.serializer.clone(),
+                    bytes,
+                },
+                started_us: last.map(|a| a.started_us).unwrap_or(0),
+                ended_us: last.map(|a| a.ended_us).unwrap_or(0),
+                metadata_json: rec.metadata_json.clone(),
+            })
+            .await?;
+        }
+        let count = calls.len() + overrides.len();
+        for (call_id, output) in overrides {
+            let Some((_, rec)) = journal.checkpoints.get(&call_id) else {
+                return Err(Error::UnknownCheckpoint {
+                    exec_id: source.to_string(),
+                    selector: call_id,
+                    available: journal.checkpoints.keys().cloned().collect(),
+                });
+            };
+            let now = now_us();
+            self.seed_checkpoint(FinishedCall {
+                call_id: call_id.clone(),
+                name: rec.name.clone(),
+                explicit_id: rec.explicit_id,
+                checkpoint_type: rec.checkpoint_type.clone(),
+                input_digest: None,
+                output,
+                started_us: now,
+                ended_us: now,
+                metadata_json: None,
+            })
+            .await?;
+        }
+        Ok(count)
+    }
+
+    async fn write_checkpoint(&self, done: FinishedCall) -> Result<()> {
         ids::validate_call_id(&done.call_id)?;
         // A local store was just looked at before the body ran (and a late append is
         // fenced anyway); an object store is asked only if the heartbeat fell behind.
@@ -127,7 +236,6 @@ impl Runner {
         } else {
             self.check_lease_now().await?;
         }
-        let kept = done.output.clone();
         let (delta, base) = {
             let bases = self.bases.lock();
             crate::delta::encode(bases.get(&done.name), &done.call_id, &done.output.bytes)
@@ -180,10 +288,6 @@ impl Runner {
         } else {
             self.put_checkpoint(&rec.call_id, revision, bytes).await?;
         }
-        let digest = rec.input_digest.map(|d| d.0);
-        self.calls
-            .lock()
-            .recorded(&rec.call_id, &rec.name, rec.explicit_id, digest, kept);
         // Only a stored value may be the base of the next delta.
         self.bases.lock().insert(rec.name, base);
         Ok(())

@@ -187,6 +187,21 @@ impl Runner {
         &self.journal
     }
 
+    /// The metadata recorded with `call_id`'s stored result (JSON), as loaded when the
+    /// lease was taken (or seeded by a replay).
+    pub fn call_metadata(&self, call_id: &str) -> Option<String> {
+        match self.journal.checkpoints.get(call_id) {
+            Some((_, rec)) => rec.metadata_json.clone(),
+            None => self.calls.lock().seed_metadata(call_id).map(str::to_string),
+        }
+    }
+
+    /// The execution metadata (`kitaru.log()` on the flow body) of earlier runs, oldest
+    /// first, as loaded when the lease was taken: one JSON object per record.
+    pub fn execution_metadata(&self) -> impl Iterator<Item = &str> {
+        self.journal.meta.iter().map(|m| m.json.as_str())
+    }
+
     /// Fails if another process cancelled or took over the execution, as far as the
     /// heartbeat knows (no I/O).
     pub fn check_lease(&self) -> Result<()> {

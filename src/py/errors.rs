@@ -36,6 +36,10 @@ fn class_for<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyType>> 
         Error::Transition { .. }
         | Error::WaitNotFound { .. }
         | Error::WaitAmbiguous { .. }
+        | Error::StillRunning { .. }
+        | Error::NothingToReplay { .. }
+        | Error::UnknownCheckpoint { .. }
+        | Error::AmbiguousCheckpoint { .. }
         | Error::WaitAnswered { .. }
         | Error::WaitsPending { .. } => class!(py, "KitaruStateError"),
         Error::LeaseHeld { .. } | Error::LeaseLost { .. } | Error::Contention { .. } => {

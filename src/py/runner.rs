@@ -104,15 +104,16 @@ impl PyRunner {
 
     /// The metadata recorded with `call_id`'s stored result (JSON), if any.
     fn call_metadata(&self, call_id: &str) -> Option<String> {
-        let (_, rec) = self.inner.journal().checkpoints.get(call_id)?;
-        rec.metadata_json.clone()
+        self.inner.call_metadata(call_id)
     }
 
     /// The execution metadata (`kitaru.log()` on the flow body) of earlier runs, oldest
     /// first, as loaded when the lease was taken: one JSON object per record.
     fn execution_metadata(&self) -> Vec<String> {
-        let meta = &self.inner.journal().meta;
-        meta.iter().map(|m| m.json.clone()).collect()
+        self.inner
+            .execution_metadata()
+            .map(str::to_string)
+            .collect()
     }
 
     /// True when the lease holds as far as known without asking the store, False when the
@@ -151,6 +152,43 @@ impl PyRunner {
             async move { r.record_checkpoint(done).await },
             none,
         )
+    }
+
+    /// Records a result a replay takes over from its source, before the flow body runs.
+    #[pyo3(signature = (call, *, awaitable = false))]
+    fn seed_checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        call: CallRecord<'_>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let (r, seed) = (self.inner.clone(), call.into_core()?);
+        finish(
+            py,
+            awaitable,
+            async move { r.seed_checkpoint(seed).await },
+            none,
+        )
+    }
+
+    /// Takes over the results of `calls` from execution `source`, and records each of
+    /// `overrides` (call id, serializer, bytes) in place of its call's output (a replay).
+    #[pyo3(signature = (source, calls, overrides, *, awaitable = false))]
+    fn seed_from<'py>(
+        &self,
+        py: Python<'py>,
+        source: String,
+        calls: Vec<String>,
+        overrides: Vec<(String, String, Bound<'_, PyBytes>)>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let overrides = overrides
+            .into_iter()
+            .map(|(id, tag, data)| (id, raw(tag, &data)))
+            .collect();
+        let r = self.inner.clone();
+        let fut = async move { r.seed_from(&source, &calls, overrides).await };
+        finish(py, awaitable, fut, plain)
     }
 
     /// Records a failed attempt; returns its attempt number (1-based).

@@ -184,6 +184,22 @@ impl PyStore {
         finish(py, awaitable, fut, to_py)
     }
 
+    /// What a replay of `exec_id` from `from_` with `override_keys` takes over.
+    #[pyo3(signature = (exec_id, from_, override_keys, *, awaitable = false))]
+    fn replay_plan<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        from_: String,
+        override_keys: Vec<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut =
+            async move { crate::replay::plan(&store, &exec_id, &from_, &override_keys).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
     /// The stored output of one checkpoint call: (serializer, bytes), or None.
     #[pyo3(signature = (exec_id, call_id, *, awaitable = false))]
     fn checkpoint_output<'py>(

@@ -29,7 +29,10 @@ from .response import LLMResponse, LLMUsage, ToolCall
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
-    from typing import Any
+    from typing import Any, ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 __all__ = ["LLMResponse", "LLMUsage", "ToolCall", "allm", "llm"]
 
@@ -227,7 +230,7 @@ class _Run:
         return None if self.call is None else self.call.record(self.out)
 
 
-def llm(
+def _call(
     prompt: str | list[dict[str, Any]],
     *,
     model: str | None = None,
@@ -240,6 +243,28 @@ def llm(
     tool_choice: str | None = None,
     timeout: float | None = None,
 ) -> Any:
+    """The parameters of `llm()` and `allm()` (documented on `llm`), taken in: the call
+    with its id, checked request and scope (a `_Run`)."""
+    run, scope = _enter(name)
+    prep = Prepared(
+        prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
+    )
+    return _Run(prep, name, run, scope)
+
+
+def _parameters_of(spec: Callable[P, Any]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Gives a function written as ``(*args, **kwargs)`` the parameters of `spec`, for type
+    checkers and for `inspect.signature` (which follows ``__wrapped__``)."""
+
+    def apply(impl: Callable[..., R]) -> Callable[P, R]:
+        impl.__wrapped__ = spec  # type: ignore[attr-defined]
+        return impl
+
+    return apply
+
+
+@_parameters_of(_call)
+def llm(*args: Any, **kwargs: Any) -> Any:
     """Call a model and record the call (durable in a flow body, inline in a checkpoint).
 
     Args:
@@ -248,6 +273,7 @@ def llm(
         model: a registered alias or ``provider/model`` (openai, anthropic, ollama,
             openrouter); default: ``KITARU_DEFAULT_MODEL``, then the default alias.
         system: a system prompt put before the messages.
+        temperature, max_tokens: sampling settings sent to the provider.
         name: the call's name (default ``llm_1``, ``llm_2``, ... in call order).
         schema: a type (pydantic model, dataclass, ``list[str]``...): the answer is asked
             for as JSON of that schema and returned validated.
@@ -259,43 +285,26 @@ def llm(
     Returns:
         The answer's text; the validated value with ``schema=``; an `LLMResponse` with ``tools=``.
     """
-    run, scope = _enter(name)
-    prep = Prepared(
-        prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
-    )
-    c = _Run(prep, name, run, scope)
+    c = _call(*args, **kwargs)
 
     def send(_op: object, arg: Any) -> Any:
         from . import providers as _providers
 
         return _providers.send(*arg)
 
-    return run_sync(_steps(prep, c), run.runner, send)
+    return run_sync(_steps(c.prep, c), c.run.runner, send)
 
 
-def allm(
-    prompt: str | list[dict[str, Any]],
-    *,
-    model: str | None = None,
-    system: str | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    name: str | None = None,
-    schema: Any = None,
-    tools: Sequence[Callable[..., Any] | type | dict[str, Any]] | None = None,
-    tool_choice: str | None = None,
-    timeout: float | None = None,
-) -> Coroutine[Any, Any, Any]:
-    """`llm()` for async flows and checkpoints: the event loop runs while the call is out.
+@_parameters_of(_call)
+def allm(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+    """`llm()` for async flows and checkpoints (the same parameters): the event loop runs
+    while the call is out.
 
     Like an async checkpoint, the call takes its id when it is made, not when it is
     awaited, so ``asyncio.gather(allm(a), allm(b))`` numbers ``a`` then ``b`` every time.
     """
-    run, scope = _enter(name)
-    prep = Prepared(
-        prompt, model, system, temperature, max_tokens, schema, tools, tool_choice, timeout
-    )
-    return _allm(run, prep, _Run(prep, name, run, scope))
+    c = _call(*args, **kwargs)
+    return _allm(c.run, c.prep, c)
 
 
 async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:

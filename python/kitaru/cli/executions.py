@@ -1,4 +1,5 @@
-"""`kitaru executions ...`: list, inspect, retry, resume, cancel, answer waits, read logs."""
+"""`kitaru executions ...`: list, inspect, retry, resume, replay, cancel, answer waits, read
+logs."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def add_parsers(
                 metavar="USD",
                 help="a new LLM budget for the execution (e.g. after a budget stop)",
             )
+    rp = exs.add_parser(
+        "replay",
+        help="a new execution that reuses this one's results up to a checkpoint and runs the rest",
+        parents=common_st,
+    )
+    rp.add_argument("exec_id", metavar="EXEC_ID")
+    rp.add_argument(
+        "--from", dest="from_", required=True, metavar="CHECKPOINT",
+        help="the checkpoint (call id such as write_draft or fetch_2) from which to run live",
+    )  # fmt: skip
+    rp.add_argument(
+        "--overrides", metavar="JSON",
+        help='outputs to replace, e.g. \'{"checkpoint.research": "edited notes"}\'',
+    )  # fmt: skip
+    rp.add_argument("--args", metavar="JSON", help="flow arguments to replace, by name")
     inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=common_st)
     inp.add_argument("exec_id", metavar="EXEC_ID")
     inp.add_argument("--value", help="the answer as JSON, e.g. true, 3, '\"text\"', '{\"a\": 1}'")
@@ -105,10 +121,34 @@ def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> No
     elif args.action == "cancel":
         e = client.executions.cancel(args.exec_id)
         out.item(e, lambda: f"Execution {e.exec_id} is {e.status.value}.")
+    elif args.action == "replay":
+        overrides = _json_object(args.overrides, "--overrides")
+        flow_inputs = _json_object(args.args, "--args")
+        e = client.executions.replay(
+            args.exec_id, from_=args.from_, overrides=overrides, **flow_inputs
+        )
+        out.item(e, lambda: _describe(e))
+        if e.status.value in ("failed", "cancelled"):
+            raise Exit(1)
     elif args.action == "input":
         _input(client, args, out)
     elif args.action == "logs":
         _logs(client, args, out)
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any]:
+    """The JSON object an option gives (empty when the option is not given)."""
+    from ..errors import KitaruUsageError
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise KitaruUsageError(f"{option} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise KitaruUsageError(f"{option} must be a JSON object, got {text!r}.")
+    return value
 
 
 def _input(client: Any, args: argparse.Namespace, out: Output) -> None:
@@ -246,6 +286,12 @@ def _describe(e: Any) -> str:
         f"Started     {fmt_time(e.started_at)}",
         f"Ended       {fmt_time(e.ended_at)}  ({fmt_duration(e.started_at, e.ended_at)})",
     ]
+    if e.original_exec_id:
+        taken = [c.name for c in e.checkpoints if c.original_call_id]
+        lines.append(
+            f"Replay of   {e.original_exec_id}"
+            + (f" (took over {', '.join(taken)})" if taken else " (took over no checkpoint)")
+        )
     if e.holder:
         lines.append(f"Runner      {e.holder}")
     if e.failure:

@@ -1,0 +1,244 @@
+"""Replay: a new execution that takes over its source's results before a checkpoint, with
+outputs overridden, and runs the rest live (Kitaru 0.4's `replay`, on kitaru's store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import kitaru
+import pytest
+from conftest import run_cli
+from kitaru import KitaruClient, checkpoint, flow
+
+RAN: list[str] = []
+
+
+@checkpoint
+def research(topic: str) -> str:
+    RAN.append("research")
+    return f"notes about {topic}"
+
+
+@checkpoint
+def write_draft(notes: str) -> str:
+    RAN.append("write_draft")
+    return f"Draft from {notes}"
+
+
+@checkpoint
+def publish(draft: str) -> str:
+    RAN.append("publish")
+    return f"PUBLISHED: {draft}"
+
+
+@flow
+def content_pipeline(topic: str) -> str:
+    return publish(write_draft(research(topic)))
+
+
+@checkpoint
+def fetch(url: str) -> str:
+    RAN.append(f"fetch {url}")
+    return url.upper()
+
+
+@flow
+def crawler() -> list[str]:
+    return [fetch("a"), fetch("b"), fetch("c")]
+
+
+@flow
+def named_pages() -> list[str]:
+    return [fetch("h", id="home"), fetch("a", id="about")]
+
+
+@pytest.mark.both_stores
+def test_replay_with_an_override_runs_only_from_the_frontier(store_backend: str) -> None:
+    source = content_pipeline.run("kitaru")
+    assert source.wait() == "PUBLISHED: Draft from notes about kitaru"
+    RAN.clear()
+    replay = content_pipeline.replay(
+        source.exec_id,
+        from_="write_draft",
+        overrides={"checkpoint.research": "edited notes for kitaru"},
+    )
+    assert replay.exec_id != source.exec_id
+    assert replay.wait() == "PUBLISHED: Draft from edited notes for kitaru"
+    assert RAN == ["write_draft", "publish"]  # research was not run again
+    e = KitaruClient().executions.get(replay.exec_id)
+    assert e.original_exec_id == source.exec_id
+    taken = {c.name: c.original_call_id for c in e.checkpoints}
+    assert taken == {
+        "research": f"{source.exec_id}/research",
+        "write_draft": None,
+        "publish": None,
+    }
+    # The source is untouched.
+    assert KitaruClient().executions.result(source.exec_id) == (
+        "PUBLISHED: Draft from notes about kitaru"
+    )
+
+
+def test_replay_from_a_later_checkpoint_reuses_everything_before_it() -> None:
+    source = content_pipeline.run("agents")
+    RAN.clear()
+    e = KitaruClient().executions.replay(source.exec_id, from_="publish")
+    assert e.status == "completed"
+    assert RAN == ["publish"]
+    assert KitaruClient().executions.result(e.exec_id) == "PUBLISHED: Draft from notes about agents"
+    assert sorted(c.name for c in e.checkpoints if c.original_call_id) == [
+        "research",
+        "write_draft",
+    ]
+
+
+def test_an_override_later_than_from_moves_nothing_before_from() -> None:
+    source = content_pipeline.run("x")
+    RAN.clear()
+    handle = content_pipeline.replay(
+        source.exec_id, from_="research", overrides={"checkpoint.write_draft": "my own draft"}
+    )
+    # research runs live (it is the frontier); the override answers write_draft's call
+    assert handle.wait() == "PUBLISHED: my own draft"
+    assert RAN == ["research", "publish"]
+
+
+def test_flow_inputs_replace_arguments_and_changed_calls_run_again() -> None:
+    source = content_pipeline.run("old topic")
+    RAN.clear()
+    handle = content_pipeline.replay(source.exec_id, from_="publish", topic="new topic")
+    # research was taken over, but its inputs changed: it runs again (a divergence), and
+    # so does everything after it whose inputs changed
+    assert handle.wait() == "PUBLISHED: Draft from notes about new topic"
+    assert RAN == ["research", "write_draft", "publish"]
+
+
+def test_selectors_name_a_call_or_a_checkpoint_only_one_call_has() -> None:
+    source = crawler.run()
+    assert source.wait() == ["A", "B", "C"]
+    RAN.clear()
+    handle = crawler.replay(source.exec_id, from_="fetch_3")
+    assert handle.wait() == ["A", "B", "C"]
+    assert RAN == ["fetch c"]
+    # "fetch" is the first call's id; a name no call id has but several calls share is
+    # ambiguous
+    RAN.clear()
+    crawler.replay(source.exec_id, from_="fetch").wait()
+    assert RAN == ["fetch a", "fetch b", "fetch c"]
+    pages = named_pages.run()
+    with pytest.raises(kitaru.KitaruStateError, match=r"ambiguous \(home, about\)"):
+        named_pages.replay(pages.exec_id, from_="fetch")
+    with pytest.raises(kitaru.KitaruStateError, match=r"no checkpoint 'nope'.*fetch, fetch_2"):
+        crawler.replay(source.exec_id, from_="nope")
+    with pytest.raises(kitaru.KitaruUsageError, match="answered with input"):
+        crawler.replay(source.exec_id, from_="fetch_2", overrides={"wait.approve": True})
+    with pytest.raises(kitaru.KitaruUsageError, match="replay override key"):
+        crawler.replay(source.exec_id, from_="fetch_2", overrides={"fetch": "x"})
+    with pytest.raises(kitaru.KitaruUsageError, match="parameter 'colour'"):
+        crawler.replay(source.exec_id, from_="fetch_2", colour="red")
+    # a call id given with its execution id, as CheckpointCall.call_id shows it
+    RAN.clear()
+    crawler.replay(source.exec_id, from_=f"{source.exec_id}/fetch_2").wait()
+    assert RAN == ["fetch b", "fetch c"]
+
+
+def test_the_cli_replays_with_overrides_and_args(tmp_path: Path) -> None:
+    env = os.environ.copy()
+    (tmp_path / "pipeline.py").write_text(PIPELINE)
+    out = subprocess.run(
+        [sys.executable, "pipeline.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    source = out.stdout.strip()
+    proc = run_cli(
+        "executions", "replay", source, "--from", "write_draft",
+        "--overrides", json.dumps({"checkpoint.research": "edited"}),
+        "-o", "json", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    item = json.loads(proc.stdout)["item"]
+    assert item["original_exec_id"] == source and item["status"] == "completed"
+    assert KitaruClient().executions.result(item["exec_id"]) == "PUBLISHED: Draft from edited"
+    assert (tmp_path / "ran.txt").read_text().split() == [
+        "research", "write_draft", "publish", "write_draft", "publish",
+    ]  # fmt: skip
+    bad = run_cli("executions", "replay", source, "--from", "write_draft",
+                  "--overrides", "[1]", cwd=tmp_path, env=env)  # fmt: skip
+    assert bad.returncode != 0 and "--overrides must be a JSON object" in bad.stderr
+
+
+PIPELINE = textwrap.dedent(
+    """
+    import os, sys, time
+    from kitaru import checkpoint, flow
+
+    def note(what):
+        with open("ran.txt", "a") as f:
+            f.write(what + "\\n")
+
+    @checkpoint
+    def research(topic: str) -> str:
+        note("research")
+        return f"notes about {topic}"
+
+    @checkpoint
+    def write_draft(notes: str) -> str:
+        note("write_draft")
+        if os.environ.get("KILL_IN_DRAFT") and os.path.exists("replaying"):
+            os.kill(os.getpid(), 9)
+        return f"Draft from {notes}"
+
+    @checkpoint
+    def publish(draft: str) -> str:
+        note("publish")
+        return f"PUBLISHED: {draft}"
+
+    @flow
+    def pipeline(topic: str) -> str:
+        return publish(write_draft(research(topic)))
+
+    if __name__ == "__main__":
+        if len(sys.argv) > 1:  # replay the given execution in this process
+            open("replaying", "w").close()
+            h = pipeline.replay(sys.argv[1], from_="write_draft",
+                                overrides={"checkpoint.research": "edited"})
+            print(h.exec_id)
+        else:
+            print(pipeline.run("kitaru").exec_id)
+    """
+)
+
+
+def test_a_replay_killed_mid_run_is_retried_like_any_execution(tmp_path: Path) -> None:
+    env = dict(os.environ, KILL_IN_DRAFT="1")
+    (tmp_path / "pipeline.py").write_text(PIPELINE)
+    first = subprocess.run([sys.executable, "pipeline.py"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    source = first.stdout.strip()
+    killed = subprocess.run([sys.executable, "pipeline.py", source], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    replays = [e for e in KitaruClient().executions.list() if e.exec_id != source]
+    (replay,) = [e for e in replays if e.flow_name == "pipeline"][:1]
+    deadline = time.monotonic() + 10
+    while KitaruClient().executions.get(replay.exec_id).status != "failed":
+        assert time.monotonic() < deadline, "the killed replay never showed as failed"
+        time.sleep(0.1)
+    (tmp_path / "replaying").unlink()
+    proc = run_cli("executions", "retry", replay.exec_id, "-o", "json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert KitaruClient().executions.result(replay.exec_id) == "PUBLISHED: Draft from edited"
+    # research never ran in the replay (taken over, then overridden); write_draft ran in
+    # the killed run and again in the retry (it never finished); publish once
+    assert (tmp_path / "ran.txt").read_text().split() == [
+        "research", "write_draft", "publish", "write_draft", "write_draft", "publish",
+    ]  # fmt: skip
+    e = KitaruClient().executions.get(replay.exec_id)
+    assert e.original_exec_id == source

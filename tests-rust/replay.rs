@@ -1,0 +1,151 @@
+//! Replay planning and seeding in the core: the frontier, what is taken over, selectors.
+
+use bytes::Bytes;
+use kitaru::execution::{CallRequest, FinishedCall, Policy, RawValue, Runner};
+use kitaru::journal::types::Failure;
+use kitaru::replay;
+use kitaru::Error;
+
+use crate::{memory_store, rt, start_info};
+
+fn finished(call: &str, name: &str, out: &str, at: u64) -> FinishedCall {
+    FinishedCall {
+        call_id: call.into(),
+        name: name.into(),
+        explicit_id: false,
+        checkpoint_type: None,
+        input_digest: Some([at as u8; 32]),
+        output: RawValue {
+            serializer: "str".into(),
+            bytes: Bytes::from(out.to_string()),
+        },
+        started_us: at,
+        ended_us: at + 1,
+        metadata_json: None,
+    }
+}
+
+/// A failed source execution with calls research, fetch, fetch_2, publish (in that order).
+async fn source(store: &std::sync::Arc<kitaru::store::Store>) -> String {
+    let r = Runner::start(store.clone(), start_info(), 30_000)
+        .await
+        .unwrap();
+    // recorded out of call order: the plan orders by when each call started
+    for (call, name, out, at) in [
+        ("publish", "publish", "P", 40),
+        ("research", "research", "R", 10),
+        ("fetch_2", "fetch", "F2", 30),
+        ("fetch", "fetch", "F1", 20),
+    ] {
+        r.record_checkpoint(finished(call, name, out, at))
+            .await
+            .unwrap();
+    }
+    r.fail(Failure {
+        origin: "user_code".into(),
+        message: "boom".into(),
+        exception_type: None,
+        traceback: None,
+    })
+    .await
+    .unwrap();
+    r.exec_id().to_string()
+}
+
+#[test]
+fn the_frontier_is_the_earliest_of_from_and_the_overrides() {
+    rt().block_on(async {
+        let store = memory_store("replay-plan").await;
+        let src = source(&store).await;
+        let plan = replay::plan(&store, &src, "publish", &[]).await.unwrap();
+        assert_eq!(plan.frontier, "publish");
+        assert_eq!(plan.reuse, ["research", "fetch", "fetch_2"]);
+        let keys = vec!["checkpoint.fetch_2".to_string()];
+        let plan = replay::plan(&store, &src, "publish", &keys).await.unwrap();
+        assert_eq!(plan.frontier, "fetch_2");
+        assert_eq!(plan.reuse, ["research", "fetch"]);
+        assert_eq!(plan.overrides, [(keys[0].clone(), "fetch_2".to_string())]);
+        // an override before `from`: it is replaced, not reused, and the frontier moves
+        let keys = vec!["checkpoint.research".to_string()];
+        let plan = replay::plan(&store, &src, "publish", &keys).await.unwrap();
+        assert_eq!(plan.frontier, "research");
+        assert!(plan.reuse.is_empty());
+        // `<exec id>/<call id>` selects too
+        let plan = replay::plan(&store, &src, &format!("{src}/fetch_2"), &[])
+            .await
+            .unwrap();
+        assert_eq!(plan.frontier, "fetch_2");
+    });
+}
+
+#[test]
+fn selectors_and_override_keys_are_checked() {
+    rt().block_on(async {
+        let store = memory_store("replay-errors").await;
+        let src = source(&store).await;
+        let err = replay::plan(&store, &src, "nope", &[]).await.unwrap_err();
+        assert!(
+            matches!(err, Error::UnknownCheckpoint { ref available, .. } if available.len() == 4)
+        );
+        let bad = ["wait.approve".to_string()];
+        let err = replay::plan(&store, &src, "fetch", &bad).await.unwrap_err();
+        assert!(err.to_string().contains("answered with input"), "{err}");
+        let err = replay::plan(&store, &src, " ", &[]).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+        // a running execution is not replayed
+        let running = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        running
+            .record_checkpoint(finished("a", "a", "x", 1))
+            .await
+            .unwrap();
+        let err = replay::plan(&store, running.exec_id(), "a", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::StillRunning { .. }), "{err:?}");
+    });
+}
+
+#[test]
+fn seeded_results_answer_the_replays_calls_like_an_earlier_runs() {
+    rt().block_on(async {
+        let store = memory_store("replay-seed").await;
+        let src = source(&store).await;
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let over = RawValue {
+            serializer: "str".into(),
+            bytes: Bytes::from_static(b"edited"),
+        };
+        let n = r
+            .seed_from(
+                &src,
+                &["research".to_string()],
+                vec![("fetch".into(), over)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        r.new_pass();
+        let ask = |id: &str, name: &str, digest: u8| CallRequest {
+            call_id: id.into(),
+            name: name.into(),
+            digest: Some([digest; 32]),
+            ordered: true,
+            explicit: false,
+            policy: Policy::Rerun,
+        };
+        let research = r.begin_call(&ask("research", "research", 10));
+        assert!(research.reuse && research.earlier_run && !research.pending());
+        assert_eq!(&research.value.unwrap().bytes[..], b"R");
+        // the override answers its call whatever the inputs (no digest to compare)
+        let fetch = r.begin_call(&ask("fetch", "fetch", 99));
+        assert!(fetch.reuse && fetch.divergence.is_none(), "{fetch:?}");
+        assert_eq!(&fetch.value.unwrap().bytes[..], b"edited");
+        // what was not taken over runs live
+        let publish = r.begin_call(&ask("publish", "publish", 40));
+        assert!(!publish.reuse);
+    });
+}
