@@ -142,6 +142,7 @@ pub struct ExecutionView {
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub failure: Option<FailureView>,
+    /// The process running the execution now (None when its lease lapsed).
     pub holder: Option<String>,
     pub lease_expires_at: Option<f64>,
     pub entry: Option<EntryPoint>,
@@ -306,8 +307,12 @@ impl ExecutionView {
             started_at: journal.states.first().map(|s| secs(s.at_us)).unwrap_or(0.0),
             ended_at: journal.ended_at_us().map(secs),
             failure,
+            // Only a live runner: one whose lease lapsed (it died, or stopped renewing) holds
+            // nothing, and `resume` or `retry` takes over.
             holder: match state {
-                State::Running { .. } => claim.map(|(_, _, c)| c.holder.to_string()),
+                State::Running { .. } if !journal.lease_lapsed(now) => {
+                    claim.map(|(_, _, c)| c.holder.to_string())
+                }
                 _ => None,
             },
             lease_expires_at: match state {

@@ -157,7 +157,10 @@ def test_answer_while_polling_continues_in_the_same_process(tmp_path: Path) -> N
             status(exec_id, tmp_path)["holder"] == f"pid {proc.pid} on host {os.uname().nodename}"
         )
         client = KitaruClient()
-        client.executions.input(exec_id, wait="approve_draft", value=True)
+        told = run_cli("executions", "input", exec_id, "--wait", "approve_draft",
+                       "--value", "true", cwd=tmp_path, env=env, check=True).stdout  # fmt: skip
+        # the polling process continues by itself: `resume` would be refused (it holds the lease)
+        assert "continues it" in told and "resume" not in told, told
         _wait_for(
             lambda: (
                 [w["name"] for w in status(exec_id, tmp_path)["pending_waits"]]
@@ -227,7 +230,9 @@ def test_sigkill_while_polling_then_input_and_resume(tmp_path: Path) -> None:
     assert item["status"] == "waiting" and item["pending_waits"][0]["name"] == "approve_draft"
     refused = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=env)
     assert refused.returncode == 1 and "waiting for input on approve_draft" in refused.stderr
-    run_cli("executions", "input", exec_id, "--value", "true", cwd=tmp_path, env=env, check=True)
+    told = run_cli("executions", "input", exec_id, "--value", "true", cwd=tmp_path, env=env,
+                   check=True).stdout  # fmt: skip
+    assert f"kitaru executions resume {exec_id}" in told, told  # no runner left: resume it
     env["WAIT_TIMEOUT"] = "0.2"
     run_cli("executions", "resume", exec_id, cwd=tmp_path, env=env, check=True)
     run_cli("executions", "input", exec_id, "--value", DETAILS, cwd=tmp_path, env=env, check=True)

@@ -136,6 +136,16 @@ def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> No
         _logs(client, args, out)
 
 
+def _after_input(e: Any) -> str:
+    """What happens next once a wait is answered: a runner still polling continues by
+    itself (and holds the lease, so `resume` would be refused); else `resume` continues."""
+    if e.holder:  # a live process holds the lease: it is polling for this answer
+        return (
+            f"Input recorded. The process running execution {e.exec_id} ({e.holder}) continues it."
+        )
+    return f"Input recorded. Continue it with: kitaru executions resume {e.exec_id}"
+
+
 def _json_object(text: str | None, option: str) -> dict[str, Any]:
     """The JSON object an option gives (empty when the option is not given)."""
     from ..errors import KitaruUsageError
@@ -183,7 +193,7 @@ def _input(client: Any, args: argparse.Namespace, out: Output) -> None:
             return (
                 f"Input recorded. Execution {e.exec_id} still waits on {e.pending_waits[0].name}."
             )
-        return f"Input recorded. Continue it with: kitaru executions resume {e.exec_id}"
+        return _after_input(e)
 
     out.item(e, text)
 
@@ -217,7 +227,7 @@ def _interactive_input(client: Any, exec_id: str, wait: str | None) -> None:
                 except KitaruWaitValidationError as exc:
                     print(f"  {exc}")
                     continue
-                print(f"  recorded; continue with: kitaru executions resume {exec_id}")
+                print(f"  recorded. {_after_input(client.executions.get(exec_id))}")
                 break
 
 
