@@ -3,6 +3,7 @@
 //! everything else is plain Rust, tested without Python in tests-rust/.
 
 pub mod delta;
+pub mod diff;
 pub mod error;
 pub mod execution;
 pub mod ids;

@@ -242,3 +242,72 @@ def test_a_replay_killed_mid_run_is_retried_like_any_execution(tmp_path: Path) -
     ]  # fmt: skip
     e = KitaruClient().executions.get(replay.exec_id)
     assert e.original_exec_id == source
+
+
+# --- diff ------------------------------------------------------------------------------
+
+
+def test_diff_of_a_run_and_its_replay_shows_what_the_override_changed() -> None:
+    source = content_pipeline.run("kitaru")
+    replay = content_pipeline.replay(
+        source.exec_id, from_="write_draft", overrides={"checkpoint.research": "edited notes"}
+    )
+    d = KitaruClient().executions.diff(source.exec_id, replay.exec_id)
+    by_id = {c.call_id: c for c in d.checkpoints}
+    assert [c.call_id for c in d.checkpoints] == ["research", "write_draft", "publish"]
+    assert {k: c.status for k, c in by_id.items()} == {
+        "research": "changed",
+        "write_draft": "changed",
+        "publish": "changed",
+    }
+    assert by_id["research"].output_diff is not None
+    assert "-notes about kitaru" in by_id["research"].output_diff
+    assert "+edited notes" in by_id["research"].output_diff
+    assert d.count("changed") == 3 and d.count("same") == 0
+    # a replay from the last step with nothing overridden: the taken-over calls are the same
+    again = content_pipeline.replay(source.exec_id, from_="publish")
+    same = KitaruClient().executions.diff(source.exec_id, again.exec_id)
+    assert [(c.call_id, c.status) for c in same.checkpoints] == [
+        ("research", "same"),
+        ("write_draft", "same"),
+        ("publish", "same"),
+    ]
+    assert all(c.output_diff is None for c in same.checkpoints)
+
+
+def test_diff_of_two_unrelated_runs_lists_added_and_removed_calls() -> None:
+    a = crawler.run()
+    b = named_pages.run()
+    d = KitaruClient().executions.diff(a.exec_id, b.exec_id)
+    statuses = {c.call_id: c.status for c in d.checkpoints}
+    assert statuses == {
+        "home": "added",
+        "about": "added",
+        "fetch": "removed",
+        "fetch_2": "removed",
+        "fetch_3": "removed",
+    }
+    # the CLI: text and JSON
+    text = run_cli("executions", "diff", a.exec_id, b.exec_id, check=True).stdout
+    assert "removed" in text and "added" in text and "2 added, 3 removed" in text
+    item = json.loads(run_cli("executions", "diff", a.exec_id, b.exec_id, "-o", "json",
+                              check=True).stdout)["item"]  # fmt: skip
+    assert [c["status"] for c in item["checkpoints"]] == ["added"] * 2 + ["removed"] * 3
+
+
+@checkpoint
+def summary(n: int) -> dict[str, object]:
+    return {"count": n, "items": list(range(n))}
+
+
+@flow
+def summarize(n: int) -> dict[str, object]:
+    return summary(n)
+
+
+def test_diff_renders_structured_outputs_as_json() -> None:
+    a, b = summarize.run(2), summarize.run(3)
+    d = KitaruClient().executions.diff(a.exec_id, b.exec_id)
+    (c,) = d.checkpoints
+    assert c.status == "changed" and c.output_diff is not None
+    assert '-  "count": 2,' in c.output_diff and '+  "count": 3,' in c.output_diff

@@ -149,3 +149,40 @@ fn seeded_results_answer_the_replays_calls_like_an_earlier_runs() {
         assert!(!publish.reuse);
     });
 }
+
+#[test]
+fn a_diff_aligns_calls_by_id_and_compares_outputs() {
+    rt().block_on(async {
+        let store = memory_store("diff").await;
+        let a = source(&store).await;
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let over = RawValue {
+            serializer: "str".into(),
+            bytes: Bytes::from_static(b"other"),
+        };
+        r.seed_from(&a, &["research".to_string()], vec![("fetch".into(), over)])
+            .await
+            .unwrap();
+        r.record_checkpoint(finished("extra", "extra", "E", 50))
+            .await
+            .unwrap();
+        let d = kitaru::diff::diff(&store, &a, r.exec_id()).await.unwrap();
+        let got: Vec<(&str, &str)> = d
+            .calls
+            .iter()
+            .map(|c| (c.call_id.as_str(), c.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("research", "same"),
+                ("fetch", "changed"),
+                ("extra", "added"),
+                ("fetch_2", "removed"),
+                ("publish", "removed"),
+            ]
+        );
+    });
+}

@@ -10,7 +10,14 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Literal, final, overload
 
 from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
-from kitaru._views import EntryPointView, ExecutionView, ReplayPlan, VerifyReport, WaitView
+from kitaru._views import (
+    EntryPointView,
+    ExecutionDiff,
+    ExecutionView,
+    ReplayPlan,
+    VerifyReport,
+    WaitView,
+)
 
 __all__ = [
     "INLINE_LIMIT",
@@ -146,6 +153,10 @@ class Store:
         *,
         awaitable: Literal[True],
     ) -> Awaitable[ReplayPlan]: ...
+    @overload
+    def diff(self, a: str, b: str, *, awaitable: Literal[False] = False) -> ExecutionDiff: ...
+    @overload
+    def diff(self, a: str, b: str, *, awaitable: Literal[True]) -> Awaitable[ExecutionDiff]: ...
     @overload
     def result(self, exec_id: str, *, awaitable: Literal[False] = False) -> _Value | None: ...
     @overload

@@ -133,3 +133,28 @@ class ReplayPlan(TypedDict):
     frontier: str  # the call from which everything runs live
     reuse: list[str]  # finished calls before the frontier, in call order
     overrides: list[tuple[str, str]]  # (override key, the call id it replaces)
+
+
+class CallSide(TypedDict):
+    serializer: str
+    size: int
+    digest: str  # blake3 of the output bytes, hex
+    input_digest: str | None
+    duration: float  # seconds of the successful attempt
+    metadata_json: str | None
+
+
+class CallDiff(TypedDict):
+    call_id: str
+    name: str
+    status: Literal["same", "changed", "added", "removed"]
+    a: CallSide | None
+    b: CallSide | None
+
+
+class ExecutionDiff(TypedDict):
+    """Two executions compared checkpoint by checkpoint (`src/diff.rs`)."""
+
+    a: str
+    b: str
+    calls: list[CallDiff]  # in b's call order, then the calls only a has

@@ -30,7 +30,9 @@ __all__ = [
     "ArtifactRef",
     "CheckpointAttempt",
     "CheckpointCall",
+    "CheckpointDiff",
     "Execution",
+    "ExecutionDiff",
     "ExecutionStatus",
     "FailureInfo",
     "KitaruClient",
@@ -318,6 +320,81 @@ class LLMCost:
     budget_usd: float | None
 
 
+@dataclass(frozen=True)
+class CheckpointDiff:
+    """One checkpoint call across two executions (`ExecutionsAPI.diff`)."""
+
+    call_id: str
+    name: str
+    status: str
+    """same, changed, added (only in b) or removed (only in a)"""
+    output_diff: str | None
+    """a unified diff of the two outputs, rendered as text or indented JSON (changed only)"""
+    duration_a: float | None
+    duration_b: float | None
+    cost_usd_a: float | None
+    cost_usd_b: float | None
+    tokens_a: int | None
+    tokens_b: int | None
+
+
+@dataclass(frozen=True)
+class ExecutionDiff:
+    """Two executions of a flow side by side, checkpoint by checkpoint, with the totals."""
+
+    a: str
+    b: str
+    checkpoints: list[CheckpointDiff]
+    cost_usd_a: float
+    cost_usd_b: float
+    tokens_a: int
+    tokens_b: int
+    duration_a: float | None
+    duration_b: float | None
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.checkpoints if c.status == status)
+
+
+def _call_costs(side: Any) -> tuple[float | None, int | None]:
+    """(cost, tokens) of the `llm()` calls recorded on one side of a checkpoint diff."""
+    if side is None:
+        return None, None
+    calls = (_parsed(side["metadata_json"], {}) or {}).get("llm_calls") or {}
+    if not isinstance(calls, dict) or not calls:
+        return None, None
+    infos = [i for i in calls.values() if isinstance(i, dict)]
+    cost = sum(i.get("cost_usd") or 0.0 for i in infos)
+    tokens = sum((i.get("tokens_input") or 0) + (i.get("tokens_output") or 0) for i in infos)
+    return round(cost, 10), tokens
+
+
+def _rendered(found: tuple[str, bytes] | None, what: str) -> list[str]:
+    """An output as lines to diff: text as it is, other values as indented JSON."""
+    if found is None:
+        return []
+    try:
+        value = serde.loads(*found, what=what)
+    except Exception as exc:  # e.g. a pickle this process may not load
+        return [f"<{what} cannot be shown: {exc}>"]
+    if isinstance(value, str):
+        return value.splitlines()
+    return json.dumps(value, indent=2, sort_keys=True, default=_plain).splitlines()
+
+
+def _plain(v: Any) -> Any:
+    """JSON for what `json` cannot show itself: models and dataclasses by their fields."""
+    if hasattr(v, "model_dump"):
+        return v.model_dump(mode="json")
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return dataclasses.asdict(v)
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=repr)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "backslashreplace")
+    return repr(v)
+
+
 def _ledger(
     metadata: dict[str, Any], options: dict[str, Any] | None, events: list[EventView]
 ) -> tuple[list[LLMCall], LLMCost]:
@@ -588,6 +665,55 @@ class ExecutionsAPI:
             store, exec_id, from_, overrides, flow_inputs, definition.retries, None
         )
         return self.get(handle.exec_id)
+
+    def diff(self, a: str, b: str) -> ExecutionDiff:
+        """Executions `a` and `b` (typically a run and its replay) checkpoint by checkpoint:
+        which calls kept their output, changed it or exist in one only; a readable diff of
+        each changed output; durations, tokens and cost on both sides."""
+        import difflib
+
+        a, b = _check_id(a), _check_id(b)
+        store = self._store
+        compared = store.diff(a, b)
+        checkpoints = []
+        for c in compared["calls"]:
+            text = None
+            if c["status"] == "changed":
+                old = _rendered(
+                    store.checkpoint_output(a, c["call_id"]), f"output of {c['call_id']}"
+                )
+                new = _rendered(
+                    store.checkpoint_output(b, c["call_id"]), f"output of {c['call_id']}"
+                )
+                text = "\n".join(difflib.unified_diff(old, new, f"a/{c['call_id']}",
+                                                       f"b/{c['call_id']}", lineterm=""))  # fmt: skip
+            (cost_a, tokens_a), (cost_b, tokens_b) = _call_costs(c["a"]), _call_costs(c["b"])
+            checkpoints.append(
+                CheckpointDiff(
+                    call_id=c["call_id"],
+                    name=c["name"],
+                    status=c["status"],
+                    output_diff=text,
+                    duration_a=c["a"]["duration"] if c["a"] else None,
+                    duration_b=c["b"]["duration"] if c["b"] else None,
+                    cost_usd_a=cost_a,
+                    cost_usd_b=cost_b,
+                    tokens_a=tokens_a,
+                    tokens_b=tokens_b,
+                )
+            )
+        ea, eb = self.get(a), self.get(b)
+
+        def totals(e: Execution) -> tuple[float, int, float | None]:
+            cost = e.llm_cost
+            spent = (cost.cost_usd, cost.tokens_input + cost.tokens_output) if cost else (0.0, 0)
+            took = (
+                (e.ended_at - e.started_at).total_seconds() if e.ended_at and e.started_at else None
+            )
+            return spent[0], spent[1], took
+
+        (ca, ta, da), (cb, tb, db) = totals(ea), totals(eb)
+        return ExecutionDiff(a, b, checkpoints, ca, cb, ta, tb, da, db)
 
     def _rerun(self, exec_id: str, intent: str, budget_usd: float | None = None) -> Execution:
         from . import _entry

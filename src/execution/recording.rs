@@ -210,7 +210,8 @@ impl Runner {
                     available: journal.checkpoints.keys().cloned().collect(),
                 });
             };
-            let now = now_us();
+            // At its source call's place in time, so call order stays as it was there.
+            let started = rec.attempts.last().map(|a| a.started_us).unwrap_or(0);
             self.seed_checkpoint(FinishedCall {
                 call_id: call_id.clone(),
                 name: rec.name.clone(),
@@ -218,8 +219,8 @@ impl Runner {
                 checkpoint_type: rec.checkpoint_type.clone(),
                 input_digest: None,
                 output,
-                started_us: now,
-                ended_us: now,
+                started_us: started,
+                ended_us: started,
                 metadata_json: None,
             })
             .await?;

@@ -200,6 +200,18 @@ impl PyStore {
         finish(py, awaitable, fut, to_py)
     }
 
+    /// Executions `a` and `b` compared checkpoint by checkpoint.
+    #[pyo3(signature = (a, b, *, awaitable = false))]
+    fn diff<'py>(&self, py: Python<'py>, a: String, b: String, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        finish(
+            py,
+            awaitable,
+            async move { crate::diff::diff(&store, &a, &b).await },
+            to_py,
+        )
+    }
+
     /// The stored output of one checkpoint call: (serializer, bytes), or None.
     #[pyo3(signature = (exec_id, call_id, *, awaitable = false))]
     fn checkpoint_output<'py>(

@@ -58,6 +58,12 @@ def add_parsers(
         help='outputs to replace, e.g. \'{"checkpoint.research": "edited notes"}\'',
     )  # fmt: skip
     rp.add_argument("--args", metavar="JSON", help="flow arguments to replace, by name")
+    df = exs.add_parser(
+        "diff", help="two executions checkpoint by checkpoint (e.g. a run and its replay)",
+        parents=common_st,
+    )  # fmt: skip
+    df.add_argument("exec_a", metavar="EXEC_A")
+    df.add_argument("exec_b", metavar="EXEC_B")
     inp = exs.add_parser("input", help="answer (or abort) a pending wait", parents=common_st)
     inp.add_argument("exec_id", metavar="EXEC_ID")
     inp.add_argument("--value", help="the answer as JSON, e.g. true, 3, '\"text\"', '{\"a\": 1}'")
@@ -130,10 +136,45 @@ def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> No
         out.item(e, lambda: _describe(e))
         if e.status.value in ("failed", "cancelled"):
             raise Exit(1)
+    elif args.action == "diff":
+        d = client.executions.diff(args.exec_a, args.exec_b)
+        out.item(d, lambda: _diff_text(d))
     elif args.action == "input":
         _input(client, args, out)
     elif args.action == "logs":
         _logs(client, args, out)
+
+
+def _diff_text(d: Any) -> str:
+    def pair(a: Any, b: Any, unit: str = "", digits: int = 2) -> str:
+        def one(v: Any) -> str:
+            return "-" if v is None else f"{unit}{v:.{digits}f}" if isinstance(v, float) else f"{v}"
+
+        return f"{one(a)} -> {one(b)}"
+
+    rows = [
+        [c.call_id, c.status, pair(c.duration_a, c.duration_b, digits=3),
+         pair(c.cost_usd_a, c.cost_usd_b, "$", 4), pair(c.tokens_a, c.tokens_b)]
+        for c in d.checkpoints
+    ]  # fmt: skip
+    counts = ", ".join(
+        f"{d.count(s)} {s}" for s in ("same", "changed", "added", "removed") if d.count(s)
+    )
+    lines = [
+        f"a: {d.a}",
+        f"b: {d.b}",
+        "",
+        render_table(
+            rows, ["checkpoint", "status", "seconds a -> b", "cost a -> b", "tokens a -> b"]
+        ),
+        "",
+        f"{counts or 'no checkpoints'}; cost {pair(d.cost_usd_a, d.cost_usd_b, '$', 4)}, "
+        f"tokens {pair(d.tokens_a, d.tokens_b)}, seconds {pair(d.duration_a, d.duration_b, digits=3)}",
+    ]
+    for c in d.checkpoints:
+        if c.output_diff:
+            lines += ["", c.output_diff]
+    return "\n".join(lines)
 
 
 def _after_input(e: Any) -> str:
