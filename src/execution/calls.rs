@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use super::RawValue;
+use super::{FinishedCall, RawValue};
 use crate::error::{Error, Result};
 use crate::journal::types::Body;
 use crate::journal::Journal;
@@ -374,17 +374,15 @@ impl CallBook {
     }
 
     /// A result a replay took over from its source: answered as an earlier run's would be.
-    pub(super) fn seeded(
-        &mut self,
-        call_id: &str,
-        name: &str,
-        digest: Option<[u8; 32]>,
-        output: RawValue,
-        metadata_json: Option<String>,
-    ) {
-        self.seeded
-            .insert(call_id.to_string(), (output, metadata_json));
-        self.index(call_id, name, false, digest);
+    pub(super) fn seeded(&mut self, call: &FinishedCall) {
+        let seed = (call.output.clone(), call.metadata_json.clone());
+        self.seeded.insert(call.call_id.clone(), seed);
+        self.index(
+            &call.call_id,
+            &call.name,
+            call.explicit_id,
+            call.input_digest,
+        );
     }
 
     /// The metadata of a seeded result.

@@ -137,17 +137,8 @@ impl Runner {
     /// body runs: the flow's call of it is then answered like an earlier run's (matched by
     /// its inputs; `input_digest` None: matched by position only, as an override is).
     pub async fn seed_checkpoint(&self, seed: FinishedCall) -> Result<()> {
-        let (call_id, name, digest, kept, meta) = (
-            seed.call_id.clone(),
-            seed.name.clone(),
-            seed.input_digest,
-            seed.output.clone(),
-            seed.metadata_json.clone(),
-        );
-        self.write_checkpoint(seed).await?;
-        self.calls
-            .lock()
-            .seeded(&call_id, &name, digest, kept, meta);
+        self.write_checkpoint(seed.clone()).await?;
+        self.calls.lock().seeded(&seed);
         Ok(())
     }
 
