@@ -186,3 +186,50 @@ fn a_diff_aligns_calls_by_id_and_compares_outputs() {
         );
     });
 }
+
+#[test]
+fn a_seeded_explicit_call_is_found_by_its_id_only() {
+    rt().block_on(async {
+        let store = memory_store("seed-explicit").await;
+        let src = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let mut home = finished("home", "fetch", "HOME", 10);
+        home.explicit_id = true;
+        src.record_checkpoint(home).await.unwrap();
+        src.complete(RawValue {
+            serializer: "str".into(),
+            bytes: Bytes::from_static(b"done"),
+        })
+        .await
+        .unwrap();
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        r.seed_from(src.exec_id(), &["home".to_string()], vec![])
+            .await
+            .unwrap();
+        r.new_pass();
+        // an auto-numbered call with the same inputs does not take the explicit call's result
+        let id = r.allocate_call("fetch", None).unwrap();
+        let auto = r.begin_call(&CallRequest {
+            call_id: id,
+            name: "fetch".into(),
+            digest: Some([10; 32]),
+            ordered: true,
+            explicit: false,
+            policy: Policy::Rerun,
+        });
+        assert!(!auto.reuse && auto.call_id == "fetch", "{auto:?}");
+        let id = r.allocate_call("fetch", Some("home")).unwrap();
+        let explicit = r.begin_call(&CallRequest {
+            call_id: id,
+            name: "fetch".into(),
+            digest: Some([10; 32]),
+            ordered: true,
+            explicit: true,
+            policy: Policy::Rerun,
+        });
+        assert_eq!(&explicit.value.unwrap().bytes[..], b"HOME");
+    });
+}
