@@ -283,10 +283,6 @@ class Runner:
         self, call: CallRecord, *, awaitable: Literal[True]
     ) -> Awaitable[None]: ...
     @overload
-    def seed_checkpoint(self, call: CallRecord, *, awaitable: Literal[False] = False) -> None: ...
-    @overload
-    def seed_checkpoint(self, call: CallRecord, *, awaitable: Literal[True]) -> Awaitable[None]: ...
-    @overload
     def seed_from(
         self,
         source: str,

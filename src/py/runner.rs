@@ -154,23 +154,6 @@ impl PyRunner {
         )
     }
 
-    /// Records a result a replay takes over from its source, before the flow body runs.
-    #[pyo3(signature = (call, *, awaitable = false))]
-    fn seed_checkpoint<'py>(
-        &self,
-        py: Python<'py>,
-        call: CallRecord<'_>,
-        awaitable: bool,
-    ) -> Awaitable<'py> {
-        let (r, seed) = (self.inner.clone(), call.into_core()?);
-        finish(
-            py,
-            awaitable,
-            async move { r.seed_checkpoint(seed).await },
-            none,
-        )
-    }
-
     /// Takes over the results of `calls` from execution `source`, and records each of
     /// `overrides` (call id, serializer, bytes) in place of its call's output (a replay).
     #[pyo3(signature = (source, calls, overrides, *, awaitable = false))]
