@@ -343,8 +343,11 @@ def test_prompts_and_responses_are_artifacts_of_the_calls(provider: FakeLLM) -> 
     handle = two_calls.run("tides")
     assert handle.wait() == "echo: Summarize: echo: tides"
     ex = kitaru.KitaruClient().executions.get(handle.exec_id)
-    refs = {a.name: a for a in ex.artifacts}
+    refs = {a.name: a for a in ex.artifacts if a.save_type.startswith("llm_")}
     assert sorted(refs) == ["llm_1_prompt", "llm_1_response", "summary_prompt", "summary_response"]
+    # every checkpoint's output is an artifact too (Kitaru 0.4's step outputs)
+    outputs = sorted(a.name for a in ex.artifacts if a.save_type == "step_output")
+    assert outputs == ["inline_summary", "llm_1"]
     assert refs["llm_1_prompt"].load() == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "tides"},
@@ -359,8 +362,8 @@ def test_prompts_and_responses_are_artifacts_of_the_calls(provider: FakeLLM) -> 
     )
     by_call = {c.name: [a.name for a in c.artifacts] for c in ex.checkpoints}
     assert by_call == {
-        "llm_1": ["llm_1_prompt", "llm_1_response"],
-        "inline_summary": ["summary_prompt", "summary_response"],
+        "llm_1": ["llm_1", "llm_1_prompt", "llm_1_response"],
+        "inline_summary": ["inline_summary", "summary_prompt", "summary_response"],
     }
 
 
@@ -388,7 +391,8 @@ def test_allm_takes_its_id_when_called_so_a_retry_gets_each_prompt_its_own_answe
     assert handle.get() == [f"echo: question {i}" for i in range(5)]
     assert len(provider.requests) == 5  # the retry asked nothing again
     ex = kitaru.KitaruClient().executions.get(handle.exec_id)
-    prompts = {c.name: c.artifacts[0].load()[-1]["content"] for c in ex.checkpoints}
+    prompt_of = {c.name: next(a for a in c.artifacts if a.kind == "prompt") for c in ex.checkpoints}
+    prompts = {name: a.load()[-1]["content"] for name, a in prompt_of.items()}
     assert prompts == {f"llm_{i + 1}": f"question {i}" for i in range(5)}
 
 

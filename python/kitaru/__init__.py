@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from ._llm.call import LLMResponse, LLMUsage, ToolCall, allm, llm
     from ._llm.models import list_model_aliases, register_model_alias, resolve_model_selection
+    from .artifacts import load, save
     from .client import KitaruClient
     from .stacks import (
         KitaruConfig,
@@ -86,9 +87,11 @@ __all__ = [
     "list_model_aliases",
     "list_stacks",
     "llm",
+    "load",
     "log",
     "register_model_alias",
     "resolve_model_selection",
+    "save",
     "use_stack",
     "wait",
 ]
@@ -127,6 +130,12 @@ def __getattr__(name: str) -> Any:
         from ._llm import models
 
         return getattr(models, name)
+    if name in ("save", "load"):
+        from . import artifacts
+
+        value = getattr(artifacts, name)
+        globals()[name] = value
+        return value
     if name == "__version__":
         from ._kitaru import VERSION
 

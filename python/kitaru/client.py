@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArtifactRef",
+    "ArtifactsAPI",
     "CheckpointAttempt",
     "CheckpointCall",
     "CheckpointDiff",
@@ -85,8 +86,10 @@ class CheckpointAttempt:
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """A stored value of an execution. Today: the prompt (`<call>_prompt`, kind `prompt`) and
-    the response (`<call>_response`, kind `response`) of every `kitaru.llm()` call."""
+    """A stored value of an execution: a value saved with `kitaru.save()` (`save_type`
+    ``manual``, one per version), the output of each finished checkpoint call (named after
+    the call, ``step_output``), and the prompt (`<call>_prompt`) and response
+    (`<call>_response`) of every `kitaru.llm()` call (``llm_call``/``llm_inline``)."""
 
     artifact_id: str
     name: str
@@ -151,6 +154,50 @@ def _llm_artifacts(exec_id: str, call: CheckpointView, load_output: Any) -> list
     return refs
 
 
+def _without_artifacts(meta: Any) -> Any:
+    if isinstance(meta, dict) and "kitaru_artifacts" in meta:
+        meta = {k: v for k, v in meta.items() if k != "kitaru_artifacts"}
+    return meta
+
+
+def _saved_artifacts(
+    exec_id: str, call: CheckpointView, store: Any, allow_pickle: bool = False
+) -> list[ArtifactRef]:
+    """The artifacts a checkpoint call saved with `kitaru.save()` (every version), and its
+    output as the artifact named after the call (Kitaru 0.4's step output)."""
+    from .artifacts import _blob_loader, _output_loader, saved_artifacts
+
+    refs: list[ArtifactRef] = []
+    call_id = call["call_id"]
+    for name, versions in saved_artifacts(call["metadata_json"]).items():
+        for n, entry in enumerate(versions, start=1):
+            ref = ArtifactRef(
+                artifact_id=f"{exec_id}/{call_id}/{name}" + (f"@{n}" if n > 1 else ""),
+                name=name,
+                kind=str(entry.get("kind", "output")),
+                save_type="manual",
+                producing_call=call_id,
+                metadata={"tags": entry.get("tags", []), "version": n,
+                          "size": entry.get("size"), "serializer": entry.get("serializer")},
+            )  # fmt: skip
+            loader = _blob_loader(store, exec_id, entry, name)
+            object.__setattr__(ref, "_loader", lambda f=loader: f(allow_pickle))
+            refs.append(ref)
+    if call["status"] == "completed" and call["output"] is not None:
+        ref = ArtifactRef(
+            artifact_id=f"{exec_id}/{call_id}",
+            name=call_id,
+            kind="output",
+            save_type="step_output",
+            producing_call=call_id,
+            metadata={"size": call["output"]["size"], "serializer": call["output"]["serializer"]},
+        )
+        loader = _output_loader(store, exec_id, call_id)
+        object.__setattr__(ref, "_loader", lambda f=loader: f(allow_pickle))
+        refs.append(ref)
+    return refs
+
+
 def _from_output(out: Any, kind: str) -> Any:
     return out["messages"] if kind == "prompt" else _response_value(out["response"])
 
@@ -194,7 +241,7 @@ class CheckpointCall:
             status=ExecutionStatus(v["status"]),
             started_at=_ts(v.get("started_at")),
             ended_at=_ts(v.get("ended_at")),
-            metadata=_parsed(v["metadata_json"], {}),
+            metadata=_without_artifacts(_parsed(v["metadata_json"], {})),
             original_call_id=None,
             parent_call_ids=[],
             failure=FailureInfo.from_view(v.get("failure")),
@@ -578,7 +625,7 @@ class ExecutionsAPI:
     def _execution(self, view: ExecutionView) -> Execution:
         e = Execution.from_view(view)
         object.__setattr__(e, "_api", self)  # its refresh()/retry()/... use the same store
-        if any(c.get("metadata_json") for c in view.get("checkpoints", [])):
+        if view["checkpoints"]:
             store, exec_id = self._store, e.exec_id
 
             def load_output(call_id: str) -> Any:
@@ -588,8 +635,10 @@ class ExecutionsAPI:
                 return serde.loads(*found, what=f"output of call {call_id!r}")
 
             every: list[ArtifactRef] = []
-            for c, raw in zip(e.checkpoints, view.get("checkpoints", []), strict=True):
-                refs = _llm_artifacts(exec_id, raw, load_output)
+            for c, raw in zip(e.checkpoints, view["checkpoints"], strict=True):
+                refs = _saved_artifacts(exec_id, raw, store) + _llm_artifacts(
+                    exec_id, raw, load_output
+                )
                 c.artifacts.extend(refs)
                 every.extend(refs)
             e.artifacts.extend(every)
@@ -833,6 +882,50 @@ def _check_id(exec_id: str) -> str:
     return exec_id.strip()
 
 
+class ArtifactsAPI:
+    """`KitaruClient().artifacts`: the values of executions, by execution."""
+
+    def __init__(self, executions: ExecutionsAPI) -> None:
+        self._executions = executions
+
+    def list(
+        self,
+        exec_id: str,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        producing_call: str | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[ArtifactRef]:
+        """The artifacts of an execution: saved with `kitaru.save()`, each checkpoint's
+        output, and the prompts and responses of its `llm()` calls."""
+        found = [
+            a
+            for a in self._executions.get(exec_id).artifacts
+            if (name is None or a.name == name)
+            and (kind is None or a.kind == kind)
+            and (producing_call is None or a.producing_call == producing_call)
+        ]
+        return found[:limit] if limit is not None else found
+
+    def get(self, artifact_id: str) -> ArtifactRef:
+        """One artifact by its id (``<exec id>/<call id>[/<name>]``, as `list` shows it)."""
+        if not isinstance(artifact_id, str) or "/" not in artifact_id:
+            raise KitaruUsageError(
+                f"An artifact id looks like <exec id>/<call id>/<name>, got {artifact_id!r}."
+            )
+        exec_id = artifact_id.split("/", 1)[0]
+        for a in self._executions.get(exec_id).artifacts:
+            if a.artifact_id == artifact_id:
+                return a
+        from .errors import KitaruRuntimeError
+
+        raise KitaruRuntimeError(
+            f"No artifact {artifact_id!r}; `KitaruClient().artifacts.list({exec_id!r})` "
+            "shows the execution's artifacts."
+        )
+
+
 class KitaruClient:
     """Entry point for inspecting executions in a store.
 
@@ -859,3 +952,4 @@ class KitaruClient:
 
             stack = check_name(stack, "KitaruClient(stack=)")
         self.executions = ExecutionsAPI(stack)
+        self.artifacts = ArtifactsAPI(self.executions)

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
-use super::records::{value_tuple, StartRecord};
+use super::records::{raw, value_tuple, StartRecord};
 use super::runner::PyRunner;
 use super::{finish, none, plain, run, to_py, Awaitable};
 use crate::execution::{self, Intent, RawValue, Runner};
-use crate::store::{Store, StoreOptions};
+use crate::store::{layout, Store, StoreOptions};
 use crate::view::{self, ListFilter};
 
 /// A store root (local directory, memory://, or a bucket).
@@ -274,6 +275,36 @@ impl PyStore {
             async move { crate::journal::dump_key(&store, &key).await },
             to_py,
         )
+    }
+
+    /// Stores `data` as a content-addressed blob (deduplicated); its blake3 hash, hex.
+    #[pyo3(signature = (data, *, awaitable = false))]
+    fn put_blob<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'_, PyBytes>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let (store, bytes) = (self.inner.clone(), raw(String::new(), data).bytes);
+        let fut = async move { Ok(layout::hex(&store.put_blob(bytes).await?)) };
+        finish(py, awaitable, fut, plain)
+    }
+
+    /// The blob with blake3 hash `hash` (hex), verified against it; `exec_id` names the
+    /// execution that refers to it in an error.
+    #[pyo3(signature = (hash, exec_id = None, *, awaitable = false))]
+    fn get_blob<'py>(
+        &self,
+        py: Python<'py>,
+        hash: String,
+        exec_id: Option<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { store.get_blob_hex(&hash, exec_id.as_deref()).await };
+        finish(py, awaitable, fut, |py, b: bytes::Bytes| {
+            Ok(PyBytes::new(py, &b).into_any().unbind())
+        })
     }
 
     /// Reads every record and blob: what is corrupt, dangling or out of sequence.

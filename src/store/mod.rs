@@ -786,6 +786,17 @@ impl Store {
 
     /// Reads the blob named `hash` and verifies its content. `exec_id` and `checkpoint`
     /// only name the owner in errors.
+    /// [`Store::get_blob`] by the hex form of the hash (as views and artifacts show it); a
+    /// malformed hash is a usage error naming it.
+    pub async fn get_blob_hex(&self, hash: &str, exec_id: Option<&str>) -> Result<Bytes> {
+        let parsed = layout::parse_hex32(hash).ok_or_else(|| crate::Error::InvalidName {
+            what: "blob hash",
+            value: hash.to_string(),
+            rule: "64 hexadecimal digits (a blake3 hash)",
+        })?;
+        self.get_blob(&parsed, exec_id, None).await
+    }
+
     pub async fn get_blob(
         &self,
         hash: &[u8; 32],
