@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from .artifacts import load, save
     from .client import KitaruClient
     from .stacks import (
+        ImageSettings,
         KitaruConfig,
         StackInfo,
         configure,
+        connect,
         create_stack,
         current_stack,
         delete_stack,
@@ -49,13 +51,14 @@ if TYPE_CHECKING:
         use_stack,
     )
 
-# The names of Kitaru 0.4 that this release implements (save/load, memory, replay and
-# connect arrive with later releases, see CHANGELOG.md), plus kitaru's own: allm,
+# The names of Kitaru 0.4 that this release implements (memory arrives with a later
+# release, see CHANGELOG.md; connect explains that there is no server), plus kitaru's own: allm,
 # LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError, KitaruCancelledError,
 # current_execution_id.
 __all__ = [
     "FailureOrigin",
     "FlowHandle",
+    "ImageSettings",
     "KitaruBackendError",
     "KitaruBudgetExceededError",
     "KitaruCancelledError",
@@ -79,6 +82,7 @@ __all__ = [
     "allm",
     "checkpoint",
     "configure",
+    "connect",
     "create_stack",
     "current_execution_id",
     "current_stack",
@@ -100,7 +104,9 @@ _LLM_NAMES = frozenset({"LLMResponse", "LLMUsage", "ToolCall", "allm", "llm"})
 _MODEL_REGISTRY_API = ("list_model_aliases", "register_model_alias", "resolve_model_selection")
 _STACK_NAMES = frozenset(
     {
+        "ImageSettings",
         "KitaruConfig",
+        "connect",
         "StackInfo",
         "configure",
         "create_stack",

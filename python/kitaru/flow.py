@@ -86,6 +86,7 @@ def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: s
         and not isinstance(image, (str, dict))
         and not hasattr(image, "keys")
         and not hasattr(image, "model_dump")
+        and type(image).__name__ != "ImageSettings"
     ):
         raise KitaruUsageError(
             f"Flow image must be an image name, a mapping of image settings or ImageSettings, got {image!r} ({where})."
@@ -148,7 +149,7 @@ class FlowDefinition(Generic[P, R]):
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
         self.stack, self.image, self.cache = stack, image, cache
-        self.retries = retries or 0
+        self._retries = retries
         self.divergence = divergence
         self.is_async = is_async_function(func)
         code = getattr(func, "__code__", None)
@@ -171,21 +172,53 @@ class FlowDefinition(Generic[P, R]):
 
     # --- starting -----------------------------------------------------------------
 
-    def _options_json(self, retries: int, stack: str | None) -> str:
+    @property
+    def retries(self) -> int:
+        """Flow-level retries: ``@flow(retries=)``, else ``kitaru.configure(retries=)``, else 0."""
+        if self._retries is not None:
+            return self._retries
+        from .stacks import configured
+
+        return configured().retries or 0
+
+    def _options_json(self, retries: int, stack: str | None, image: Any = None,
+                      cache: bool | None = None) -> str:  # fmt: skip
+        """The options recorded on an execution: `.run()`'s over ``@flow``'s over
+        ``kitaru.configure()``'s (image settings field by field: the flow's win)."""
         import json
 
+        from .stacks import ImageSettings, configured
+
+        defaults = configured()
+        chosen = image if image is not None else self.image
+        settings = ImageSettings.coerce(chosen, "image") if chosen is not None else None
+        if defaults.image is not None:
+            base = defaults.image.to_dict()
+            if settings is not None:
+                mine = settings.to_dict()
+                base.update({k: v for k, v in mine.items() if v not in (None, [], {}, False)})
+                base["environment"] = {**defaults.image.environment, **settings.environment}
+            settings = ImageSettings(**base)
+        if cache is None:
+            cache = self.cache if self.cache is not None else defaults.cache
         opts = {
             "retries": retries,
             "divergence": self.divergence,
             "budget_usd": self.budget_usd,
             "stack": stack,
-            "cache": self.cache,
-            "image": self.image if isinstance(self.image, (str, type(None))) else repr(self.image),
+            "cache": True if cache is None else cache,
+            "image": settings.to_dict() if settings is not None else None,
         }
         return json.dumps(opts)
 
     def _start(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int, stack: str | None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
+        stack: str | None,
+        image: Any = None,
+        cache: bool | None = None,
     ) -> tuple[Store, StartRecord]:
         """The store this run uses and what the new execution starts with."""
         import inspect
@@ -231,7 +264,7 @@ class FlowDefinition(Generic[P, R]):
             args_serializer=tag,
             args=data,
             kitaru_version=_kitaru.VERSION,
-            options_json=self._options_json(retries, choice.stack),
+            options_json=self._options_json(retries, choice.stack, image, cache),
         )
         return store, start
 
@@ -294,7 +327,7 @@ class FlowDefinition(Generic[P, R]):
         _validate_options(stack, image, cache, retries, api)
         budget = _check_budget(budget_usd, api)
         n = self.retries if retries is None else retries
-        store, start = self._start(args, kwargs, n, stack)
+        store, start = self._start(args, kwargs, n, stack, image, cache)
         return store, start, n, budget
 
     @overload

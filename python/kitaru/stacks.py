@@ -13,6 +13,7 @@ in ``<config dir>/store``. Switching stacks changes no flow code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Any
 
 from . import _files
 from ._types import StoreChoice
-from .errors import KitaruUsageError
+from .errors import KitaruFeatureNotAvailableError, KitaruUsageError
 
 __all__ = [
     "DEFAULT_STACK",
@@ -71,11 +72,79 @@ class StackInfo:
         return self.name
 
 
+_IMAGE_FIELDS = ("base_image", "requirements", "dockerfile", "build_context_root",
+                 "environment", "apt_packages", "replicate_local_python_environment",
+                 "image_tag", "target_repository", "user", "platform")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Container image settings for remote runs (Kitaru 0.4's fields). Recorded on each
+    execution today; the scale-out runners give them effect."""
+
+    base_image: str | None = None
+    requirements: list[str] = field(default_factory=list)
+    dockerfile: str | None = None
+    build_context_root: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    apt_packages: list[str] = field(default_factory=list)
+    replicate_local_python_environment: bool = False
+    image_tag: str | None = None
+    target_repository: str | None = None
+    user: str | None = None
+    platform: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _IMAGE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                raise KitaruUsageError(f"ImageSettings.{name} must not be empty.")
+        for name in ("requirements", "apt_packages"):
+            items = getattr(self, name)
+            if isinstance(items, str) or not all(isinstance(i, str) and i for i in items):
+                raise KitaruUsageError(f"ImageSettings.{name} must be a list of strings.")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.environment.items()):
+            raise KitaruUsageError("ImageSettings.environment must map strings to strings.")
+        if not any(r.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip() == "kitaru"
+                   for r in self.requirements):  # fmt: skip
+            object.__setattr__(self, "requirements", [*self.requirements, "kitaru"])
+
+    @classmethod
+    def coerce(cls, value: Any, where: str = "image") -> ImageSettings | None:
+        """ImageSettings from what `image=` accepts: None, an image name (the base image),
+        a mapping of the fields (``parent_image`` for ``base_image``), or ImageSettings."""
+        if value is None or isinstance(value, ImageSettings):
+            return value
+        if isinstance(value, str):
+            return cls(base_image=value)
+        if hasattr(value, "model_dump"):  # ZenML's DockerSettings and the like
+            value = value.model_dump(exclude_none=True)
+        if not hasattr(value, "keys"):
+            raise KitaruUsageError(
+                f"{where} must be an image name, a mapping of image settings or "
+                f"ImageSettings, got {value!r}."
+            )
+        fields = {("base_image" if k == "parent_image" else k): value[k] for k in value}
+        unknown = sorted(set(fields) - set(_IMAGE_FIELDS))
+        if unknown:
+            raise KitaruUsageError(
+                f"Unknown image setting {unknown[0]!r} ({where}); the settings are "
+                f"{', '.join(_IMAGE_FIELDS)}."
+            )
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in _IMAGE_FIELDS}
+
+
 @dataclass(frozen=True)
 class KitaruConfig:
     """The process-local overrides set with :func:`configure`."""
 
     stack: str | None = None
+    image: ImageSettings | None = None
+    cache: bool | None = None
+    retries: int | None = None
 
 
 class _Unset:
@@ -85,20 +154,69 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 _configured_stack: str | None = None
+_configured = KitaruConfig()
 
 
-def configure(*, stack: str | None = _UNSET) -> KitaruConfig:
-    """Set process-local overrides; returns the overrides now in force.
+def configure(
+    *,
+    stack: str | None = _UNSET,
+    image: Any = _UNSET,
+    cache: bool | None = _UNSET,
+    retries: int | None = _UNSET,
+    project: str | None = _UNSET,
+) -> KitaruConfig:
+    """Set process-local overrides; returns the overrides now in force. ``None`` clears a
+    setting; leaving it out keeps the current value.
 
     Args:
         stack: the stack every flow started by this process uses, over ``@flow(stack=)``,
             ``.run(stack=)``, pyproject.toml and the active stack (only ``KITARU_STORE``
-            beats it). ``None`` clears it; leaving it out keeps the current value.
+            beats it).
+        image: default image settings (an image name, a mapping or `ImageSettings`) for
+            flows that do not set their own; recorded on each execution.
+        cache: default of the cross-execution cache setting for flows that do not set it
+            (recorded; the cache itself arrives in a later release).
+        retries: default flow-level retries for flows that do not set them.
+        project: a server concept of Kitaru 0.4; kitaru has no server, so a value is
+            refused with what to do instead.
     """
-    global _configured_stack
+    global _configured_stack, _configured
+    if project is not _UNSET and project is not None:
+        raise KitaruFeatureNotAvailableError(_NO_SERVER)
     if stack is not _UNSET:
         _configured_stack = None if stack is None else check_name(stack, "configure(stack=)")
-    return KitaruConfig(stack=_configured_stack)
+    changes: dict[str, Any] = {"stack": _configured_stack}
+    if image is not _UNSET:
+        changes["image"] = ImageSettings.coerce(image, "configure(image=)")
+    if cache is not _UNSET:
+        if cache is not None and not isinstance(cache, bool):
+            raise KitaruUsageError(f"configure(cache=) must be True, False or None, got {cache!r}.")
+        changes["cache"] = cache
+    if retries is not _UNSET:
+        if retries is not None and (
+            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+        ):
+            raise KitaruUsageError(f"configure(retries=) must be an int >= 0, got {retries!r}.")
+        changes["retries"] = retries
+    _configured = dataclasses.replace(_configured, **changes)
+    return _configured
+
+
+def configured() -> KitaruConfig:
+    """The overrides set with `configure()` (what flows that set nothing themselves use)."""
+    return dataclasses.replace(_configured, stack=_configured_stack)
+
+
+_NO_SERVER = (
+    "kitaru has no server to connect to: every process reads and writes the store directly. "
+    "Point it at a shared store with a stack (`kitaru stack create NAME --artifact-store "
+    "s3://bucket/prefix`, then `kitaru stack use NAME`) or KITARU_STORE."
+)
+
+
+def connect(server_url: str, **_options: Any) -> None:
+    """Kitaru 0.4's login to a server. kitaru has none: raises with what to do instead."""
+    raise KitaruFeatureNotAvailableError(_NO_SERVER)
 
 
 # --- names, locations, options --------------------------------------------------------

@@ -1,0 +1,118 @@
+"""Kitaru 0.4's configuration surface: `configure(image=, cache=, retries=, project=)`,
+`ImageSettings`, `connect()`, and the `kitaru.runtime` helpers its examples import."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import kitaru
+import pytest
+from kitaru import KitaruClient, checkpoint, flow
+from kitaru.runtime import _get_current_execution_id, _is_inside_checkpoint, _is_inside_flow
+
+FAILS = {"left": 0}
+SEEN: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def clean_config() -> Iterator[None]:
+    yield
+    kitaru.configure(image=None, cache=None, retries=None)
+
+
+@flow
+def flaky() -> str:
+    if FAILS["left"] > 0:
+        FAILS["left"] -= 1
+        raise RuntimeError("not yet")
+    return "done"
+
+
+@flow(retries=0)
+def flaky_no_retries() -> str:
+    return flaky_body()
+
+
+def flaky_body() -> str:
+    if FAILS["left"] > 0:
+        FAILS["left"] -= 1
+        raise RuntimeError("not yet")
+    return "done"
+
+
+@flow(image={"base_image": "python:3.12-slim", "environment": {"MODE": "flow"}}, cache=True)
+def imaged() -> str:
+    return "ok"
+
+
+@checkpoint
+def where() -> tuple[str | None, bool]:
+    return _get_current_execution_id(), _is_inside_checkpoint()
+
+
+@flow
+def reports() -> tuple[str | None, bool, bool]:
+    eid, inside_cp = where()
+    SEEN["body"] = _get_current_execution_id()
+    return eid, inside_cp, _is_inside_flow()
+
+
+def test_configured_retries_apply_to_flows_that_set_none() -> None:
+    kitaru.configure(retries=2)
+    FAILS["left"] = 2
+    assert flaky.run().wait() == "done"  # two failed passes, then the third
+    FAILS["left"] = 1
+    handle = flaky_no_retries.run()  # @flow(retries=0) beats configure()
+    assert handle.status == "failed"
+    assert kitaru.configure(retries=None).retries is None
+
+
+def test_configured_image_and_cache_are_recorded_with_the_flows_own_winning() -> None:
+    config = kitaru.configure(image={"parent_image": "python:3.11", "environment": {"A": "1"},
+                                     "apt_packages": ["git"]}, cache=False)  # fmt: skip
+    assert config.image is not None and config.image.base_image == "python:3.11"
+    assert config.cache is False
+    spec = KitaruClient().executions.get(imaged.run().exec_id).frozen_execution_spec
+    assert spec is not None
+    image = spec["image"]
+    assert image["base_image"] == "python:3.12-slim"  # the flow's field wins
+    assert image["apt_packages"] == ["git"]  # the configured one fills the rest
+    assert image["environment"] == {"A": "1", "MODE": "flow"}
+    assert "kitaru" in image["requirements"]
+    assert spec["cache"] is True  # @flow(cache=True) over configure(cache=False)
+    plain = KitaruClient().executions.get(flaky.run().exec_id).frozen_execution_spec
+    assert (
+        plain is not None
+        and plain["cache"] is False
+        and plain["image"]["base_image"] == ("python:3.11")
+    )
+
+
+def test_image_settings_are_checked() -> None:
+    settings = kitaru.ImageSettings(base_image="python:3.12", requirements=["httpx"])
+    assert settings.requirements == ["httpx", "kitaru"]
+    with pytest.raises(kitaru.KitaruUsageError, match="Unknown image setting 'gpu'"):
+        kitaru.configure(image={"gpu": True})
+    with pytest.raises(kitaru.KitaruUsageError, match="must not be empty"):
+        kitaru.ImageSettings(base_image=" ")
+    with pytest.raises(kitaru.KitaruUsageError, match="list of strings"):
+        kitaru.ImageSettings(requirements="httpx")  # type: ignore[arg-type]
+    with pytest.raises(kitaru.KitaruUsageError, match="cache"):
+        kitaru.configure(cache="yes")  # type: ignore[arg-type]
+    with pytest.raises(kitaru.KitaruUsageError, match="retries"):
+        kitaru.configure(retries=-1)
+
+
+def test_there_is_no_server_to_connect_to() -> None:
+    with pytest.raises(kitaru.KitaruFeatureNotAvailableError, match="stack"):
+        kitaru.connect("https://kitaru.example.com", api_key="k")
+    with pytest.raises(kitaru.KitaruFeatureNotAvailableError, match="no server"):
+        kitaru.configure(project="team")
+
+
+def test_the_runtime_helpers_of_kitaru_04_examples() -> None:
+    assert _get_current_execution_id() is None and not _is_inside_flow()
+    handle = reports.run()
+    eid, inside_cp, inside_flow = handle.wait()
+    assert eid == handle.exec_id == SEEN["body"]
+    assert inside_cp and inside_flow
