@@ -116,3 +116,15 @@ def test_the_runtime_helpers_of_kitaru_04_examples() -> None:
     eid, inside_cp, inside_flow = handle.wait()
     assert eid == handle.exec_id == SEEN["body"]
     assert inside_cp and inside_flow
+
+
+def test_stack_labels_and_recursive_delete(tmp_path: object) -> None:
+    info = kitaru.create_stack("labelled", artifact_store=str(tmp_path), activate=False,
+                               labels={"team": "agents"})  # fmt: skip
+    assert info.labels == {"team": "agents"} and info.id == "labelled"
+    (listed,) = [s for s in kitaru.list_stacks() if s.name == "labelled"]
+    assert listed.labels == {"team": "agents"}
+    with pytest.raises(kitaru.KitaruUsageError, match="labels"):
+        kitaru.create_stack("bad-labels", artifact_store=str(tmp_path), labels={"n": 1})  # type: ignore[dict-item]
+    assert kitaru.delete_stack("labelled", recursive=True).name == "labelled"
+    assert tmp_path.exists()  # type: ignore[attr-defined]  # the store's data stays

@@ -79,6 +79,7 @@ def test_cli_create_list_show_use_delete(no_env_store: Path) -> None:
             "options": {},
             "is_active": True,
             "is_default": True,
+            "labels": {},
         }
     ]
 

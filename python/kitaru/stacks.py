@@ -65,6 +65,7 @@ class StackInfo:
     options: dict[str, str] = field(default_factory=dict)
     is_active: bool = False
     is_default: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -408,7 +409,9 @@ def _info(name: str, data: dict[str, Any]) -> StackInfo:
             DEFAULT_STACK, _files.default_store_location(), {}, active, is_default=True
         )
     spec = data["stacks"][name]
-    return StackInfo(name, spec["location"], dict(spec.get("options", {})), active)
+    labels = spec.get("labels") if isinstance(spec.get("labels"), dict) else {}
+    return StackInfo(name, spec["location"], dict(spec.get("options", {})), active,
+                     labels=dict(labels))  # fmt: skip
 
 
 def _unknown(name: str, data: dict[str, Any], where: str | None = None) -> KitaruUsageError:
@@ -466,6 +469,7 @@ def create_stack(
     allow_http: bool = False,
     options: dict[str, str] | None = None,
     activate: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> StackInfo:
     """Create a stack: a named store location with its object-store options.
 
@@ -477,8 +481,14 @@ def create_stack(
         options: further object_store config keys (``virtual_hosted_style_request``, ...).
             Credentials are refused: the store reads them from the environment.
         activate: make it the active stack (as ``kitaru stack use`` does).
+        labels: free ``key: value`` strings kept with the stack (Kitaru 0.4's labels).
     """
     name = check_name(name)
+    if labels is not None and (
+        not isinstance(labels, dict)
+        or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items())
+    ):
+        raise KitaruUsageError(f"Stack labels must map strings to strings, got {labels!r}.")
     if name == DEFAULT_STACK:
         raise KitaruUsageError(
             f"{DEFAULT_STACK!r} is the built-in local stack; choose another name."
@@ -505,15 +515,19 @@ def create_stack(
                 f"first with `kitaru stack delete {name}`, or choose another name."
             )
         data["stacks"][name] = {"location": location, "options": opts}
+        if labels:
+            data["stacks"][name]["labels"] = dict(labels)
         if activate:
             data["active"] = name
     return _info(name, data)
 
 
-def delete_stack(name: str, *, force: bool = False) -> StackInfo:
+def delete_stack(name: str, *, recursive: bool = False, force: bool = False) -> StackInfo:
     """Forget a stack (its store and executions stay where they are).
 
     The active stack is only deleted with ``force=True``; `default` then becomes active.
+    ``recursive`` is accepted for Kitaru 0.4 (which also deleted the stack's registered
+    components): a kitaru stack has none, and its store's data is never deleted.
     """
     name = check_name(name)
     if name == DEFAULT_STACK:
