@@ -128,3 +128,63 @@ def test_stack_labels_and_recursive_delete(tmp_path: object) -> None:
         kitaru.create_stack("bad-labels", artifact_store=str(tmp_path), labels={"n": 1})  # type: ignore[dict-item]
     assert kitaru.delete_stack("labelled", recursive=True).name == "labelled"
     assert tmp_path.exists()  # type: ignore[attr-defined]  # the store's data stays
+
+
+ORDER: list[str] = []
+
+
+@checkpoint
+def pair(a: int, b: int) -> int:
+    return a * b
+
+
+@checkpoint
+def step(name: str, seconds: float = 0.0, fail: bool = False) -> str:
+    import time
+
+    ORDER.append(f"start {name}")
+    time.sleep(seconds)
+    if fail:
+        raise RuntimeError(f"{name} failed")
+    ORDER.append(f"end {name}")
+    return name
+
+
+@flow
+def fan_out() -> list[int]:
+    return [f.load() for f in pair.product([1, 2], [10, 20])]
+
+
+@flow
+def ordered() -> list[str]:
+    first = step.submit("first", 0.3)
+    second = step.submit("second", after=first)
+    return [second.result(), first.load()]
+
+
+@flow
+def after_a_failure() -> str:
+    bad = step.submit("bad", fail=True)
+    dependent = step.submit("dependent", after=[bad])
+    try:
+        dependent.result()
+    except kitaru.KitaruRuntimeError as exc:
+        return str(exc)
+    return "ran"
+
+
+def test_product_fans_out_over_every_combination() -> None:
+    handle = fan_out.run()
+    assert handle.wait() == [10, 20, 20, 40]
+    calls = [c.name for c in KitaruClient().executions.get(handle.exec_id).checkpoints]
+    assert sorted(calls) == ["pair", "pair_2", "pair_3", "pair_4"]
+
+
+def test_after_orders_a_call_behind_others() -> None:
+    ORDER.clear()
+    assert ordered.run().wait() == ["second", "first"]
+    assert ORDER.index("end first") < ORDER.index("start second")
+    ORDER.clear()
+    message = after_a_failure.run().wait()
+    assert "did not run" in message and "bad failed" in message
+    assert "start dependent" not in ORDER

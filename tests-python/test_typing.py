@@ -40,6 +40,8 @@ def pipeline(n: int) -> str:
     reveal_type(double.submit(n))  # is: Future[int]
     reveal_type(fetch.submit("a"))  # is: Future[bytes]
     reveal_type(double.map([1, 2]))  # is: list[Future[int]]
+    reveal_type(double.product([1, 2]))  # is: list[Future[int]]
+    reveal_type(double.submit(n, after=double.submit(n)))  # is: Future[int]
     reveal_type(fetch.map(["a", "b"]))  # is: list[Future[bytes]]
     reveal_type(Agent().think("why"))  # is: str
     double("n")  # error

@@ -125,17 +125,34 @@ class Checkpoint(Generic[P, R]):
     ) -> Future[T]: ...
     @overload
     def submit(self: Checkpoint[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+    # With `id=` or `after=` (keyword-only, so a ParamSpec cannot carry them) the
+    # arguments are checked at runtime only.
     @overload
     def submit(
-        self: Checkpoint[P, Coroutine[Any, Any, T]], *args: Any, id: str | None, **kwargs: Any
+        self: Checkpoint[P, Coroutine[Any, Any, T]],
+        *args: Any,
+        id: str | None,
+        after: Any = None,
+        **kwargs: Any,
     ) -> Future[T]: ...
     @overload
-    def submit(self: Checkpoint[P, T], *args: Any, id: str | None, **kwargs: Any) -> Future[T]: ...
+    def submit(
+        self: Checkpoint[P, T], *args: Any, id: str | None, after: Any = None, **kwargs: Any
+    ) -> Future[T]: ...
+    @overload
+    def submit(
+        self: Checkpoint[P, Coroutine[Any, Any, T]], *args: Any, after: Any, **kwargs: Any
+    ) -> Future[T]: ...
+    @overload
+    def submit(self: Checkpoint[P, T], *args: Any, after: Any, **kwargs: Any) -> Future[T]: ...
 
-    def submit(  # type: ignore[misc]  # P.kwargs may not name `id`
-        self, *args: Any, id: str | None = None, **kwargs: Any
+    def submit(  # type: ignore[misc]  # P.kwargs may not name `id` or `after`
+        self, *args: Any, id: str | None = None, after: Any = None, **kwargs: Any
     ) -> Future[Any]:
-        """Run the call concurrently; returns a future (``.result()`` gives the output)."""
+        """Run the call concurrently; returns a future (``.result()`` or, as in Kitaru 0.4,
+        ``.load()`` gives the output). `after`: a future or futures (of other calls) this
+        call waits for; if one of them failed, this call does not run and its future
+        holds the failure."""
         call = self._enter(id, "Concurrent checkpoint execution")  # ids in submission order
         ctx = contextvars.copy_context()
         if self.is_async:
@@ -144,7 +161,9 @@ class Checkpoint(Generic[P, R]):
             fn: Callable[[], Any] = lambda: asyncio.run(self._run_async(call, args, kwargs))
         else:
             fn = lambda: self._run_sync(call, args, kwargs)
-        future = _executor().submit(ctx.run, fn)
+        deps = _futures_in(after)
+        future = _executor().submit(ctx.run, fn) if not deps else _after(deps, ctx, fn, call)
+        future.load = future.result  # type: ignore[attr-defined]
         call.run.track(future)
         return future
 
@@ -158,8 +177,25 @@ class Checkpoint(Generic[P, R]):
     ) -> list[Future[T]]: ...
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[Any]]:
-        """One concurrent call per element (of the zipped iterables); returns the futures."""
+        """One concurrent call per element (of the zipped iterables); returns the futures.
+        Keyword arguments (also ``after=``) go to every call."""
         return [self.submit(*items, **kwargs) for items in zip(*iterables, strict=False)]
+
+    @overload
+    def product(
+        self: Checkpoint[P, Coroutine[Any, Any, T]], *iterables: Iterable[Any], **kwargs: Any
+    ) -> list[Future[T]]: ...
+    @overload
+    def product(
+        self: Checkpoint[P, T], *iterables: Iterable[Any], **kwargs: Any
+    ) -> list[Future[T]]: ...
+
+    def product(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[Any]]:
+        """One concurrent call per combination of the iterables' elements (their cartesian
+        product, in order); returns the futures."""
+        import itertools
+
+        return [self.submit(*items, **kwargs) for items in itertools.product(*iterables)]
 
     # --- one call ------------------------------------------------------------------
 
@@ -404,6 +440,57 @@ def _meta_json(scope: CheckpointScope) -> str | None:
     import json
 
     return json.dumps(scope.metadata, default=repr)
+
+
+def _futures_in(after: Any) -> list[Future[Any]]:
+    """The futures among `after` (one, or an iterable; other values are ready already)."""
+    import concurrent.futures
+
+    if after is None:
+        return []
+    items = after if isinstance(after, (list, tuple, set, frozenset)) else [after]
+    return [f for f in items if isinstance(f, concurrent.futures.Future)]
+
+
+def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call) -> Future[Any]:
+    """A future of `fn`, started in the pool once every one of `deps` is done (no pool
+    thread waits for another, so ordering cannot starve the pool)."""
+    import concurrent.futures
+    import threading
+
+    future: Future[Any] = concurrent.futures.Future()
+    left = [len(deps)]
+    lock = threading.Lock()
+
+    def start(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        for dep in deps:
+            failure = dep.exception() if not dep.cancelled() else RuntimeError("cancelled")
+            if failure is not None:
+                err = runtime_error(
+                    f"Checkpoint {call.call_id!r} did not run: a call it was ordered after "
+                    f"(after=) failed: {failure}",
+                    failure,
+                )
+                future.set_exception(err)
+                return
+        inner = _executor().submit(ctx.run, fn)
+
+        def copy(done: Future[Any]) -> None:
+            failure = done.exception()
+            if failure is None:
+                future.set_result(done.result())
+            else:
+                future.set_exception(failure)
+
+        inner.add_done_callback(copy)
+
+    for dep in deps:
+        dep.add_done_callback(start)
+    return future
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
