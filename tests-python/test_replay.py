@@ -311,3 +311,53 @@ def test_diff_renders_structured_outputs_as_json() -> None:
     (c,) = d.checkpoints
     assert c.status == "changed" and c.output_diff is not None
     assert '-  "count": 2,' in c.output_diff and '+  "count": 3,' in c.output_diff
+
+
+PARTIAL = textwrap.dedent(
+    """
+    import json, os, sys
+    from kitaru import _ledger
+    from pipeline import pipeline
+
+    # What FlowDefinition.replay does first, then the process dies before the seeding:
+    # the execution holds the replay's plan (with the override value) and nothing else.
+    from kitaru import _config
+    store = _config.get_store()
+    source = sys.argv[1]
+    plan = store.replay_plan(source, "write_draft", ["checkpoint.research"])
+    _, start = pipeline._start(("kitaru",), {}, 0, None)
+    runner = store.start(start, 60_000)
+    tag, data = pipeline._override_value("checkpoint.research", "edited")
+    note = {"source": source, "from": "write_draft", "frontier": plan["frontier"],
+            "reused": plan["reuse"], "overridden": ["research"],
+            "override_values": {"research": {"serializer": tag, "blob": store.put_blob(data)}}}
+    runner.log_metadata(json.dumps({_ledger.REPLAY: note}))
+    print(runner.exec_id, flush=True)
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+def test_a_replay_killed_before_it_took_over_its_source_is_seeded_by_its_retry(
+    tmp_path: Path,
+) -> None:
+    env = os.environ.copy()
+    (tmp_path / "pipeline.py").write_text(PIPELINE)
+    (tmp_path / "partial.py").write_text(PARTIAL)
+    first = subprocess.run([sys.executable, "pipeline.py"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    source = first.stdout.strip()
+    killed = subprocess.run([sys.executable, "partial.py", source], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    replay = killed.stdout.strip()
+    proc = run_cli("executions", "retry", replay, "-o", "json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # the override and the taken-over calls hold, as if the replay had not been killed
+    assert KitaruClient().executions.result(replay) == "PUBLISHED: Draft from edited"
+    assert (tmp_path / "ran.txt").read_text().split() == [
+        "research", "write_draft", "publish", "write_draft", "publish",
+    ]  # fmt: skip
+    e = KitaruClient().executions.get(replay)
+    assert e.original_exec_id == source
+    assert "kitaru_replay_seeded" not in e.metadata

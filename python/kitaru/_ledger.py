@@ -23,6 +23,8 @@ SAVED = "kitaru_llm_saved"
 BUDGET = "kitaru_budget_usd"
 # A replay's link to its source (source, from, frontier, reused and overridden calls).
 REPLAY = "kitaru_replay"
+# Written once a replay took over its source's results (a retry seeds again without it).
+REPLAY_SEEDED = "kitaru_replay_seeded"
 
 
 def take(

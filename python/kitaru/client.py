@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _config, serde
-from ._ledger import REPLAY, claim_of, take
+from ._ledger import REPLAY, REPLAY_SEEDED, claim_of, take
 from ._status import ExecutionStatus
 from ._types import StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
@@ -520,8 +520,11 @@ class Execution:
         metadata = _merged_metadata(v.get("metadata_json") or [])
         llm_calls, llm_cost = _ledger(metadata, options, v.get("events") or [])
         replay = metadata.pop(REPLAY, None)
+        metadata.pop(REPLAY_SEEDED, None)
         source = replay.get("source") if isinstance(replay, dict) else None
-        taken = set(replay.get("reused", []) + replay.get("overridden", [])) if source else set()
+        taken = (
+            set(replay.get("reused", []) + list(replay.get("overridden", []))) if source else set()
+        )
         checkpoints = [CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])]
         if taken:  # the calls a replay took over from its source
             checkpoints = [

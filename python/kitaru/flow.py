@@ -422,14 +422,18 @@ class FlowDefinition(Generic[P, R]):
         args, kwargs = self._replay_arguments(tuple(saved["args"]), dict(saved["kwargs"]),
                                               flow_inputs)  # fmt: skip
         _, start = self._start(args, kwargs, retries, stack)
+        replaced = {call_id: self._override_value(key, overrides[key])
+                    for key, call_id in plan["overrides"]}  # fmt: skip
         runner = store.start(start, _lease_ttl_ms())
         try:
-            replaced = [(call_id, *self._override_value(key, overrides[key]))
-                        for key, call_id in plan["overrides"]]  # fmt: skip
-            runner.seed_from(exec_id, plan["reuse"], replaced)
+            # The plan first (override values as blobs), then the seeding, then a mark that
+            # it is done: a replay killed in between is seeded again by its retry.
             note = {"source": exec_id, "from": from_, "frontier": plan["frontier"],
-                    "reused": plan["reuse"], "overridden": [c for _, c in plan["overrides"]]}  # fmt: skip
+                    "reused": plan["reuse"], "overridden": list(replaced),
+                    "override_values": {c: {"serializer": tag, "blob": store.put_blob(data)}
+                                        for c, (tag, data) in replaced.items()}}  # fmt: skip
             runner.log_metadata(json.dumps({_ledger.REPLAY: note}))
+            _seed(runner, store, note)
         except BaseException:
             runner.fail(FailureRecord(str(FailureOrigin.RUNTIME),
                                       "the replay could not take over its source's results",
@@ -482,7 +486,17 @@ class FlowDefinition(Generic[P, R]):
         """Run an execution claimed by retry/resume from the top (used by the client).
 
         It continues in `store`, the store it was claimed from, whatever this flow's stack.
+        A replay whose first run died before it took over its source's results takes them
+        over now.
         """
+        import json
+
+        notes = [json.loads(m) for m in runner.execution_metadata() if _ledger.REPLAY in m]
+        planned = [n[_ledger.REPLAY] for n in notes if _ledger.REPLAY in n]
+        if planned and not any(_ledger.REPLAY_SEEDED in n for n in notes):
+            from . import _config
+
+            _seed(runner, store if store is not None else _config.get_store(), planned[-1])
         self._execute(runner, args, kwargs, self.retries, store, budget_usd)
 
     # --- driving ------------------------------------------------------------------
@@ -649,6 +663,18 @@ class FlowDefinition(Generic[P, R]):
         except Exception as exc:
             yield from _record_failure(run, FailureRecord(*failure_of(exc)))
             raise
+
+
+def _seed(runner: Runner, store: Store, note: dict[str, Any]) -> None:
+    """Takes over a replay's results from its source as `note` (its recorded plan) says,
+    then marks the seeding done."""
+    import json
+
+    values = note.get("override_values") or {}
+    replaced = [(call_id, v["serializer"], store.get_blob(v["blob"], runner.exec_id))
+                for call_id, v in values.items()]  # fmt: skip
+    runner.seed_from(note["source"], note["reused"], replaced)
+    runner.log_metadata(json.dumps({_ledger.REPLAY_SEEDED: True}))
 
 
 # The step of a pass that runs the flow body (`FlowDefinition._passes`).
