@@ -46,13 +46,15 @@ pub async fn plan(
         });
     }
     let journal = Journal::load(store, source, Scope::Full).await?;
-    if matches!(journal.state()?, State::Running { .. }) {
+    // A source whose runner died (its lease lapsed) has ended as far as replay goes.
+    let running = matches!(journal.state()?, State::Running { .. });
+    if running && !journal.lease_lapsed(crate::ids::now_us()) {
         return Err(Error::StillRunning {
             exec_id: source.to_string(),
         });
     }
     let ordered = call_order(&journal);
-    if ordered.is_empty() {
+    if ordered.iter().all(|c| !c.finished) {
         return Err(Error::NothingToReplay {
             exec_id: source.to_string(),
         });
@@ -72,67 +74,112 @@ pub async fn plan(
                 rule,
             });
         };
-        overrides.push((key.clone(), select(source, &ordered, selector)?));
+        let at = select(source, &ordered, selector)?;
+        let call = &ordered[at];
+        if call.llm {
+            return Err(Error::InvalidName {
+                what: "replay override key",
+                value: key.clone(),
+                rule: "a checkpoint that is not a flow-body llm() call (its output is the \
+                       model's recorded answer; override the checkpoint that builds the prompt)",
+            });
+        }
+        overrides.push((key.clone(), at));
     }
     let frontier_at = overrides.iter().map(|(_, at)| *at).fold(start, usize::min);
     let overridden: Vec<usize> = overrides.iter().map(|(_, at)| *at).collect();
+    // Only finished calls whose inputs are known are taken over: a record without an input
+    // digest (an override of an earlier replay, or inputs that could not be digested) would
+    // answer its call whatever the inputs, and its place among the calls is not known.
     let reuse = (0..frontier_at)
         .filter(|at| !overridden.contains(at))
-        .map(|at| ordered[at].0.clone())
+        .filter(|&at| ordered[at].finished && ordered[at].has_digest)
+        .map(|at| ordered[at].id.clone())
         .collect();
     Ok(ReplayPlan {
         source: source.to_string(),
-        frontier: ordered[frontier_at].0.clone(),
+        frontier: ordered[frontier_at].id.clone(),
         reuse,
         overrides: overrides
             .into_iter()
-            .map(|(key, at)| (key, ordered[at].0.clone()))
+            .map(|(key, at)| (key, ordered[at].id.clone()))
             .collect(),
     })
 }
 
-/// (call id, checkpoint name) of every finished call, in the order the calls started.
-fn call_order(journal: &Journal) -> Vec<(String, String)> {
-    let mut calls: Vec<(u64, &String, &String)> = journal
+/// A call of the source as the plan sees it.
+struct Call {
+    id: String,
+    name: String,
+    /// It has a stored result (else only failed attempts: selectable as `from`).
+    finished: bool,
+    has_digest: bool,
+    /// A flow-body `llm()` call (its output is the recorded answer).
+    llm: bool,
+}
+
+/// Every call of the source with a result or a failed attempt, in the order the calls
+/// started (a finished call by its successful attempt, a failed one by its first).
+fn call_order(journal: &Journal) -> Vec<Call> {
+    let mut calls: Vec<(u64, Call)> = journal
         .checkpoints
         .iter()
         .map(|(id, (_, rec))| {
             let started = rec.attempts.last().map(|a| a.started_us).unwrap_or(0);
-            (started, id, &rec.name)
+            let call = Call {
+                id: id.clone(),
+                name: rec.name.clone(),
+                finished: true,
+                has_digest: rec.input_digest.is_some(),
+                llm: rec.checkpoint_type.as_deref() == Some("llm_call"),
+            };
+            (started, call)
         })
         .collect();
-    calls.sort();
-    calls
-        .into_iter()
-        .map(|(_, id, name)| (id.clone(), name.clone()))
-        .collect()
+    for (id, fails) in &journal.failed_attempts {
+        if journal.checkpoints.contains_key(id) {
+            continue;
+        }
+        if let Some(first) = fails.first() {
+            let call = Call {
+                id: id.clone(),
+                name: first.name.clone(),
+                finished: false,
+                has_digest: first.input_digest.is_some(),
+                llm: first.checkpoint_type.as_deref() == Some("llm_call"),
+            };
+            calls.push((first.attempt.started_us, call));
+        }
+    }
+    calls.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    calls.into_iter().map(|(_, c)| c).collect()
 }
 
 /// The position of the call `selector` names: a call id (optionally `<source>/<id>`), or
 /// a checkpoint name only one call has.
-fn select(source: &str, ordered: &[(String, String)], selector: &str) -> Result<usize> {
+fn select(source: &str, ordered: &[Call], selector: &str) -> Result<usize> {
     let wanted = selector
         .strip_prefix(source)
         .and_then(|rest| rest.strip_prefix('/'))
         .unwrap_or(selector)
         .trim();
-    if let Some(at) = ordered.iter().position(|(id, _)| id == wanted) {
+    if let Some(at) = ordered.iter().position(|c| c.id == wanted) {
         return Ok(at);
     }
     let by_name: Vec<usize> = (0..ordered.len())
-        .filter(|&i| ordered[i].1 == wanted)
+        .filter(|&i| ordered[i].name == wanted)
         .collect();
     match by_name.as_slice() {
         [one] => Ok(*one),
         [] => Err(Error::UnknownCheckpoint {
             exec_id: source.to_string(),
             selector: selector.to_string(),
-            available: ordered.iter().map(|(id, _)| id.clone()).collect(),
+            available: ordered.iter().map(|c| c.id.clone()).collect(),
         }),
         many => Err(Error::AmbiguousCheckpoint {
             exec_id: source.to_string(),
             selector: selector.to_string(),
-            candidates: many.iter().map(|&i| ordered[i].0.clone()).collect(),
+            candidates: many.iter().map(|&i| ordered[i].id.clone()).collect(),
         }),
     }
 }

@@ -218,3 +218,19 @@ def test_save_in_one_process_load_in_another(tmp_path: Path) -> None:
 
     made = run("make")
     assert run("read", made) == "{'pages': 12}"
+
+
+@checkpoint
+def twice(x: int) -> int:
+    return x * 10
+
+
+@flow
+def calls_twice() -> list[int]:
+    return [twice(1), twice(2)]
+
+
+def test_a_call_id_names_one_call_even_when_the_checkpoint_ran_twice() -> None:
+    source = calls_twice.run()
+    assert consumer.run(source.exec_id, "twice").wait() == 10  # the call id of the first
+    assert consumer.run(source.exec_id, "twice_2").wait() == 20

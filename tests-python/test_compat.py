@@ -188,3 +188,44 @@ def test_after_orders_a_call_behind_others() -> None:
     message = after_a_failure.run().wait()
     assert "did not run" in message and "bad failed" in message
     assert "start dependent" not in ORDER
+
+
+def test_a_retry_uses_the_retries_recorded_when_the_flow_started() -> None:
+    kitaru.configure(retries=1)
+    FAILS["left"] = 3  # more than one retry can absorb
+    handle = flaky.run()
+    assert handle.status == "failed"
+    kitaru.configure(retries=None)  # a later process that configured nothing
+    FAILS["left"] = 1
+    done = KitaruClient().executions.retry(handle.exec_id)
+    assert done.status == "completed"  # the recorded retries=1 absorbed the failure
+
+
+def test_configured_image_lists_are_joined_with_the_flows() -> None:
+    kitaru.configure(image={"requirements": ["pandas"]})
+    spec = KitaruClient().executions.get(imaged_by_name.run().exec_id).frozen_execution_spec
+    assert spec is not None
+    assert spec["image"]["requirements"] == ["pandas", "kitaru"]
+    assert spec["image"]["base_image"] == "python:3.12"
+    settings = kitaru.ImageSettings(requirements=["kitaru[s3]>=0.1", "Kitaru~=0.1"])
+    assert settings.requirements == ["kitaru[s3]>=0.1", "Kitaru~=0.1"]  # nothing added
+    with pytest.raises(kitaru.KitaruUsageError, match="environment"):
+        kitaru.ImageSettings(environment=["A=1"])  # type: ignore[arg-type]
+
+
+@flow(image="python:3.12")
+def imaged_by_name() -> str:
+    return "ok"
+
+
+@flow
+def after_lists() -> list[str]:
+    firsts = step.map(["a", "b"], [0.2, 0.2])
+    last = step.submit("last", after=[firsts])  # a list of .map() results
+    return [last.result()]
+
+
+def test_after_accepts_lists_of_futures() -> None:
+    ORDER.clear()
+    assert after_lists.run().wait() == ["last"]
+    assert ORDER.index("start last") > max(ORDER.index("end a"), ORDER.index("end b"))

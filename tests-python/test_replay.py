@@ -315,8 +315,7 @@ def test_diff_renders_structured_outputs_as_json() -> None:
 
 PARTIAL = textwrap.dedent(
     """
-    import json, os, sys
-    from kitaru import _ledger
+    import os, sys
     from pipeline import pipeline
 
     # What FlowDefinition.replay does first, then the process dies before the seeding:
@@ -325,13 +324,12 @@ PARTIAL = textwrap.dedent(
     store = _config.get_store()
     source = sys.argv[1]
     plan = store.replay_plan(source, "write_draft", ["checkpoint.research"])
-    _, start = pipeline._start(("kitaru",), {}, 0, None)
-    runner = store.start(start, 60_000)
     tag, data = pipeline._override_value("checkpoint.research", "edited")
     note = {"source": source, "from": "write_draft", "frontier": plan["frontier"],
             "reused": plan["reuse"], "overridden": ["research"],
             "override_values": {"research": {"serializer": tag, "blob": store.put_blob(data)}}}
-    runner.log_metadata(json.dumps({_ledger.REPLAY: note}))
+    _, start = pipeline._start(("kitaru",), {}, 0, None, replay=note)
+    runner = store.start(start, 60_000)
     print(runner.exec_id, flush=True)
     os.kill(os.getpid(), 9)
     """
@@ -361,3 +359,36 @@ def test_a_replay_killed_before_it_took_over_its_source_is_seeded_by_its_retry(
     e = KitaruClient().executions.get(replay)
     assert e.original_exec_id == source
     assert "kitaru_replay_seeded" not in e.metadata
+
+
+@flow
+def asks_a_model(topic: str) -> str:
+    answer = kitaru.llm(f"Say something about {topic}", name="idea")
+    return publish(answer)
+
+
+def test_a_replay_counts_the_model_calls_it_did_not_pay_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KITARU_LLM_MOCK_RESPONSE", "an idea")
+    source = asks_a_model.run("tides")
+    assert source.wait() == "PUBLISHED: an idea"
+    replay = asks_a_model.replay(source.exec_id, from_="publish")
+    assert replay.wait() == "PUBLISHED: an idea"
+    cost = KitaruClient().executions.get(replay.exec_id).llm_cost
+    assert cost is not None and cost.saved_calls == 1 and cost.calls == 0
+
+
+def test_a_flow_replays_only_its_own_executions() -> None:
+    other = crawler.run()
+    with pytest.raises(kitaru.KitaruUsageError, match="ran flow 'crawler', not 'content_pipeline'"):
+        content_pipeline.replay(other.exec_id, from_="fetch")
+
+
+def test_replay_records_its_image_and_cache_options() -> None:
+    source = content_pipeline.run("opts")
+    handle = content_pipeline.replay(source.exec_id, from_="publish", image="python:3.12",
+                                     cache=False)  # fmt: skip
+    spec = KitaruClient().executions.get(handle.exec_id).frozen_execution_spec
+    assert spec is not None and spec["image"]["base_image"] == "python:3.12"
+    assert spec["cache"] is False and "replay" not in spec  # the plan is not an option

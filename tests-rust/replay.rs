@@ -233,3 +233,73 @@ fn a_seeded_explicit_call_is_found_by_its_id_only() {
         assert_eq!(&explicit.value.unwrap().bytes[..], b"HOME");
     });
 }
+
+#[test]
+fn plans_of_crashed_sources_failed_steps_and_unknown_inputs() {
+    rt().block_on(async {
+        let store = memory_store("replay-crash").await;
+        // a runner that died (its 1 ms lease lapsed) after two calls and a failed third
+        let r = Runner::start(store.clone(), start_info(), 1).await.unwrap();
+        r.record_checkpoint(finished("a", "a", "A", 10))
+            .await
+            .unwrap();
+        let mut b = finished("b", "b", "B", 20);
+        b.input_digest = None; // inputs that could not be digested
+        r.record_checkpoint(b).await.unwrap();
+        let mut llm = finished("llm_1", "llm", "answer", 25);
+        llm.checkpoint_type = Some("llm_call".into());
+        r.record_checkpoint(llm).await.unwrap();
+        r.record_failed_attempt(kitaru::execution::FailedCall {
+            call_id: "c".into(),
+            name: "c".into(),
+            checkpoint_type: None,
+            input_digest: Some([3; 32]),
+            started_us: 30,
+            ended_us: 31,
+            failure: Failure {
+                origin: "user_code".into(),
+                message: "boom".into(),
+                exception_type: None,
+                traceback: None,
+            },
+        })
+        .await
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // the failed step is selectable; the digest-less call is not taken over
+        let plan = replay::plan(&store, r.exec_id(), "c", &[]).await.unwrap();
+        assert_eq!(plan.frontier, "c");
+        assert_eq!(plan.reuse, ["a", "llm_1"]);
+        // a failed call can be given an output; a flow-body llm() call cannot
+        let keys = vec!["checkpoint.c".to_string()];
+        let plan = replay::plan(&store, r.exec_id(), "c", &keys).await.unwrap();
+        assert_eq!(plan.overrides, [(keys[0].clone(), "c".to_string())]);
+        let bad = vec!["checkpoint.llm_1".to_string()];
+        let err = replay::plan(&store, r.exec_id(), "c", &bad)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("llm()"), "{err}");
+        // and the override of the failed call is seeded as that call
+        let seeded = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let over = RawValue {
+            serializer: "str".into(),
+            bytes: Bytes::from_static(b"given"),
+        };
+        seeded
+            .seed_from(r.exec_id(), &["a".to_string()], vec![("c".into(), over)])
+            .await
+            .unwrap();
+        seeded.new_pass();
+        let c = seeded.begin_call(&CallRequest {
+            call_id: "c".into(),
+            name: "c".into(),
+            digest: Some([3; 32]),
+            ordered: true,
+            explicit: false,
+            policy: Policy::Rerun,
+        });
+        assert_eq!(&c.value.unwrap().bytes[..], b"given");
+    });
+}

@@ -21,9 +21,8 @@ if TYPE_CHECKING:
 SPEND = "kitaru_llm"
 SAVED = "kitaru_llm_saved"
 BUDGET = "kitaru_budget_usd"
-# A replay's link to its source (source, from, frontier, reused and overridden calls).
-REPLAY = "kitaru_replay"
-# Written once a replay took over its source's results (a retry seeds again without it).
+# Written once a replay took over its source's results (its plan is in the start record's
+# options, "replay"; a retry seeds again without this mark).
 REPLAY_SEEDED = "kitaru_replay_seeded"
 
 

@@ -85,11 +85,12 @@ def load(exec_id: str, name: str) -> Any:
 
 def find(store: Store, view: ExecutionView, name: str) -> list[tuple[str, Callable[[bool], Any]]]:
     """(description, loader) of what `name` names in the execution of `view`: its saved
-    artifacts of that name (latest version per checkpoint call), else the outputs of the
-    finished checkpoint calls whose call id or checkpoint name is `name`."""
+    artifacts of that name (latest version per checkpoint call), else the output of the
+    finished call with that call id (``fetch_2``), else of those of that checkpoint."""
     exec_id = view["exec_id"]
     saved: list[tuple[str, Callable[[bool], Any]]] = []
-    outputs: list[tuple[str, Callable[[bool], Any]]] = []
+    by_id: list[tuple[str, Callable[[bool], Any]]] = []
+    by_name: list[tuple[str, Callable[[bool], Any]]] = []
     for c in view["checkpoints"]:
         if c["status"] != "completed":
             continue
@@ -97,10 +98,13 @@ def find(store: Store, view: ExecutionView, name: str) -> list[tuple[str, Callab
         if versions:
             saved.append((f"artifact {name!r} of {c['call_id']}",
                           _blob_loader(store, exec_id, versions[-1], name)))  # fmt: skip
-        if name in (c["call_id"], c["name"]):
-            outputs.append((f"output of {c['call_id']}",
-                            _output_loader(store, exec_id, c["call_id"])))  # fmt: skip
-    return saved or outputs
+        output = (f"output of {c['call_id']}", _output_loader(store, exec_id, c["call_id"]))
+        if name == c["call_id"]:
+            by_id.append(output)
+        elif name == c["name"]:
+            by_name.append(output)
+    # a call id names one call; a checkpoint name only when one call has it
+    return saved or by_id or by_name
 
 
 def saved_artifacts(metadata_json: str | None) -> dict[str, list[dict[str, Any]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextvars
 
 from ._capture import log_steps
@@ -446,10 +447,11 @@ def _futures_in(after: Any) -> list[Future[Any]]:
     """The futures among `after` (one, or an iterable; other values are ready already)."""
     import concurrent.futures
 
-    if after is None:
-        return []
-    items = after if isinstance(after, (list, tuple, set, frozenset)) else [after]
-    return [f for f in items if isinstance(f, concurrent.futures.Future)]
+    if isinstance(after, concurrent.futures.Future):
+        return [after]
+    if after is None or isinstance(after, (str, bytes, dict)) or not hasattr(after, "__iter__"):
+        return []  # a value (an output already at hand) orders nothing
+    return [f for item in after for f in _futures_in(item)]  # lists of .map() results too
 
 
 def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call) -> Future[Any]:
@@ -459,6 +461,7 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
     import threading
 
     future: Future[Any] = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()  # it is scheduled: cancel() cannot stop it
     left = [len(deps)]
     lock = threading.Lock()
 
@@ -467,6 +470,13 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
             left[0] -= 1
             if left[0]:
                 return
+        try:
+            launch()
+        except BaseException as exc:  # e.g. the pool shut down: fail the call, never hang
+            if not future.done():
+                future.set_exception(exc)
+
+    def launch() -> None:
         for dep in deps:
             failure = dep.exception() if not dep.cancelled() else RuntimeError("cancelled")
             if failure is not None:
@@ -480,7 +490,7 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
         inner = _executor().submit(ctx.run, fn)
 
         def copy(done: Future[Any]) -> None:
-            failure = done.exception()
+            failure = RuntimeError("cancelled") if done.cancelled() else done.exception()
             if failure is None:
                 future.set_result(done.result())
             else:
@@ -494,6 +504,7 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = _thread.allocate_lock()
 
 
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -501,9 +512,11 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
     if _pool is None:
         import concurrent.futures
 
-        _pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=16, thread_name_prefix="kitaru-checkpoint"
-        )
+        with _pool_lock:  # also created from `after=` callbacks, in any thread
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=16, thread_name_prefix="kitaru-checkpoint"
+                )
     return _pool
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _config, serde
-from ._ledger import REPLAY, REPLAY_SEEDED, claim_of, take
+from ._ledger import REPLAY_SEEDED, claim_of, take
 from ._status import ExecutionStatus
 from ._types import StoreChoice
 from .errors import FailureOrigin, KitaruFeatureNotAvailableError, KitaruUsageError
@@ -519,12 +519,11 @@ class Execution:
         options = _parsed(v["options_json"], None)
         metadata = _merged_metadata(v.get("metadata_json") or [])
         llm_calls, llm_cost = _ledger(metadata, options, v.get("events") or [])
-        replay = metadata.pop(REPLAY, None)
         metadata.pop(REPLAY_SEEDED, None)
-        source = replay.get("source") if isinstance(replay, dict) else None
-        taken = (
-            set(replay.get("reused", []) + list(replay.get("overridden", []))) if source else set()
-        )
+        replay = options.pop("replay", None) if isinstance(options, dict) else None
+        replay = replay if isinstance(replay, dict) else {}
+        source = replay.get("source")
+        taken = set(replay.get("reused", []) + list(replay.get("overridden", [])))
         checkpoints = [CheckpointCall.from_view(v["exec_id"], c) for c in v.get("checkpoints", [])]
         if taken:  # the calls a replay took over from its source
             checkpoints = [

@@ -182,7 +182,7 @@ class FlowDefinition(Generic[P, R]):
         return configured().retries or 0
 
     def _options_json(self, retries: int, stack: str | None, image: Any = None,
-                      cache: bool | None = None) -> str:  # fmt: skip
+                      cache: bool | None = None, replay: dict[str, Any] | None = None) -> str:  # fmt: skip
         """The options recorded on an execution: `.run()`'s over ``@flow``'s over
         ``kitaru.configure()``'s (image settings field by field: the flow's win)."""
         import json
@@ -193,12 +193,7 @@ class FlowDefinition(Generic[P, R]):
         chosen = image if image is not None else self.image
         settings = ImageSettings.coerce(chosen, "image") if chosen is not None else None
         if defaults.image is not None:
-            base = defaults.image.to_dict()
-            if settings is not None:
-                mine = settings.to_dict()
-                base.update({k: v for k, v in mine.items() if v not in (None, [], {}, False)})
-                base["environment"] = {**defaults.image.environment, **settings.environment}
-            settings = ImageSettings(**base)
+            settings = defaults.image if settings is None else defaults.image.merged(settings)
         if cache is None:
             cache = self.cache if self.cache is not None else defaults.cache
         opts = {
@@ -209,6 +204,8 @@ class FlowDefinition(Generic[P, R]):
             "cache": True if cache is None else cache,
             "image": settings.to_dict() if settings is not None else None,
         }
+        if replay is not None:
+            opts["replay"] = replay
         return json.dumps(opts)
 
     def _start(
@@ -219,6 +216,7 @@ class FlowDefinition(Generic[P, R]):
         stack: str | None,
         image: Any = None,
         cache: bool | None = None,
+        replay: dict[str, Any] | None = None,
     ) -> tuple[Store, StartRecord]:
         """The store this run uses and what the new execution starts with."""
         import inspect
@@ -264,7 +262,7 @@ class FlowDefinition(Generic[P, R]):
             args_serializer=tag,
             args=data,
             kitaru_version=_kitaru.VERSION,
-            options_json=self._options_json(retries, choice.stack, image, cache),
+            options_json=self._options_json(retries, choice.stack, image, cache, replay),
         )
         return store, start
 
@@ -391,7 +389,8 @@ class FlowDefinition(Generic[P, R]):
         choice = _config.resolve_store(stack if stack is not None else self.stack,
                                        ".replay(stack=...)")  # fmt: skip
         store = _config.get_store(choice.location, choice.options)
-        return self._replay(store, exec_id, from_, overrides, flow_inputs, n, budget, stack)
+        return self._replay(store, exec_id, from_, overrides, flow_inputs, n, budget, stack,
+                            image, cache)  # fmt: skip
 
     def _replay(
         self,
@@ -403,9 +402,9 @@ class FlowDefinition(Generic[P, R]):
         retries: int,
         budget: float | None,
         stack: str | None = None,
+        image: Any = None,
+        cache: bool | None = None,
     ) -> FlowHandle[R]:
-        import json
-
         from . import serde
 
         if overrides is not None and not isinstance(overrides, dict):
@@ -413,26 +412,35 @@ class FlowDefinition(Generic[P, R]):
                 f"replay overrides must be a dict of 'checkpoint.<name>' keys, got {overrides!r}."
             )
         overrides = overrides or {}
+        bad = [k for k in overrides if not isinstance(k, str)]
+        if bad:
+            raise KitaruUsageError(f"replay override keys are strings, got {bad[0]!r}.")
         if not isinstance(from_, str):
             raise KitaruUsageError(f"replay from_ must be a checkpoint name, got {from_!r}.")
+        source_flow = store.inspect(exec_id, full=False)["flow_name"]
+        if source_flow != self.name:
+            raise KitaruUsageError(
+                f"Execution {exec_id} ran flow {source_flow!r}, not {self.name!r}; replay it "
+                f"with that flow's .replay() or `kitaru executions replay {exec_id}`."
+            )
         plan = store.replay_plan(exec_id, from_, list(overrides))
         _, tag, data = store.start_record(exec_id)
         saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}",
                             allow_pickle=self.allow_pickle)  # fmt: skip
         args, kwargs = self._replay_arguments(tuple(saved["args"]), dict(saved["kwargs"]),
                                               flow_inputs)  # fmt: skip
-        _, start = self._start(args, kwargs, retries, stack)
-        replaced = {call_id: self._override_value(key, overrides[key])
-                    for key, call_id in plan["overrides"]}  # fmt: skip
+        # The plan goes into the start record (override values as blobs, stored first), so
+        # the execution is a replay from its first write on: if this process dies before
+        # the seeding below is marked done, the retry seeds it.
+        values = {}
+        for key, call_id in plan["overrides"]:
+            tag, data = self._override_value(key, overrides[key])
+            values[call_id] = {"serializer": tag, "blob": store.put_blob(data)}
+        note = {"source": exec_id, "from": from_, "frontier": plan["frontier"],
+                "reused": plan["reuse"], "overridden": list(values), "override_values": values}  # fmt: skip
+        _, start = self._start(args, kwargs, retries, stack, image, cache, replay=note)
         runner = store.start(start, _lease_ttl_ms())
         try:
-            # The plan first (override values as blobs), then the seeding, then a mark that
-            # it is done: a replay killed in between is seeded again by its retry.
-            note = {"source": exec_id, "from": from_, "frontier": plan["frontier"],
-                    "reused": plan["reuse"], "overridden": list(replaced),
-                    "override_values": {c: {"serializer": tag, "blob": store.put_blob(data)}
-                                        for c, (tag, data) in replaced.items()}}  # fmt: skip
-            runner.log_metadata(json.dumps({_ledger.REPLAY: note}))
             _seed(runner, store, note)
         except BaseException:
             runner.fail(FailureRecord(str(FailureOrigin.RUNTIME),
@@ -491,13 +499,24 @@ class FlowDefinition(Generic[P, R]):
         """
         import json
 
-        notes = [json.loads(m) for m in runner.execution_metadata() if _ledger.REPLAY in m]
-        planned = [n[_ledger.REPLAY] for n in notes if _ledger.REPLAY in n]
-        if planned and not any(_ledger.REPLAY_SEEDED in n for n in notes):
+        options = json.loads(runner.options_json or "{}")
+        replay = options.get("replay")
+        seeded = any(_ledger.REPLAY_SEEDED in m for m in runner.execution_metadata())
+        if isinstance(replay, dict) and not seeded:
             from . import _config
 
-            _seed(runner, store if store is not None else _config.get_store(), planned[-1])
-        self._execute(runner, args, kwargs, self.retries, store, budget_usd)
+            try:
+                _seed(runner, store if store is not None else _config.get_store(), replay)
+            except BaseException:
+                runner.fail(FailureRecord(str(FailureOrigin.RUNTIME),
+                                          "the replay could not take over its source's results",
+                                          None, None))  # fmt: skip
+                raise
+        # The flow retries recorded when it started (they may come from its configure()).
+        retries = options.get("retries")
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            retries = self.retries
+        self._execute(runner, args, kwargs, retries, store, budget_usd)
 
     # --- driving ------------------------------------------------------------------
 
@@ -522,6 +541,9 @@ class FlowDefinition(Generic[P, R]):
     def _new_run(self, runner: Runner, store: Store | None, budget: float | None) -> FlowRun:
         run = FlowRun(runner, self.name, self.divergence, store)
         run.allow_pickle = self.allow_pickle
+        if '"replay"' in (runner.options_json or ""):
+            # its reused calls carry their source's model calls: count what they saved
+            run._had_llm = True
         try:
             run.set_budget(self.budget_usd, budget)
         except BaseException:

@@ -78,6 +78,11 @@ _IMAGE_FIELDS = ("base_image", "requirements", "dockerfile", "build_context_root
                  "image_tag", "target_repository", "user", "platform")  # fmt: skip
 
 
+def _requirement_name(requirement: str) -> str:
+    """The distribution a requirement line names (``kitaru[s3]>=0.1`` -> ``kitaru``)."""
+    return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0].lower()
+
+
 @dataclass(frozen=True)
 class ImageSettings:
     """Container image settings for remote runs (Kitaru 0.4's fields). Recorded on each
@@ -102,12 +107,17 @@ class ImageSettings:
                 raise KitaruUsageError(f"ImageSettings.{name} must not be empty.")
         for name in ("requirements", "apt_packages"):
             items = getattr(self, name)
-            if isinstance(items, str) or not all(isinstance(i, str) and i for i in items):
+            if not isinstance(items, (list, tuple)) or not all(
+                isinstance(i, str) and i for i in items
+            ):
                 raise KitaruUsageError(f"ImageSettings.{name} must be a list of strings.")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.environment.items()):
+            object.__setattr__(self, name, list(items))
+        env = self.environment
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
             raise KitaruUsageError("ImageSettings.environment must map strings to strings.")
-        if not any(r.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip() == "kitaru"
-                   for r in self.requirements):  # fmt: skip
+        if not any(_requirement_name(r) == "kitaru" for r in self.requirements):
             object.__setattr__(self, "requirements", [*self.requirements, "kitaru"])
 
     @classmethod
@@ -136,6 +146,19 @@ class ImageSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in _IMAGE_FIELDS}
+
+    def merged(self, over: ImageSettings) -> ImageSettings:
+        """These settings with `over`'s on top, field by field: lists are joined (without
+        repeats), environments merged key by key, any other field `over` sets wins."""
+        fields = self.to_dict()
+        for name, value in over.to_dict().items():
+            if name in ("requirements", "apt_packages"):
+                fields[name] = list(dict.fromkeys([*fields[name], *value]))
+            elif name == "environment":
+                fields[name] = {**fields[name], **value}
+            elif value is not None and value is not False:
+                fields[name] = value
+        return ImageSettings(**fields)
 
 
 @dataclass(frozen=True)

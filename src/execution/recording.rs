@@ -194,20 +194,41 @@ impl Runner {
         }
         let count = calls.len() + overrides.len();
         for (call_id, output) in overrides {
-            let Some((_, rec)) = journal.checkpoints.get(&call_id) else {
+            // As the call was there: its record, else (a call that only failed there) its
+            // failed attempts; at its place in time, so call order stays as it was there.
+            let found = match journal.checkpoints.get(&call_id) {
+                Some((_, rec)) => Some((
+                    rec.name.clone(),
+                    rec.explicit_id,
+                    rec.checkpoint_type.clone(),
+                    rec.attempts.last().map(|a| a.started_us),
+                )),
+                None => journal
+                    .failed_attempts
+                    .get(&call_id)
+                    .and_then(|f| f.first())
+                    .map(|f| {
+                        (
+                            f.name.clone(),
+                            false,
+                            f.checkpoint_type.clone(),
+                            Some(f.attempt.started_us),
+                        )
+                    }),
+            };
+            let Some((name, explicit_id, checkpoint_type, started)) = found else {
                 return Err(Error::UnknownCheckpoint {
                     exec_id: source.to_string(),
                     selector: call_id,
                     available: journal.checkpoints.keys().cloned().collect(),
                 });
             };
-            // At its source call's place in time, so call order stays as it was there.
-            let started = rec.attempts.last().map(|a| a.started_us).unwrap_or(0);
+            let started = started.unwrap_or(0);
             self.seed_checkpoint(FinishedCall {
                 call_id: call_id.clone(),
-                name: rec.name.clone(),
-                explicit_id: rec.explicit_id,
-                checkpoint_type: rec.checkpoint_type.clone(),
+                name,
+                explicit_id,
+                checkpoint_type,
                 input_digest: None,
                 output,
                 started_us: started,

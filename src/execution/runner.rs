@@ -187,6 +187,11 @@ impl Runner {
         &self.journal
     }
 
+    /// The options recorded in the execution's start event (JSON).
+    pub fn start_options(&self) -> Option<&str> {
+        self.journal.start().map(|s| s.options_json.as_str())
+    }
+
     /// The metadata recorded with `call_id`'s stored result (JSON), as loaded when the
     /// lease was taken (or seeded by a replay).
     pub fn call_metadata(&self, call_id: &str) -> Option<String> {

@@ -50,6 +50,12 @@ impl PyRunner {
         self.inner.claim_seq()
     }
 
+    /// The options recorded when the execution started (JSON), as the run sees them.
+    #[getter]
+    fn options_json(&self) -> Option<String> {
+        self.inner.start_options().map(str::to_string)
+    }
+
     /// Starts a pass over the flow body (the first, or a flow-level retry); its number.
     fn new_pass(&self) -> u32 {
         self.inner.new_pass()
