@@ -18,6 +18,8 @@ use crate::suspend::State;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReplayPlan {
     pub source: String,
+    /// The flow the source ran (a replay runs the same flow).
+    pub flow_name: String,
     /// The call from which everything runs live (the earliest of `from` and the
     /// overridden calls).
     pub frontier: String,
@@ -98,6 +100,10 @@ pub async fn plan(
         .collect();
     Ok(ReplayPlan {
         source: source.to_string(),
+        flow_name: journal
+            .start()
+            .map(|s| s.flow_name.clone())
+            .unwrap_or_default(),
         frontier: ordered[frontier_at].id.clone(),
         reuse,
         overrides: overrides

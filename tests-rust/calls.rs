@@ -170,7 +170,7 @@ fn divergence_in_call_order_follows_the_policy() {
         let dec = finish(&r2, r2.begin_call(&q)).await;
         assert_eq!(output(&dec), b"two");
         assert_eq!(dec.notice, Some(Notice::ReusedDiverged));
-        assert!(dec.notice_text().unwrap().contains("'reuse'"));
+        assert!(dec.notice_text(&exec_id).unwrap().contains("'reuse'"));
         // error: fails with the divergence named
         let id = r2.allocate_call("fetch", None).unwrap();
         let mut q = req(&id, "fetch", d(9), true);

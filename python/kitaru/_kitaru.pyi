@@ -170,6 +170,14 @@ class Store:
         self, exec_id: str, call_id: str, *, awaitable: Literal[True]
     ) -> Awaitable[_Value | None]: ...
     @overload
+    def checkpoint_outputs(
+        self, exec_id: str, call_ids: builtins.list[str], *, awaitable: Literal[False] = False
+    ) -> builtins.list[_Value | None]: ...
+    @overload
+    def checkpoint_outputs(
+        self, exec_id: str, call_ids: builtins.list[str], *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[_Value | None]]: ...
+    @overload
     def cancel(
         self, exec_id: str, reason: str = ..., *, awaitable: Literal[False] = False
     ) -> None: ...

@@ -130,6 +130,7 @@ class ReplayPlan(TypedDict):
     """What a replay takes over from its source (`src/replay.rs`)."""
 
     source: str
+    flow_name: str  # the flow the source ran
     frontier: str  # the call from which everything runs live
     reuse: list[str]  # finished calls before the frontier, in call order
     overrides: list[tuple[str, str]]  # (override key, the call id it replaces)

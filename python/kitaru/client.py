@@ -726,18 +726,18 @@ class ExecutionsAPI:
         a, b = _check_id(a), _check_id(b)
         store = self._store
         compared = store.diff(a, b)
+        changed = [c["call_id"] for c in compared["calls"] if c["status"] == "changed"]
+        # one journal read per side for every changed output, not one per call
+        before = dict(zip(changed, store.checkpoint_outputs(a, changed), strict=True))
+        after = dict(zip(changed, store.checkpoint_outputs(b, changed), strict=True))
         checkpoints = []
         for c in compared["calls"]:
-            text = None
-            if c["status"] == "changed":
-                old = _rendered(
-                    store.checkpoint_output(a, c["call_id"]), f"output of {c['call_id']}"
-                )
-                new = _rendered(
-                    store.checkpoint_output(b, c["call_id"]), f"output of {c['call_id']}"
-                )
-                text = "\n".join(difflib.unified_diff(old, new, f"a/{c['call_id']}",
-                                                       f"b/{c['call_id']}", lineterm=""))  # fmt: skip
+            text, call_id = None, c["call_id"]
+            if call_id in before:
+                what = f"output of {call_id}"
+                text = "\n".join(difflib.unified_diff(
+                    _rendered(before[call_id], what), _rendered(after[call_id], what),
+                    f"a/{call_id}", f"b/{call_id}", lineterm=""))  # fmt: skip
             (cost_a, tokens_a), (cost_b, tokens_b) = _call_costs(c["a"]), _call_costs(c["b"])
             checkpoints.append(
                 CheckpointDiff(

@@ -417,13 +417,12 @@ class FlowDefinition(Generic[P, R]):
             raise KitaruUsageError(f"replay override keys are strings, got {bad[0]!r}.")
         if not isinstance(from_, str):
             raise KitaruUsageError(f"replay from_ must be a checkpoint name, got {from_!r}.")
-        source_flow = store.inspect(exec_id, full=False)["flow_name"]
-        if source_flow != self.name:
-            raise KitaruUsageError(
-                f"Execution {exec_id} ran flow {source_flow!r}, not {self.name!r}; replay it "
-                f"with that flow's .replay() or `kitaru executions replay {exec_id}`."
-            )
         plan = store.replay_plan(exec_id, from_, list(overrides))
+        if plan["flow_name"] != self.name:
+            raise KitaruUsageError(
+                f"Execution {exec_id} ran flow {plan['flow_name']!r}, not {self.name!r}; "
+                f"replay it with that flow's .replay() or `kitaru executions replay {exec_id}`."
+            )
         _, tag, data = store.start_record(exec_id)
         saved = serde.loads(tag, data, what=f"arguments of execution {exec_id}",
                             allow_pickle=self.allow_pickle)  # fmt: skip
@@ -467,18 +466,19 @@ class FlowDefinition(Generic[P, R]):
             return args, kwargs
         import inspect
 
+        signature = inspect.signature(self._func)
         try:
-            bound = inspect.signature(self._func).bind(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise KitaruUsageError(
                 f"The recorded arguments of the source execution no longer fit flow "
                 f"{self.name!r}: {exc}"
             ) from None
-        unknown = [k for k in flow_inputs if k not in inspect.signature(self._func).parameters]
+        unknown = [k for k in flow_inputs if k not in signature.parameters]
         if unknown:
             raise KitaruUsageError(
                 f"Flow {self.name!r} has no parameter {unknown[0]!r}; replay flow inputs "
-                f"replace its arguments by name ({', '.join(inspect.signature(self._func).parameters)})."
+                f"replace its arguments by name ({', '.join(signature.parameters)})."
             )
         bound.arguments.update(flow_inputs)
         return bound.args, bound.kwargs

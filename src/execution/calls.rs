@@ -92,7 +92,6 @@ pub enum Notice {
 /// The core's answer to "does a stored result answer this call?".
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub exec_id: String,
     /// The id the call runs or is answered under (it may differ from the one it was given:
     /// another unclaimed call with the same inputs, or a fresh id for new inputs).
     pub call_id: String,
@@ -125,9 +124,9 @@ impl Notice {
 }
 
 impl Decision {
-    /// The notice as a sentence that names the call, if there is one.
-    pub fn notice_text(&self) -> Option<String> {
-        let (call, exec) = (&self.call_id, &self.exec_id);
+    /// The notice as a sentence that names the call (of execution `exec`), if there is one.
+    pub fn notice_text(&self, exec: &str) -> Option<String> {
+        let call = &self.call_id;
         Some(match self.notice.as_ref()? {
             Notice::ReusedDiverged => format!(
                 "Checkpoint '{call}' of execution {exec} is called with different inputs than \
@@ -152,7 +151,6 @@ struct Stored {
 /// and results handed out in the current pass over the flow body.
 #[derive(Debug, Default)]
 pub(super) struct CallBook {
-    exec_id: String,
     flow_name: String,
     stored: HashMap<String, Stored>,
     /// Auto-numbered stored calls by (checkpoint name, input digest), in call order.
@@ -174,7 +172,6 @@ pub(super) struct CallBook {
 impl CallBook {
     pub(super) fn new(journal: &Journal) -> CallBook {
         let mut book = CallBook {
-            exec_id: journal.exec_id.clone(),
             flow_name: journal
                 .start()
                 .map(|s| s.flow_name.clone())
@@ -320,7 +317,6 @@ impl CallBook {
     pub(super) fn decide(&mut self, req: &CallRequest, journal: &Journal) -> Decision {
         let (call_id, choice) = self.choose(req);
         let mut decision = Decision {
-            exec_id: self.exec_id.clone(),
             call_id,
             reuse: false,
             value: None,

@@ -28,7 +28,8 @@ mod runner;
 
 pub use calls::{CallRequest, Decision, Divergence, Notice, Policy};
 pub use ops::{
-    answer, cancel, checkpoint_output, load_value, result, start_args, start_info, store_value,
+    answer, cancel, checkpoint_output, checkpoint_outputs, load_value, result, start_args,
+    start_info, store_value,
 };
 pub use runner::Runner;
 

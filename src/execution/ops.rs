@@ -229,16 +229,32 @@ pub async fn checkpoint_output(
     exec_id: &str,
     call_id: &str,
 ) -> Result<Option<RawValue>> {
+    let mut found = checkpoint_outputs(store, exec_id, &[call_id.to_string()]).await?;
+    Ok(found.pop().flatten())
+}
+
+/// [`checkpoint_output`] of several calls, from one load of the execution's journal.
+pub async fn checkpoint_outputs(
+    store: &Store,
+    exec_id: &str,
+    call_ids: &[String],
+) -> Result<Vec<Option<RawValue>>> {
     let journal = Journal::load(store, exec_id, Scope::Full).await?;
-    let Some((_, rec)) = journal.checkpoints.get(call_id) else {
-        return Ok(None);
-    };
     let mut cache = std::collections::HashMap::new();
-    let bytes = crate::delta::resolve(store, &journal, call_id, &rec.output, &mut cache).await?;
-    Ok(Some(RawValue {
-        serializer: rec.output.serializer.clone(),
-        bytes,
-    }))
+    let mut out = Vec::with_capacity(call_ids.len());
+    for call_id in call_ids {
+        let Some((_, rec)) = journal.checkpoints.get(call_id) else {
+            out.push(None);
+            continue;
+        };
+        let bytes =
+            crate::delta::resolve(store, &journal, call_id, &rec.output, &mut cache).await?;
+        out.push(Some(RawValue {
+            serializer: rec.output.serializer.clone(),
+            bytes,
+        }));
+    }
+    Ok(out)
 }
 
 /// The flow's return value of a completed execution. The whole journal is read and checked

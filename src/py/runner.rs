@@ -34,8 +34,8 @@ fn answer(py: Python<'_>, a: Option<AnswerRecord>) -> PyResult<Py<PyAny>> {
     plain(py, a.map(|a| (a.aborted, a.value_json)))
 }
 
-fn decision(py: Python<'_>, d: Decision) -> PyResult<Py<PyAny>> {
-    Ok(Py::new(py, PyDecision { inner: d })?.into_any())
+fn decision(py: Python<'_>, d: Decision, runner: Arc<Runner>) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, PyDecision { inner: d, runner })?.into_any())
 }
 
 #[pymethods]
@@ -88,6 +88,7 @@ impl PyRunner {
         };
         Ok(PyDecision {
             inner: self.inner.begin_call(&req),
+            runner: self.inner.clone(),
         })
     }
 
@@ -100,12 +101,11 @@ impl PyRunner {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let (r, d) = (self.inner.clone(), decision.inner.clone());
-        finish(
-            py,
-            awaitable,
-            async move { r.settle_call(d).await },
-            self::decision,
-        )
+        let fut = async move {
+            let settled = r.settle_call(d).await?;
+            Ok((settled, r))
+        };
+        finish(py, awaitable, fut, |py, (d, r)| self::decision(py, d, r))
     }
 
     /// The metadata recorded with `call_id`'s stored result (JSON), if any.
@@ -317,6 +317,8 @@ impl PyRunner {
 #[pyclass(frozen, name = "CallDecision", module = "kitaru._kitaru")]
 pub struct PyDecision {
     inner: Decision,
+    /// The runner that decided (the execution a notice names).
+    runner: Arc<Runner>,
 }
 
 #[pymethods]
@@ -354,7 +356,7 @@ impl PyDecision {
     /// What to tell the user about this decision (a sentence), if anything.
     #[getter]
     fn notice(&self) -> Option<String> {
-        self.inner.notice_text()
+        self.inner.notice_text(self.runner.exec_id())
     }
 
     /// The kind of notice: "diverged" (a stored output reused for other inputs) or

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use pyo3::IntoPyObjectExt;
 
 use super::records::{raw, value_tuple, StartRecord};
 use super::runner::PyRunner;
@@ -24,6 +25,14 @@ fn raw_value(py: Python<'_>, v: Option<RawValue>) -> PyResult<Py<PyAny>> {
         .into_pyobject(py)?
         .into_any()
         .unbind())
+}
+
+fn raw_values(py: Python<'_>, found: Vec<Option<RawValue>>) -> PyResult<Py<PyAny>> {
+    let values: Vec<_> = found
+        .into_iter()
+        .map(|v| v.map(|v| value_tuple(py, v)))
+        .collect();
+    values.into_py_any(py)
 }
 
 fn runner(py: Python<'_>, r: Runner) -> PyResult<Py<PyAny>> {
@@ -225,6 +234,20 @@ impl PyStore {
         let store = self.inner.clone();
         let fut = async move { execution::checkpoint_output(&store, &exec_id, &call_id).await };
         finish(py, awaitable, fut, raw_value)
+    }
+
+    /// The stored outputs of several calls, from one read of the execution's journal.
+    #[pyo3(signature = (exec_id, call_ids, *, awaitable = false))]
+    fn checkpoint_outputs<'py>(
+        &self,
+        py: Python<'py>,
+        exec_id: String,
+        call_ids: Vec<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { execution::checkpoint_outputs(&store, &exec_id, &call_ids).await };
+        finish(py, awaitable, fut, raw_values)
     }
 
     #[pyo3(signature = (exec_id, reason = String::new(), *, awaitable = false))]
