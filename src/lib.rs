@@ -2,6 +2,7 @@
 //! execution state machine and leases. Python bindings live in `py` (feature `python`);
 //! everything else is plain Rust, tested without Python in tests-rust/.
 
+pub mod cache;
 pub mod delta;
 pub mod diff;
 pub mod error;

@@ -102,6 +102,10 @@ def isolated_store(
         "KITARU_ALLOW_PICKLE",
         "KITARU_LEASE_TTL",
         "KITARU_FSYNC",
+        "KITARU_STACK",
+        "KITARU_CACHE",
+        "KITARU_RETRIES",
+        "KITARU_IMAGE",
         *LLM_ENV,
         *_AWS_VARS,
     ):

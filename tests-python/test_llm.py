@@ -695,7 +695,8 @@ def test_structured_output_mode_tool_from_python(
     # validation is the same as in the other modes
     llm.queue(Reply(text=json.dumps({"value": "not a list"})))
     with pytest.raises(KitaruBackendError, match="does not match schema"):
-        in_flow(lambda: kitaru.llm("Two letters", model="local", schema=list[str]))
+        # (another prompt: the same one would be answered by the cross-execution cache)
+        in_flow(lambda: kitaru.llm("Two more letters", model="local", schema=list[str]))
 
     # The mode is how the answer is asked for, not part of the call: after switching it, a
     # retry reuses the stored answer and asks only for the missing one, the new way.

@@ -217,20 +217,26 @@ def fails_after(n: int) -> None:
 
 
 @pytest.mark.all_stores
-def test_checkpoint_hot_path_costs_one_put_per_small_output(store_backend: str) -> None:
-    counts = measured.run(10, False).wait()
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_checkpoint_hot_path_costs_one_put_per_small_output(store_backend: str, cache: bool) -> None:
+    counts = measured.run(10, False, cache=cache).wait()
     # On a local disk each checkpoint boundary looks for a cancel or a takeover (one open
     # of a file that does not exist), so a cancel stops the flow before its next body;
     # object stores leave that to the heartbeat.
     gets = 10 if store_backend == "local" else 0
-    assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
+    # With the cross-execution cache on, a call first looks for its entry (one GET, a miss
+    # here) and leaves one once it finished (one PUT).
+    extra = 10 if cache else 0
+    assert counts == {"put": 10 + extra, "get": gets + extra, "head": 0, "list": 0, "delete": 0}
 
 
 @pytest.mark.both_stores
-def test_blob_outputs_cost_two_puts_and_no_lookups(store_backend: str) -> None:
-    counts = measured.run(5, True).wait()
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_blob_outputs_cost_two_puts_and_no_lookups(store_backend: str, cache: bool) -> None:
+    counts = measured.run(5, True, cache=cache).wait()
     gets = 5 if store_backend == "local" else 0  # the boundary checks, as above
-    assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
+    extra = 5 if cache else 0  # the cache lookups and entries, as above
+    assert counts == {"put": 10 + extra, "get": gets + extra, "head": 0, "list": 0, "delete": 0}
 
 
 @pytest.mark.all_stores

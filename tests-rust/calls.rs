@@ -25,6 +25,8 @@ fn req(call_id: &str, name: &str, digest: Option<[u8; 32]>, ordered: bool) -> Ca
         ordered,
         explicit: false,
         policy: Policy::Rerun,
+        code: None,
+        cache: None,
     }
 }
 

@@ -296,6 +296,8 @@ async fn rerun_scenario(store: Arc<Store>) -> (Runner, Journal) {
         ordered: true,
         explicit: false,
         policy: Policy::Rerun,
+        code: None,
+        cache: None,
     });
     assert!(d.pending() && !d.reuse);
     let d = r2.settle_call(d).await.unwrap();

@@ -136,6 +136,8 @@ fn seeded_results_answer_the_replays_calls_like_an_earlier_runs() {
             ordered: true,
             explicit: false,
             policy: Policy::Rerun,
+            code: None,
+            cache: None,
         };
         let research = r.begin_call(&ask("research", "research", 10));
         assert!(research.reuse && research.earlier_run && !research.pending());
@@ -219,6 +221,8 @@ fn a_seeded_explicit_call_is_found_by_its_id_only() {
             ordered: true,
             explicit: false,
             policy: Policy::Rerun,
+            code: None,
+            cache: None,
         });
         assert!(!auto.reuse && auto.call_id == "fetch", "{auto:?}");
         let id = r.allocate_call("fetch", Some("home")).unwrap();
@@ -229,6 +233,8 @@ fn a_seeded_explicit_call_is_found_by_its_id_only() {
             ordered: true,
             explicit: true,
             policy: Policy::Rerun,
+            code: None,
+            cache: None,
         });
         assert_eq!(&explicit.value.unwrap().bytes[..], b"HOME");
     });
@@ -299,6 +305,8 @@ fn plans_of_crashed_sources_failed_steps_and_unknown_inputs() {
             ordered: true,
             explicit: false,
             policy: Policy::Rerun,
+            code: None,
+            cache: None,
         });
         assert_eq!(&c.value.unwrap().bytes[..], b"given");
     });

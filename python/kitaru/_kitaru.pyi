@@ -11,6 +11,7 @@ from typing import Any, Literal, final, overload
 
 from kitaru._types import AttemptRecord, CallRecord, FailureRecord, StartRecord, WaitRequest
 from kitaru._views import (
+    CacheEntryView,
     EntryPointView,
     ExecutionDiff,
     ExecutionView,
@@ -135,6 +136,20 @@ class Store:
     def pending_wait(
         self, exec_id: str, name: str | None = None, *, awaitable: Literal[True]
     ) -> Awaitable[WaitView]: ...
+    @overload
+    def cache_entries(
+        self, flow: str | None = None, *, awaitable: Literal[False] = False
+    ) -> builtins.list[CacheEntryView]: ...
+    @overload
+    def cache_entries(
+        self, flow: str | None = None, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[CacheEntryView]]: ...
+    @overload
+    def clear_cache(self, flow: str | None = None, *, awaitable: Literal[False] = False) -> int: ...
+    @overload
+    def clear_cache(
+        self, flow: str | None = None, *, awaitable: Literal[True]
+    ) -> Awaitable[int]: ...
     @overload
     def replay_plan(
         self,
@@ -261,7 +276,11 @@ class CallDecision:
     @property
     def notice(self) -> str | None: ...
     @property
-    def notice_kind(self) -> Literal["diverged", "damaged"] | None: ...
+    def notice_kind(self) -> Literal["diverged", "damaged", "cache"] | None: ...
+    @property
+    def cached_from(self) -> tuple[str, str] | None: ...
+    @property
+    def cached_metadata(self) -> str | None: ...
 
 @final
 class Runner:
@@ -282,6 +301,8 @@ class Runner:
         ordered: bool,
         explicit: bool,
         policy: Literal["reuse", "rerun", "error"] | str,
+        code: bytes | None = None,
+        cache: bool | None = None,
     ) -> CallDecision: ...
     @overload
     def settle_call(

@@ -145,15 +145,20 @@ class Ledger:
         )
         raise self.budget_error
 
-    def note_reused(self, call_id: str) -> None:
-        """A stored checkpoint output was reused: count the LLM calls made inside it."""
-        if self._had_llm is None:
-            # Every model call is in the ledger before its checkpoint is recorded: with no
-            # ledger entry, no stored call holds one (and resume skips the lookups).
-            self._had_llm = any(SPEND in m for m in self._earlier_metadata())
-        if not self._had_llm:
-            return
-        raw = self.runner.call_metadata(call_id)
+    def note_reused(self, call_id: str, cached_metadata: str | None = None) -> None:
+        """A stored checkpoint output was reused: count the LLM calls made inside it.
+        `cached_metadata`: the call came from another execution through the
+        cross-execution cache, with this metadata (that execution paid for its calls)."""
+        if cached_metadata is not None:
+            raw: str | None = cached_metadata
+        else:
+            if self._had_llm is None:
+                # Every model call is in the ledger before its checkpoint is recorded: with
+                # no ledger entry, no stored call holds one (and resume skips the lookups).
+                self._had_llm = any(SPEND in m for m in self._earlier_metadata())
+            if not self._had_llm:
+                return
+            raw = self.runner.call_metadata(call_id)
         if raw is None or '"llm_calls"' not in raw or call_id in self._saved_ids:
             return
         self._saved_ids.add(call_id)

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
         @property
         def allow_pickle(self) -> bool: ...
 
+        @property
+        def cache(self) -> bool | None: ...
+
+        def code_identity(self) -> bytes | None: ...
+
 
 class StoreChoice:
     """Which store a run or command uses, and why.

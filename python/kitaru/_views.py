@@ -82,6 +82,18 @@ class WaitView(TypedDict):
     value_json: str | None
 
 
+class CacheEntryView(TypedDict):
+    """An entry of the cross-execution cache (`src/cache.rs`); None fields: damaged."""
+
+    key: str
+    flow_name: str | None
+    name: str | None
+    exec_id: str | None
+    call_id: str | None
+    created_us: int | None
+    damaged: str | None
+
+
 class EntryPointView(TypedDict):
     module: str
     qualname: str

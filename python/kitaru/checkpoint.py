@@ -56,7 +56,13 @@ class Checkpoint(Generic[P, R]):
     """
 
     def __init__(
-        self, func: Callable[P, R], *, retries: int, type: str | None, allow_pickle: bool = False
+        self,
+        func: Callable[P, R],
+        *,
+        retries: int,
+        type: str | None,
+        allow_pickle: bool = False,
+        cache: bool | None = None,
     ) -> None:
         copy_identity(self, func)
         self._func = func
@@ -64,6 +70,8 @@ class Checkpoint(Generic[P, R]):
         self.retries = retries
         self.checkpoint_type = type
         self.allow_pickle = allow_pickle
+        self.cache = cache
+        self._code: bytes | None | bool = False  # not made yet
         self.is_async = is_async_function(func)
         if self.is_async:
             mark_coroutine_function(self)
@@ -72,6 +80,15 @@ class Checkpoint(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<kitaru checkpoint {self.name!r}>"
+
+    def code_identity(self) -> bytes | None:
+        """The digest of what else than its inputs decides this checkpoint's output, for
+        the cross-execution cache: the function's source (decorator lines included, so its
+        configuration too), its type and what it is called. None when there is no source
+        to read (the checkpoint is then never answered from the cache). Made once."""
+        if self._code is False:
+            self._code = _code_identity(self._func, self.name, self.checkpoint_type)
+        return self._code  # type: ignore[return-value]
 
     @overload
     def __get__(self, obj: None, objtype: Any = None) -> Checkpoint[P, R]: ...
@@ -311,8 +328,12 @@ class _Call:
         """
         self.digest = digest
         run = self.run
-        d = run.runner.begin_call(self.call_id, self.cp.name, digest, ordered=self.ordered,
-                                  explicit=self.explicit, policy=run.divergence)  # fmt: skip
+        cp = self.cp
+        cache = cp.cache
+        code = None if cache is False or digest is None else cp.code_identity()
+        d = run.runner.begin_call(self.call_id, cp.name, digest, ordered=self.ordered,
+                                  explicit=self.explicit, policy=run.divergence, code=code,
+                                  cache=cache)  # fmt: skip
         if d.pending:
             d = yield "settle_call", (d,)
         self.call_id = d.call_id
@@ -323,7 +344,9 @@ class _Call:
         tag, data = d.value  # type: ignore[misc]
         with _serde().pickle_allowed(self._allow_pickle()):
             value = _serde().loads(tag, data, what=f"stored output of checkpoint {d.call_id!r}")
-        if d.earlier_run:
+        if d.cached_from is not None:
+            run.note_reused(d.call_id, d.cached_metadata or "{}")
+        elif d.earlier_run:
             run.note_reused(d.call_id)
         return True, value
 
@@ -399,6 +422,22 @@ class _Call:
     def done(self) -> Steps:
         """The call is recorded: what it printed goes to the store."""
         yield from log_steps(self.run)
+
+
+def _code_identity(func: Any, name: str, checkpoint_type: str | None) -> bytes | None:
+    """See `Checkpoint.code_identity`."""
+    import hashlib
+    import inspect
+
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return None
+    h = hashlib.sha256(b"kitaru-checkpoint-v1\0")
+    for part in (name, checkpoint_type or "", source):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.digest()
 
 
 def _warn(notice: str, kind: str | None) -> None:
@@ -529,6 +568,7 @@ def checkpoint(
     type: str | None = None,
     runtime: str | None = None,
     allow_pickle: bool = False,
+    cache: bool | None = None,
 ) -> Callable[[Callable[P, R]], Checkpoint[P, R]]: ...
 
 
@@ -540,6 +580,7 @@ def checkpoint(
     type: str | None = None,
     runtime: str | None = None,
     allow_pickle: bool = False,
+    cache: bool | None = None,
 ) -> Any:
     """Mark a function (sync or ``async def``) as a durable step of a flow.
 
@@ -552,6 +593,10 @@ def checkpoint(
             write to the store.
         runtime: accepted for Kitaru compatibility (``"inline"`` or ``"isolated"``); every
             checkpoint runs inline in the flow's process.
+        cache: whether a finished call of an earlier execution of the flow may answer a
+            call with the same inputs (the cross-execution cache, see the README). None
+            (the default) follows the flow's ``cache``; False for a checkpoint whose effect
+            matters, not just its output (sending a message, reading the clock).
     """
     if isinstance(retries, bool) or not isinstance(retries, int):
         raise KitaruUsageError(f"Checkpoint retries must be an int, got {retries!r}.")
@@ -563,6 +608,8 @@ def checkpoint(
         raise KitaruUsageError(
             f"Checkpoint allow_pickle must be True or False, got {allow_pickle!r}."
         )
+    if cache is not None and not isinstance(cache, bool):
+        raise KitaruUsageError(f"Checkpoint cache must be True, False or None, got {cache!r}.")
     if runtime is not None and str(getattr(runtime, "value", runtime)).lower() not in (
         "inline",
         "isolated",
@@ -574,6 +621,6 @@ def checkpoint(
     def wrap(f: Callable[..., Any]) -> Checkpoint[Any, Any]:
         if not callable(f):
             raise KitaruUsageError(f"@checkpoint decorates a function, got {f!r}.")
-        return Checkpoint(f, retries=retries, type=type, allow_pickle=allow_pickle)
+        return Checkpoint(f, retries=retries, type=type, allow_pickle=allow_pickle, cache=cache)
 
     return wrap(func) if func is not None else wrap

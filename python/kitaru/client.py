@@ -154,6 +154,15 @@ def _llm_artifacts(exec_id: str, call: CheckpointView, load_output: Any) -> list
     return refs
 
 
+def _cached_from(meta: Any) -> str | None:
+    """Takes the core's note of a call answered by the cache out of its metadata: the
+    call that produced the result, as "<exec id>/<call id>"."""
+    note = meta.pop("kitaru_cached", None) if isinstance(meta, dict) else None
+    if isinstance(note, dict) and note.get("exec_id") and note.get("call_id"):
+        return f"{note['exec_id']}/{note['call_id']}"
+    return None
+
+
 def _without_artifacts(meta: Any) -> Any:
     if isinstance(meta, dict) and "kitaru_artifacts" in meta:
         meta = {k: v for k, v in meta.items() if k != "kitaru_artifacts"}
@@ -219,6 +228,8 @@ class CheckpointCall:
     input_digest: str | None = None
     output_serializer: str | None = None
     output_size: int | None = None
+    # Answered by the cross-execution cache: the call that produced it ("<exec id>/<call id>").
+    cached_from: str | None = None
 
     @classmethod
     def from_view(cls, exec_id: str, v: CheckpointView) -> CheckpointCall:
@@ -235,14 +246,16 @@ class CheckpointCall:
             for a in v["attempts"]
         ]
         output = v["output"]
+        metadata = _without_artifacts(_parsed(v["metadata_json"], {}))
+        cached = _cached_from(metadata)
         return cls(
             call_id=f"{exec_id}/{v['call_id']}",
             name=v["call_id"],
             status=ExecutionStatus(v["status"]),
             started_at=_ts(v.get("started_at")),
             ended_at=_ts(v.get("ended_at")),
-            metadata=_without_artifacts(_parsed(v["metadata_json"], {})),
-            original_call_id=None,
+            metadata=metadata,
+            original_call_id=cached,
             parent_call_ids=[],
             failure=FailureInfo.from_view(v.get("failure")),
             attempts=attempts,
@@ -251,6 +264,7 @@ class CheckpointCall:
             input_digest=v.get("input_digest"),
             output_serializer=output["serializer"] if output else None,
             output_size=output["size"] if output else None,
+            cached_from=cached,
         )
 
 

@@ -177,9 +177,9 @@ class FlowDefinition(Generic[P, R]):
         """Flow-level retries: ``@flow(retries=)``, else ``kitaru.configure(retries=)``, else 0."""
         if self._retries is not None:
             return self._retries
-        from .stacks import configured
+        from .stacks import execution_defaults
 
-        return configured().retries or 0
+        return execution_defaults().retries or 0
 
     def _options_json(self, retries: int, stack: str | None, image: Any = None,
                       cache: bool | None = None, replay: dict[str, Any] | None = None) -> str:  # fmt: skip
@@ -187,9 +187,9 @@ class FlowDefinition(Generic[P, R]):
         ``kitaru.configure()``'s (image settings field by field: the flow's win)."""
         import json
 
-        from .stacks import ImageSettings, configured
+        from .stacks import ImageSettings, execution_defaults
 
-        defaults = configured()
+        defaults = execution_defaults()
         chosen = image if image is not None else self.image
         settings = ImageSettings.coerce(chosen, "image") if chosen is not None else None
         if defaults.image is not None:
@@ -380,6 +380,8 @@ class FlowDefinition(Generic[P, R]):
         from the earliest of `from_` and the overridden checkpoints). `flow_inputs` replace
         the source's arguments by parameter name. The replay is linked to its source
         (`Execution.original_exec_id`) and counts what reusing its model calls saved.
+        Calls from the frontier on run live: the cross-execution cache is off in a replay
+        unless `cache=True` is passed.
         """
         from . import _config
 
@@ -437,6 +439,8 @@ class FlowDefinition(Generic[P, R]):
             values[call_id] = {"serializer": tag, "blob": store.put_blob(data)}
         note = {"source": exec_id, "from": from_, "frontier": plan["frontier"],
                 "reused": plan["reuse"], "overridden": list(values), "override_values": values}  # fmt: skip
+        # From the frontier on a replay runs live: the cache answers nothing unless asked to.
+        cache = False if cache is None else cache
         _, start = self._start(args, kwargs, retries, stack, image, cache, replay=note)
         runner = store.start(start, _lease_ttl_ms())
         try:

@@ -6,8 +6,8 @@ or ``az://`` URL) plus object-store options such as the region or endpoint. Stac
 stack: the store reads them from the environment (``AWS_ACCESS_KEY_ID``, ...).
 
 Which store a run uses, highest first: ``KITARU_STORE`` > ``kitaru.configure(stack=)`` >
-``.run(stack=)`` / ``@flow(stack=)`` > ``[tool.kitaru] stack`` in the nearest
-``pyproject.toml`` > the active stack (``kitaru stack use``) > ``default``, the local store
+``.run(stack=)`` / ``@flow(stack=)`` > ``KITARU_STACK`` > ``[tool.kitaru] stack`` in the
+nearest ``pyproject.toml`` > the active stack (``kitaru stack use``) > ``default``, the local store
 in ``<config dir>/store``. Switching stacks changes no flow code.
 """
 
@@ -198,8 +198,8 @@ def configure(
             beats it).
         image: default image settings (an image name, a mapping or `ImageSettings`) for
             flows that do not set their own; recorded on each execution.
-        cache: default of the cross-execution cache setting for flows that do not set it
-            (recorded; the cache itself arrives in a later release).
+        cache: default of the cross-execution cache for flows that do not set it (on
+            unless something turns it off; see the README).
         retries: default flow-level retries for flows that do not set them.
         project: a server concept of Kitaru 0.4; kitaru has no server, so a value is
             refused with what to do instead.
@@ -574,11 +574,11 @@ def delete_stack(name: str, *, recursive: bool = False, force: bool = False) -> 
 # --- resolution -----------------------------------------------------------------------
 
 
-_pyproject_cache: dict[tuple[str, int, int], str | None] = {}
+_pyproject_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
-def _pyproject_stack() -> tuple[str, str] | None:
-    """(stack, path) from `[tool.kitaru] stack` of the nearest pyproject.toml above the cwd."""
+def _pyproject_tool() -> tuple[dict[str, Any], str] | None:
+    """(`[tool.kitaru]`, path) of the nearest pyproject.toml above the cwd, checked."""
     directory = os.getcwd()
     while True:
         path = os.path.join(directory, "pyproject.toml")
@@ -590,15 +590,22 @@ def _pyproject_stack() -> tuple[str, str] | None:
             key = (path, st.st_mtime_ns, st.st_size)
             if key not in _pyproject_cache:
                 _pyproject_cache[key] = _read_pyproject(path)
-            stack = _pyproject_cache[key]
-            return None if stack is None else (stack, path)
+            return _pyproject_cache[key], path
         parent = os.path.dirname(directory)
         if parent == directory:
             return None
         directory = parent
 
 
-def _read_pyproject(path: str) -> str | None:
+def _pyproject_stack() -> tuple[str, str] | None:
+    """(stack, path) from `[tool.kitaru] stack` of the nearest pyproject.toml above the cwd."""
+    found = _pyproject_tool()
+    if found is None or found[0].get("stack") is None:
+        return None
+    return found[0]["stack"], found[1]
+
+
+def _read_pyproject(path: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -618,10 +625,81 @@ def _read_pyproject(path: str) -> str | None:
         raise KitaruUsageError(f"[tool.kitaru] in {path} must be a table.")
     if "runner" in tool:
         raise KitaruUsageError(f'[tool.kitaru] runner in {path} was renamed: use stack = "...".')
-    stack = tool.get("stack")
-    if stack is None:
-        return None
-    return check_name(stack, f"[tool.kitaru] stack in {path}")
+    out: dict[str, Any] = {}
+    if tool.get("stack") is not None:
+        out["stack"] = check_name(tool["stack"], f"[tool.kitaru] stack in {path}")
+    where = f"[tool.kitaru] in {path}"
+    if "cache" in tool:
+        if not isinstance(tool["cache"], bool):
+            raise KitaruUsageError(f"cache in {where} must be true or false, got {tool['cache']!r}.")
+        out["cache"] = tool["cache"]
+    if "retries" in tool:
+        out["retries"] = _retries(tool["retries"], f"retries in {where}")
+    if "image" in tool:
+        out["image"] = ImageSettings.coerce(tool["image"], f"image in {where}")
+    return out
+
+
+def _retries(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise KitaruUsageError(f"{where} must be an int >= 0, got {value!r}.")
+    return value
+
+
+_TRUE = ("true", "1", "yes", "on", "t", "y")
+_FALSE = ("false", "0", "no", "off", "f", "n")
+
+
+def _env_defaults() -> dict[str, Any]:
+    """Execution defaults from ``KITARU_CACHE``, ``KITARU_RETRIES`` and ``KITARU_IMAGE``."""
+    out: dict[str, Any] = {}
+    if "KITARU_RUNNER" in os.environ:
+        raise KitaruUsageError("KITARU_RUNNER was renamed: set KITARU_STACK (or use a stack).")
+    raw = os.environ.get("KITARU_CACHE", "").strip()
+    if raw:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise KitaruUsageError(f"KITARU_CACHE must be true or false (or 1/0, yes/no), got {raw!r}.")
+        out["cache"] = raw.lower() in _TRUE
+    raw = os.environ.get("KITARU_RETRIES", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = -1
+        out["retries"] = _retries(n if n >= 0 else raw, "KITARU_RETRIES")
+    raw = os.environ.get("KITARU_IMAGE", "").strip()
+    if raw:
+        value: Any = raw
+        if raw.startswith("{"):
+            import json
+
+            try:
+                value = json.loads(raw)
+            except ValueError as exc:
+                raise KitaruUsageError(f"KITARU_IMAGE is not a JSON object: {exc}") from None
+        out["image"] = ImageSettings.coerce(value, "KITARU_IMAGE")
+    return out
+
+
+def execution_defaults() -> KitaruConfig:
+    """What flows that set nothing themselves use, lowest first: built-in, pyproject.toml
+    ``[tool.kitaru]`` (cache, retries, image), ``KITARU_CACHE`` / ``KITARU_RETRIES`` /
+    ``KITARU_IMAGE``, then `configure()`. Image settings merge field by field."""
+    layers: list[dict[str, Any]] = []
+    found = _pyproject_tool()
+    if found is not None:
+        layers.append(found[0])
+    layers.append(_env_defaults())
+    layers.append({k: getattr(_configured, k) for k in ("cache", "retries", "image")})
+    merged: dict[str, Any] = {"cache": None, "retries": None, "image": None}
+    for layer in layers:
+        for key in ("cache", "retries"):
+            if layer.get(key) is not None:
+                merged[key] = layer[key]
+        image = layer.get("image")
+        if image is not None:
+            merged["image"] = image if merged["image"] is None else merged["image"].merged(image)
+    return dataclasses.replace(_configured, stack=_configured_stack, **merged)
 
 
 def resolve(stack: str | None = None, source: str = "stack=") -> StoreChoice:
@@ -633,6 +711,8 @@ def resolve(stack: str | None = None, source: str = "stack=") -> StoreChoice:
         name, why = _configured_stack, "kitaru.configure(stack=...)"
     elif stack is not None:
         name, why = check_name(stack, source), source
+    elif os.environ.get("KITARU_STACK", "").strip():
+        name, why = check_name(os.environ["KITARU_STACK"], "KITARU_STACK"), "KITARU_STACK"
     else:
         found = _pyproject_stack()
         if found is not None:

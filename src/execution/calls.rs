@@ -69,6 +69,11 @@ pub struct CallRequest {
     /// The id was given by the caller (`id=`), not numbered by kitaru.
     pub explicit: bool,
     pub policy: Policy,
+    /// The checkpoint's code identity (a digest of its source and configuration), for the
+    /// cross-execution cache (`crate::cache`); None: the call is never answered from it.
+    pub code: Option<[u8; 32]>,
+    /// The checkpoint's own cache setting; None: the execution's.
+    pub cache: Option<bool>,
 }
 
 /// A call made again with other inputs than its stored result's.
@@ -87,6 +92,8 @@ pub enum Notice {
     ReusedDiverged,
     /// The stored output could not be read back; the call runs again (the reason).
     Damaged(String),
+    /// A cache entry for the call cannot be believed; the call runs (the reason).
+    CacheUnusable(String),
 }
 
 /// The core's answer to "does a stored result answer this call?".
@@ -104,12 +111,34 @@ pub struct Decision {
     /// The reused result was stored by an earlier run (not by this one's earlier pass).
     pub earlier_run: bool,
     pub notice: Option<Notice>,
+    /// The cross-execution cache is to be asked for the call (`Runner::settle_call`).
+    pub cache: Option<CacheProbe>,
+    /// The result came from the cache: the execution and call that produced it.
+    pub cached_from: Option<Cached>,
+}
+
+/// Where a result from the cross-execution cache came from.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub exec_id: String,
+    pub call_id: String,
+    /// The metadata recorded with it (its model calls: what the cache saved).
+    pub metadata_json: Option<String>,
+}
+
+/// A cache lookup a decision still needs.
+#[derive(Debug, Clone)]
+pub struct CacheProbe {
+    pub parts: crate::cache::KeyParts,
+    /// The entry's bytes when a local store was read already.
+    pub found: Option<bytes::Bytes>,
+    pub explicit: bool,
 }
 
 impl Decision {
     /// The decision needs the store before it is final (`Runner::settle_call`).
     pub fn pending(&self) -> bool {
-        self.divergence.is_some() || (self.reuse && self.value.is_none())
+        self.divergence.is_some() || (self.reuse && self.value.is_none()) || self.cache.is_some()
     }
 }
 
@@ -119,6 +148,7 @@ impl Notice {
         match self {
             Notice::ReusedDiverged => "diverged",
             Notice::Damaged(_) => "damaged",
+            Notice::CacheUnusable(_) => "cache",
         }
     }
 }
@@ -136,6 +166,10 @@ impl Decision {
             Notice::Damaged(reason) => format!(
                 "The stored output of checkpoint '{call}' of execution {exec} is damaged, so \
                  the call runs again: {reason}"
+            ),
+            Notice::CacheUnusable(reason) => format!(
+                "Checkpoint '{call}' of execution {exec} runs: its cache entry is not used \
+                 ({reason}); delete that entry (`kitaru cache clear`) to stop this warning."
             ),
         })
     }
@@ -323,6 +357,8 @@ impl CallBook {
             divergence: None,
             earlier_run: false,
             notice: None,
+            cache: None,
+            cached_from: None,
         };
         match choice {
             Choice::Run => return decision,

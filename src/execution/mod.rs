@@ -26,7 +26,7 @@ mod ops;
 mod recording;
 mod runner;
 
-pub use calls::{CallRequest, Decision, Divergence, Notice, Policy};
+pub use calls::{CacheProbe, Cached, CallRequest, Decision, Divergence, Notice, Policy};
 pub use ops::{
     answer, cancel, checkpoint_output, checkpoint_outputs, load_value, result, start_args,
     start_info, store_value,

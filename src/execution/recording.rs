@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::calls::{CallRequest, Decision, Divergence, Notice, Policy};
+use super::calls::{CacheProbe, Cached, CallRequest, Decision, Divergence, Notice, Policy};
 use super::ops::store_value;
 use super::runner::Runner;
 use super::{encode, FailedCall, FinishedCall, RawValue, WaitRequest, MAX_RACES};
@@ -32,7 +32,39 @@ impl Runner {
     /// Whether a stored result answers the call (see `calls.rs`); no I/O. A decision that
     /// is [`Decision::pending`] is made final by [`Runner::settle_call`].
     pub fn begin_call(&self, req: &CallRequest) -> Decision {
-        self.calls.lock().decide(req, &self.journal)
+        let mut d = self.calls.lock().decide(req, &self.journal);
+        if d.reuse || d.divergence.as_ref().is_some_and(|v| v.policy == Policy::Error) {
+            return d;
+        }
+        let (flow, on) = &self.cache_flow;
+        let (Some(code), Some(digest)) = (req.code, req.digest) else {
+            return d;
+        };
+        if !req.cache.unwrap_or(*on) {
+            return d;
+        }
+        let parts = crate::cache::KeyParts {
+            flow_name: flow.clone(),
+            name: req.name.clone(),
+            code: Digest(code),
+            input_digest: Digest(digest),
+        };
+        let found = match crate::cache::peek_local(&self.lease.store, &parts) {
+            // The usual case on a local store: no entry, decided without a task hop.
+            Some(Ok(None)) => {
+                self.cache_misses.lock().insert(d.call_id.clone(), parts);
+                return d;
+            }
+            Some(Ok(Some(bytes))) => Some(bytes),
+            // Read again by `settle_call`, where an error can be returned.
+            Some(Err(_)) | None => None,
+        };
+        d.cache = Some(CacheProbe {
+            parts,
+            found,
+            explicit: req.explicit,
+        });
+        d
     }
 
     /// Does what a pending decision needs: records its divergence (failing under policy
@@ -47,6 +79,9 @@ impl Runner {
                     call_id: div.call_id,
                 });
             }
+        }
+        if let Some(probe) = d.cache.take() {
+            self.settle_cached(&mut d, probe).await?;
         }
         if d.reuse && d.value.is_none() {
             match self.lookup_output(&d.call_id).await {
@@ -63,6 +98,56 @@ impl Runner {
             }
         }
         Ok(d)
+    }
+
+    /// Asks the cache for a call that runs otherwise. A hit is recorded in this execution
+    /// at once (a later run of it finds the call in its own journal), its metadata naming
+    /// where it came from (`kitaru_cached`); a miss is remembered, to leave an entry once
+    /// the call finishes; an entry that cannot be believed leaves a notice and the call runs.
+    async fn settle_cached(&self, d: &mut Decision, probe: CacheProbe) -> Result<()> {
+        use crate::cache::Lookup;
+        let CacheProbe {
+            parts,
+            found,
+            explicit,
+        } = probe;
+        let hit = match crate::cache::lookup(&self.lease.store, &parts, found).await? {
+            Lookup::Hit(hit) => hit,
+            Lookup::Miss => {
+                self.cache_misses.lock().insert(d.call_id.clone(), parts);
+                return Ok(());
+            }
+            Lookup::Unusable(why) => {
+                d.notice = Some(Notice::CacheUnusable(why));
+                return Ok(());
+            }
+        };
+        let now = now_us();
+        self.record_checkpoint(FinishedCall {
+            call_id: d.call_id.clone(),
+            name: parts.name,
+            explicit_id: explicit,
+            checkpoint_type: hit.checkpoint_type,
+            input_digest: Some(parts.input_digest.0),
+            output: hit.output.clone(),
+            started_us: now,
+            ended_us: now,
+            metadata_json: Some(cached_metadata(
+                hit.metadata_json.as_deref(),
+                &hit.exec_id,
+                &hit.call_id,
+            )),
+        })
+        .await?;
+        d.reuse = true;
+        d.value = Some(hit.output);
+        d.divergence = None;
+        d.cached_from = Some(Cached {
+            exec_id: hit.exec_id,
+            call_id: hit.call_id,
+            metadata_json: hit.metadata_json,
+        });
+        Ok(())
     }
 
     /// How many attempts of `call_id` failed before (in this or earlier runs).
@@ -126,10 +211,29 @@ impl Runner {
             done.input_digest,
             done.output.clone(),
         );
-        self.write_checkpoint(done).await?;
+        let meta = done.metadata_json.clone();
+        let (ctype, (started, ended)) = (done.checkpoint_type.clone(), (done.started_us, done.ended_us));
+        let output = self.write_checkpoint(done).await?;
         self.calls
             .lock()
             .recorded(&call_id, &name, explicit, digest, kept);
+        let missed = self.cache_misses.lock().remove(&call_id);
+        if let Some(parts) = missed {
+            // A hint for later executions: losing one costs a cache miss, not the call.
+            let rec = crate::cache::CacheRecord {
+                parts,
+                exec_id: self.lease.exec_id.clone(),
+                call_id: call_id.clone(),
+                checkpoint_type: ctype,
+                output: crate::cache::whole(&output).then_some(output),
+                metadata_json: meta,
+                created_us: ended.max(started),
+            };
+            if let Err(e) = crate::cache::remember(&self.lease.store, &rec).await {
+                tracing::warn!(exec_id = %rec.exec_id, call_id = %call_id, error = %e,
+                    "could not leave a cache entry");
+            }
+        }
         Ok(())
     }
 
@@ -240,7 +344,8 @@ impl Runner {
         Ok(count)
     }
 
-    async fn write_checkpoint(&self, done: FinishedCall) -> Result<()> {
+    /// Records `done`; the output as stored (whole, or a delta of an earlier one).
+    async fn write_checkpoint(&self, done: FinishedCall) -> Result<Value> {
         ids::validate_call_id(&done.call_id)?;
         // A local store was just looked at before the body ran (and a late append is
         // fenced anyway); an object store is asked only if the heartbeat fell behind.
@@ -285,7 +390,7 @@ impl Runner {
             explicit_id: done.explicit_id,
             checkpoint_type: done.checkpoint_type,
             input_digest: done.input_digest.map(Digest),
-            output,
+            output: output.clone(),
             attempts,
             metadata_json: done.metadata_json,
         };
@@ -303,7 +408,7 @@ impl Runner {
         }
         // Only a stored value may be the base of the next delta.
         self.bases.lock().insert(rec.name, base);
-        Ok(())
+        Ok(output)
     }
 
     /// Object stores: the record of a call under the first free revision from `revision`.
@@ -465,4 +570,16 @@ impl Runner {
             .await?;
         Ok(())
     }
+}
+
+/// A cached call's metadata: its source's, plus where it came from (`kitaru_cached`).
+fn cached_metadata(source: Option<&str>, exec_id: &str, call_id: &str) -> String {
+    let mut map = source
+        .and_then(|m| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok())
+        .unwrap_or_default();
+    map.insert(
+        "kitaru_cached".into(),
+        serde_json::json!({"exec_id": exec_id, "call_id": call_id}),
+    );
+    serde_json::Value::Object(map).to_string()
 }

@@ -41,6 +41,10 @@ pub struct Runner {
     pub(super) failures: Mutex<HashMap<String, Vec<Attempt>>>,
     /// What this run committed (segment bytes, record keys): sealed when it ends.
     pub(super) committed: Mutex<Fence>,
+    /// The flow's name and whether the execution's cache is on (its start options).
+    pub(super) cache_flow: (String, bool),
+    /// Calls the cache had no entry for: their key, to leave an entry once they finish.
+    pub(super) cache_misses: Mutex<HashMap<String, crate::cache::KeyParts>>,
 }
 
 impl Runner {
@@ -150,6 +154,10 @@ impl Runner {
         let next_seq = journal.next_seq();
         let lease = HeldLease::new(store, exec_id, claim_seq, token, ttl_ms, next_seq);
         let calls = Mutex::new(CallBook::new(&journal));
+        let cache_flow = match journal.start() {
+            Some(start) => (start.flow_name.clone(), cache_option(&start.options_json)),
+            None => (String::new(), false),
+        };
         Runner {
             lease: Arc::new(lease),
             journal,
@@ -162,6 +170,8 @@ impl Runner {
             resolved: tokio::sync::Mutex::new(HashMap::new()),
             failures: Mutex::new(failures),
             committed: Mutex::new(Fence::default()),
+            cache_flow,
+            cache_misses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -327,6 +337,15 @@ impl Runner {
     pub async fn stop_heartbeat(&self) {
         self.lease.stop().await;
     }
+}
+
+/// The `cache` start option: off unless recorded as true (executions started before the
+/// cache existed never had one).
+fn cache_option(options_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(options_json)
+        .ok()
+        .and_then(|v| v.get("cache")?.as_bool())
+        .unwrap_or(false)
 }
 
 impl Drop for Runner {

@@ -54,6 +54,7 @@ pub enum Kind {
     Answer = 8,
     Log = 9,
     Seal = 10,
+    Cache = 11,
 }
 
 impl Kind {
@@ -69,6 +70,7 @@ impl Kind {
             8 => Kind::Answer,
             9 => Kind::Log,
             10 => Kind::Seal,
+            11 => Kind::Cache,
             _ => return None,
         })
     }
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Answer => "answer",
             Kind::Log => "log",
             Kind::Seal => "seal",
+            Kind::Cache => "cache",
         }
     }
 }
@@ -272,6 +275,7 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
         Kind::Answer => j::<AnswerRecord>(payload)?,
         Kind::Log => j::<LogRecord>(payload)?,
         Kind::Seal => j::<SealRecord>(payload)?,
+        Kind::Cache => j::<crate::cache::CacheRecord>(payload)?,
     };
     Ok(serde_json::json!({
         "kind": kind.name(),

@@ -68,7 +68,8 @@ impl PyRunner {
     }
 
     /// Whether a stored result answers the call; no I/O (see `settle_call`).
-    #[pyo3(signature = (call_id, name, digest, *, ordered, explicit, policy))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (call_id, name, digest, *, ordered, explicit, policy, code = None, cache = None))]
     fn begin_call(
         &self,
         call_id: String,
@@ -77,6 +78,8 @@ impl PyRunner {
         ordered: bool,
         explicit: bool,
         policy: &str,
+        code: Option<&[u8]>,
+        cache: Option<bool>,
     ) -> PyResult<PyDecision> {
         let req = CallRequest {
             call_id,
@@ -85,6 +88,8 @@ impl PyRunner {
             ordered,
             explicit,
             policy: policy.parse::<Policy>()?,
+            code: self::digest(code)?,
+            cache,
         };
         Ok(PyDecision {
             inner: self.inner.begin_call(&req),
@@ -345,6 +350,19 @@ impl PyDecision {
     #[getter]
     fn earlier_run(&self) -> bool {
         self.inner.earlier_run
+    }
+
+    /// Where a result from the cross-execution cache came from: (execution id, call id).
+    #[getter]
+    fn cached_from(&self) -> Option<(String, String)> {
+        let c = self.inner.cached_from.as_ref()?;
+        Some((c.exec_id.clone(), c.call_id.clone()))
+    }
+
+    /// The metadata recorded with a result from the cache (JSON), if any.
+    #[getter]
+    fn cached_metadata(&self) -> Option<String> {
+        self.inner.cached_from.as_ref()?.metadata_json.clone()
     }
 
     /// The reused output as (serializer, bytes), when `reuse` and not `pending`.

@@ -194,6 +194,32 @@ impl PyStore {
         finish(py, awaitable, fut, to_py)
     }
 
+    /// The cross-execution cache's entries (of `flow`, or all), oldest first.
+    #[pyo3(signature = (flow = None, *, awaitable = false))]
+    fn cache_entries<'py>(
+        &self,
+        py: Python<'py>,
+        flow: Option<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { crate::cache::list(&store, flow.as_deref()).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// Deletes the cache entries of `flow` (or all); how many.
+    #[pyo3(signature = (flow = None, *, awaitable = false))]
+    fn clear_cache<'py>(
+        &self,
+        py: Python<'py>,
+        flow: Option<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { crate::cache::clear(&store, flow.as_deref()).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
     /// What a replay of `exec_id` from `from_` with `override_keys` takes over.
     #[pyo3(signature = (exec_id, from_, override_keys, *, awaitable = false))]
     fn replay_plan<'py>(

@@ -133,6 +133,13 @@ pub fn answer_key(exec_id: &str, name: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/answer/{name}")
 }
 
+/// The cross-execution cache (`cache.rs`): one create-only entry per key.
+pub const CACHE: &str = "cache";
+
+pub fn cache_key(key: &[u8; 32]) -> String {
+    format!("{CACHE}/{}", hex(key))
+}
+
 pub fn log_prefix(exec_id: &str) -> String {
     format!("{EXECUTIONS}/{exec_id}/log")
 }

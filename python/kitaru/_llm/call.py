@@ -98,6 +98,7 @@ def _steps(prep: Prepared, c: _Run) -> Any:
     if c.call is not None:
         from .. import serde
 
+        c.call.cp.prep = prep  # type: ignore[attr-defined]
         found, stored = yield from c.call.decide(serde.digest(prep.identity))
         c.call_name = c.call.call_id
         if found:
@@ -131,11 +132,37 @@ def _steps(prep: Prepared, c: _Run) -> Any:
 class _Step:
     """The synthetic ``llm_call`` checkpoint of a flow-body `llm()` call (a `_types.Step`)."""
 
-    __slots__ = ("allow_pickle", "checkpoint_type", "name", "retries")
+    __slots__ = ("allow_pickle", "cache", "checkpoint_type", "name", "prep", "retries")
 
     def __init__(self, name: str) -> None:
         self.name, self.checkpoint_type, self.retries = name, "llm_call", 0
         self.allow_pickle = False  # an llm() result is typed JSON
+        self.cache: bool | None = None  # the flow's
+        self.prep: Prepared | None = None
+
+    def code_identity(self) -> bytes | None:
+        """For the cross-execution cache. The request is the call's input
+        (`Prepared.identity`, where a model alias stays an alias); here is what the alias
+        resolves to now (provider, model, endpoint; a mocked call's response), and a version
+        of what kitaru makes of a response. None when the model cannot be resolved here
+        (then only this execution's own journal can answer the call)."""
+        import hashlib
+
+        from .request import _resolve
+
+        prep = self.prep
+        if prep is None:
+            return None
+        try:
+            m = _resolve(prep.model, prep.mock)
+        except KitaruUsageError:
+            return None
+        mocked = os.environ.get("KITARU_LLM_MOCK_RESPONSE") if prep.mock else None
+        h = hashlib.sha256(b"kitaru.llm() v1\0")
+        for part in (m.provider, m.model, m.base_url, mocked):
+            data = b"-" if part is None else b"+" + str(part).encode()
+            h.update(len(data).to_bytes(8, "little") + data)
+        return h.digest()
 
 
 def _enter(name: str | None) -> tuple[FlowRun, CheckpointScope | None]:

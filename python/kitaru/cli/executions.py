@@ -368,7 +368,7 @@ def _describe(e: Any) -> str:
                 c.name,
                 str(c.attempts[-1].run) if c.attempts else "-",
                 c.checkpoint_type or "",
-                c.status.value,
+                "cached" if c.cached_from else c.status.value,
                 fmt_duration(c.started_at, c.ended_at),
                 str(attempts),
                 (
@@ -383,6 +383,9 @@ def _describe(e: Any) -> str:
             rows, ["CALL", "RUN", "TYPE", "STATUS", "DURATION", "ATTEMPTS", "OUTPUT / FAILURE"]
         )
         lines.extend("  " + line for line in table.splitlines())
+    for c in e.checkpoints:
+        if c.cached_from:
+            lines.append(f"Cached      {c.name} from {c.cached_from}")
     for d in e.divergences:
         lines.append(
             f"Divergence  {d.call_id}: inputs changed since it finished; policy {d.policy}"
