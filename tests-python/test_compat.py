@@ -229,3 +229,62 @@ def test_after_accepts_lists_of_futures() -> None:
     ORDER.clear()
     assert after_lists.run().wait() == ["last"]
     assert ORDER.index("start last") > max(ORDER.index("end a"), ORDER.index("end b"))
+
+
+def test_execution_defaults_from_pyproject_and_environment(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kitaru 0.4's order, lowest first: [tool.kitaru] < KITARU_* < configure() < @flow."""
+    from pathlib import Path
+
+    project = Path(str(tmp_path)) / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.kitaru]\ncache = false\nretries = 3\nimage = {base_image = "python:3.10"}\n'
+    )
+    monkeypatch.chdir(project)
+
+    def spec() -> dict[str, object]:
+        out = KitaruClient().executions.get(flaky.run().exec_id).frozen_execution_spec
+        assert out is not None
+        return out
+
+    s = spec()
+    assert (s["cache"], s["retries"], s["image"]["base_image"]) == (False, 3, "python:3.10")  # type: ignore[index]
+    monkeypatch.setenv("KITARU_CACHE", "yes")
+    monkeypatch.setenv("KITARU_RETRIES", "1")
+    monkeypatch.setenv("KITARU_IMAGE", '{"apt_packages": ["git"]}')
+    s = spec()
+    assert (s["cache"], s["retries"]) == (True, 1)
+    assert s["image"]["base_image"] == "python:3.10" and s["image"]["apt_packages"] == ["git"]  # type: ignore[index]
+    kitaru.configure(retries=0)
+    assert spec()["retries"] == 0
+    assert KitaruClient().executions.get(imaged.run().exec_id).frozen_execution_spec["cache"] is True  # type: ignore[index]
+    for var, value, message in [
+        ("KITARU_CACHE", "maybe", "KITARU_CACHE must be true or false"),
+        ("KITARU_RETRIES", "-2", "KITARU_RETRIES must be an int >= 0"),
+        ("KITARU_IMAGE", "{nope", "KITARU_IMAGE is not a JSON object"),
+        ("KITARU_RUNNER", "x", "KITARU_RUNNER was renamed"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            with pytest.raises(kitaru.KitaruUsageError, match=message):
+                flaky.run()
+    (project / "pyproject.toml").write_text("[tool.kitaru]\nretries = 'two'\n")
+    with pytest.raises(kitaru.KitaruUsageError, match=r"retries in \[tool.kitaru\]"):
+        flaky.run()
+
+
+def test_kitaru_stack_chooses_the_stack(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    other = Path(str(tmp_path)) / "other-store"
+    kitaru.create_stack("elsewhere", artifact_store=str(other))
+    monkeypatch.delenv("KITARU_STORE")
+    monkeypatch.setenv("KITARU_STACK", "elsewhere")
+    handle = flaky.run()
+    assert handle.wait() == "done"
+    assert (other / "executions" / handle.exec_id).is_dir()
+    monkeypatch.setenv("KITARU_STACK", "missing")
+    with pytest.raises(kitaru.KitaruError, match="missing"):
+        flaky.run()
