@@ -86,17 +86,34 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 def per_checkpoint(
-    tmp: Path, n: int, repeat: int, fsync: bool, store: str | None = None, mode: str = "run"
+    tmp: Path,
+    n: int,
+    repeat: int,
+    fsync: bool,
+    store: str | None = None,
+    mode: str = "run",
+    cache: bool = True,
+    warm: bool = False,
 ) -> dict[str, float]:
     """Median time of one checkpoint call (100-byte output) in flows of `n` checkpoints.
     On a directory store each flow is paired with a measurement of the bare write floor
-    right before it, since the disk's speed drifts by 10x within minutes on these VMs."""
+    right before it, since the disk's speed drifts by 10x within minutes on these VMs.
+    `cache`: the cross-execution cache on (the default: every call a miss, in a fresh
+    store) or off; `warm`: the flow ran once before in the same store, so every call is
+    answered by the cache."""
     times: list[float] = []
     floors: list[float] = []
     ratios: list[float] = []
     for r in range(repeat):
-        location = store or str(tmp / f"store-cp-{fsync}-{r}")
-        env = {**os.environ, "KITARU_STORE": location, "KITARU_FSYNC": "1" if fsync else "0"}
+        location = store or str(tmp / f"store-cp-{fsync}-{cache}-{warm}-{r}")
+        env = {
+            **os.environ,
+            "KITARU_STORE": location,
+            "KITARU_FSYNC": "1" if fsync else "0",
+            "KITARU_CACHE": "1" if cache else "0",
+        }
+        if warm:
+            run([sys.executable, "flow.py", mode, str(n)], env, tmp)
         floor = None if store else write_floor(tmp, n)["median_ms"]
         out = json.loads(run([sys.executable, "flow.py", mode, str(n)], env, tmp))
         median = statistics.median(out["times"]) * 1e3
@@ -183,6 +200,12 @@ def main() -> None:
         (tmp / "flow.py").write_text(FLOW)
         results = {
             "checkpoint_overhead": per_checkpoint(tmp, args.checkpoints, args.repeat, fsync=False),
+            "checkpoint_overhead_cache_off": per_checkpoint(
+                tmp, args.checkpoints, args.repeat, fsync=False, cache=False
+            ),
+            "checkpoint_answered_by_cache": per_checkpoint(
+                tmp, args.checkpoints, args.repeat, fsync=False, warm=True
+            ),
             "checkpoint_overhead_fsync": per_checkpoint(
                 tmp, args.checkpoints, args.repeat, fsync=True
             ),

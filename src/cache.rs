@@ -53,17 +53,48 @@ impl KeyParts {
 }
 
 /// One cache entry: which call of which execution answers the key, and (when it is a whole
-/// value) its output.
+/// value) its output. It names its key, so an entry copied under another key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRecord {
-    pub parts: KeyParts,
+    pub key: Digest,
+    pub flow_name: String,
+    pub name: String,
+    pub input_digest: Digest,
     pub exec_id: String,
     pub call_id: String,
     pub checkpoint_type: Option<String>,
     /// The output, unless it was stored as a delta (then read through the journal).
     pub output: Option<Value>,
+    /// The call's metadata (with a whole output; a delta's is read with it).
     pub metadata_json: Option<String>,
     pub created_us: u64,
+}
+
+impl CacheRecord {
+    /// The entry for call `call_id` of `exec_id` that finished with `output`.
+    pub fn new(
+        parts: &KeyParts,
+        exec_id: &str,
+        call_id: &str,
+        checkpoint_type: Option<String>,
+        output: &Value,
+        metadata_json: Option<String>,
+        created_us: u64,
+    ) -> CacheRecord {
+        let whole = !matches!(output.body, Body::Delta { .. });
+        CacheRecord {
+            key: Digest(parts.key()),
+            flow_name: parts.flow_name.clone(),
+            name: parts.name.clone(),
+            input_digest: parts.input_digest,
+            exec_id: exec_id.to_string(),
+            call_id: call_id.to_string(),
+            checkpoint_type,
+            output: whole.then(|| output.clone()),
+            metadata_json: if whole { metadata_json } else { None },
+            created_us,
+        }
+    }
 }
 
 impl Record for CacheRecord {
@@ -91,9 +122,13 @@ pub enum Lookup {
 
 /// Decodes and checks the entry read at the key of `parts`.
 fn check(parts: &KeyParts, bytes: &[u8]) -> std::result::Result<CacheRecord, String> {
-    let rec: CacheRecord = record::decode(&bytes[..]).map_err(|e| e.to_string())?;
-    if &rec.parts != parts {
-        return Err("it was made for another call (its key material differs)".into());
+    let rec: CacheRecord = record::decode(bytes).map_err(|e| e.to_string())?;
+    if rec.key.0 != parts.key()
+        || rec.flow_name != parts.flow_name
+        || rec.name != parts.name
+        || rec.input_digest != parts.input_digest
+    {
+        return Err("it was made for another call (its key differs)".into());
     }
     crate::ids::validate_exec_id(&rec.exec_id).map_err(|e| e.to_string())?;
     crate::ids::validate_call_id(&rec.call_id).map_err(|e| e.to_string())?;
@@ -121,12 +156,12 @@ pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Re
         Err(why) => return Ok(Lookup::Unusable(format!("cache entry {key}: {why}"))),
     };
     match output_of(store, &rec).await {
-        Ok(output) => Ok(Lookup::Hit(Hit {
+        Ok((output, metadata_json)) => Ok(Lookup::Hit(Hit {
             exec_id: rec.exec_id,
             call_id: rec.call_id,
             checkpoint_type: rec.checkpoint_type,
             output,
-            metadata_json: rec.metadata_json,
+            metadata_json,
         })),
         Err(e @ Error::Corrupt { .. }) => Ok(Lookup::Unusable(format!(
             "cache entry {key} names an output that cannot be read back: {e}"
@@ -139,34 +174,41 @@ pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Re
     }
 }
 
-/// The output an entry answers with: its own, or its call's in its execution's journal
-/// (which must still be the same call: same checkpoint, same inputs).
-async fn output_of(store: &Store, rec: &CacheRecord) -> Result<RawValue> {
+/// The output an entry answers with, and the call's metadata: its own, or its call's in
+/// its execution's journal (which must still be the same call: same checkpoint and inputs).
+async fn output_of(store: &Store, rec: &CacheRecord) -> Result<(RawValue, Option<String>)> {
     if let Some(v) = &rec.output {
         if matches!(v.body, Body::Delta { .. }) {
             return Err(corrupt(rec, "a delta where only a whole value may be"));
         }
-        return crate::execution::load_value(store, v, &rec.exec_id, Some(&rec.call_id)).await;
+        let value = crate::execution::load_value(store, v, &rec.exec_id, Some(&rec.call_id));
+        return Ok((value.await?, rec.metadata_json.clone()));
     }
     let journal = Journal::load(store, &rec.exec_id, Scope::Full).await?;
     let Some((_, cp)) = journal.checkpoints.get(&rec.call_id) else {
         return Err(corrupt(rec, "its execution has no such finished call"));
     };
-    if cp.name != rec.parts.name || cp.input_digest != Some(rec.parts.input_digest) {
+    if cp.name != rec.name || cp.input_digest != Some(rec.input_digest) {
         return Err(corrupt(rec, "its execution's call has other inputs"));
     }
-    let bytes =
-        crate::delta::resolve(store, &journal, &rec.call_id, &cp.output, &mut HashMap::new())
-            .await?;
-    Ok(RawValue {
+    let bytes = crate::delta::resolve(
+        store,
+        &journal,
+        &rec.call_id,
+        &cp.output,
+        &mut HashMap::new(),
+    )
+    .await?;
+    let value = RawValue {
         serializer: cp.output.serializer.clone(),
         bytes,
-    })
+    };
+    Ok((value, cp.metadata_json.clone()))
 }
 
 fn corrupt(rec: &CacheRecord, reason: &str) -> Error {
     Error::Corrupt {
-        key: layout::cache_key(&rec.parts.key()),
+        key: layout::cache_key(&rec.key.0),
         exec_id: Some(rec.exec_id.clone()),
         checkpoint: Some(rec.call_id.clone()),
         reason: reason.to_string(),
@@ -181,14 +223,9 @@ pub async fn remember(store: &Store, rec: &CacheRecord) -> Result<()> {
         reason: e.to_string(),
     })?;
     store
-        .put_create(&layout::cache_key(&rec.parts.key()), bytes)
+        .put_create(&layout::cache_key(&rec.key.0), bytes)
         .await?;
     Ok(())
-}
-
-/// Whether `v` can be kept in an entry as it is (not a delta of an earlier output).
-pub fn whole(v: &Value) -> bool {
-    !matches!(v.body, Body::Delta { .. })
 }
 
 /// A cache entry as people see it (`kitaru cache list`).
@@ -214,8 +251,8 @@ pub async fn list(store: &Store, flow: Option<&str>) -> Result<Vec<EntryView>> {
         let view = match record::decode::<CacheRecord>(&bytes) {
             Ok(r) => EntryView {
                 key,
-                flow_name: Some(r.parts.flow_name),
-                name: Some(r.parts.name),
+                flow_name: Some(r.flow_name),
+                name: Some(r.name),
                 exec_id: Some(r.exec_id),
                 call_id: Some(r.call_id),
                 created_us: Some(r.created_us),

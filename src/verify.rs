@@ -259,6 +259,26 @@ pub async fn verify(store: &Store) -> Result<Report> {
             }
         }
     }
+    // Cache entries: each must read back, and name a blob that is there.
+    let cache_keys = store.list(&format!("{}/", layout::CACHE)).await?;
+    let values = read_each(store, &cache_keys, &mut report).await?;
+    for (key, bytes) in cache_keys.iter().zip(values) {
+        let Some(bytes) = bytes else { continue };
+        report.records += 1;
+        let Some(rec) = check::<crate::cache::CacheRecord>(&bytes, key, &mut report) else {
+            continue;
+        };
+        if layout::cache_key(&rec.key.0) != *key {
+            report.findings.push(Finding {
+                kind: "corrupt",
+                key: key.clone(),
+                detail: "a cache entry made for another key".into(),
+            });
+        }
+        if let Some(hash) = rec.output.as_ref().and_then(blob_of) {
+            refs.push((key.clone(), hash));
+        }
+    }
     for (key, hash) in refs {
         if !present.contains(&hash) {
             report.findings.push(Finding {

@@ -3,6 +3,7 @@ execution of the same flow answers a call with the same checkpoint source and in
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -212,6 +213,8 @@ def test_a_cache_entry_moved_to_another_key_is_not_believed(isolated_store: Path
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
     b.write_bytes(data_a)
+    findings = json.loads(run_cli("store", "verify", "-o", "json").stdout)["item"]["findings"]
+    assert sorted(f["detail"] for f in findings) == ["a cache entry made for another key"] * 2
     RAN.clear()
     with pytest.warns(RuntimeWarning, match="made for another call"):
         assert pipeline.run("a").wait() == "sent notes about a"
@@ -225,6 +228,7 @@ def test_a_damaged_entry_is_said_and_the_call_runs(isolated_store: Path) -> None
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+    assert run_cli("store", "verify").returncode == 1
     listed = cli_json("cache", "list")["items"]
     assert listed[0]["damaged"] and "checksum" in listed[0]["damaged"]
     RAN.clear()

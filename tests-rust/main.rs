@@ -1,6 +1,7 @@
 //! Integration tests of kitaru's core, without Python.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
 mod calls;
 mod fence;
 mod fuzz;

@@ -33,7 +33,11 @@ impl Runner {
     /// is [`Decision::pending`] is made final by [`Runner::settle_call`].
     pub fn begin_call(&self, req: &CallRequest) -> Decision {
         let mut d = self.calls.lock().decide(req, &self.journal);
-        if d.reuse || d.divergence.as_ref().is_some_and(|v| v.policy == Policy::Error) {
+        if d.reuse
+            || d.divergence
+                .as_ref()
+                .is_some_and(|v| v.policy == Policy::Error)
+        {
             return d;
         }
         let (flow, on) = &self.cache_flow;
@@ -212,7 +216,10 @@ impl Runner {
             done.output.clone(),
         );
         let meta = done.metadata_json.clone();
-        let (ctype, (started, ended)) = (done.checkpoint_type.clone(), (done.started_us, done.ended_us));
+        let (ctype, (started, ended)) = (
+            done.checkpoint_type.clone(),
+            (done.started_us, done.ended_us),
+        );
         let output = self.write_checkpoint(done).await?;
         self.calls
             .lock()
@@ -220,15 +227,15 @@ impl Runner {
         let missed = self.cache_misses.lock().remove(&call_id);
         if let Some(parts) = missed {
             // A hint for later executions: losing one costs a cache miss, not the call.
-            let rec = crate::cache::CacheRecord {
-                parts,
-                exec_id: self.lease.exec_id.clone(),
-                call_id: call_id.clone(),
-                checkpoint_type: ctype,
-                output: crate::cache::whole(&output).then_some(output),
-                metadata_json: meta,
-                created_us: ended.max(started),
-            };
+            let rec = crate::cache::CacheRecord::new(
+                &parts,
+                &self.lease.exec_id,
+                &call_id,
+                ctype,
+                &output,
+                meta,
+                ended.max(started),
+            );
             if let Err(e) = crate::cache::remember(&self.lease.store, &rec).await {
                 tracing::warn!(exec_id = %rec.exec_id, call_id = %call_id, error = %e,
                     "could not leave a cache entry");
