@@ -12,6 +12,7 @@ import contextvars
 import time
 
 from ._ledger import Ledger
+from ._lineage import Lineage
 from .errors import (
     FailureOrigin,
     KitaruBackendError,
@@ -261,7 +262,7 @@ def runtime_error(message: str, cause: BaseException | None = None) -> KitaruRun
     return err
 
 
-class FlowRun(Ledger):
+class FlowRun(Ledger, Lineage):
     """One process's run of one execution."""
 
     # @flow(allow_pickle=True): this run may store and load pickles (set by the flow)
@@ -280,6 +281,7 @@ class FlowRun(Ledger):
         self._lock = _thread.allocate_lock()
         self.pass_no = 0
         self.init_ledger()
+        self.init_lineage()
         self.reset()
 
     def reset(self) -> None:

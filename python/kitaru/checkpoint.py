@@ -258,9 +258,13 @@ class Checkpoint(Generic[P, R]):
     def _steps(
         self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Generator[tuple[Any, Any], Any, Any]:
-        found, value = yield from call.decide(_serde().digest(self._bind(args, kwargs)))
+        bound = self._bind(args, kwargs)
+        found, value = yield from call.decide(_serde().digest(bound))
+        run = call.run
         if found:
+            run.note_output(value, call.call_id, *call.stored)
             return value
+        call.parents = run.parents_of(bound.values())
         for attempt in range(self.retries + 1):
             yield from call.begin()
             try:
@@ -270,7 +274,9 @@ class Checkpoint(Generic[P, R]):
                 continue
             finally:
                 call.end()
-            yield "record_checkpoint", (call.record(value),)
+            rec = call.record(value)
+            yield "record_checkpoint", (rec,)
+            run.note_output(value, call.call_id, rec.serializer, rec.data)
             yield from call.done()
             return value
         raise AssertionError("unreachable")  # pragma: no cover
@@ -306,10 +312,12 @@ class _Call:
         "digest",
         "explicit",
         "ordered",
+        "parents",
         "pass_no",
         "run",
         "scope",
         "started",
+        "stored",
         "token",
     )
 
@@ -318,6 +326,8 @@ class _Call:
         self.ordered = ordered
         self.pass_no = run.pass_no
         self.digest: bytes | None = None
+        self.parents: list[str] = []
+        self.stored: tuple[str, bytes] = ("", b"")
 
     def decide(self, digest: bytes | None) -> Steps:
         """(True, stored value) when a stored result answers this call, else (False, None).
@@ -341,7 +351,7 @@ class _Call:
             _warn(d.notice, d.notice_kind)
         if not d.reuse:
             return False, None
-        tag, data = d.value  # type: ignore[misc]
+        tag, data = self.stored = d.value  # type: ignore[misc]
         with _serde().pickle_allowed(self._allow_pickle()):
             value = _serde().loads(tag, data, what=f"stored output of checkpoint {d.call_id!r}")
         if d.cached_from is not None:
@@ -416,7 +426,7 @@ class _Call:
             data=data,
             started_us=self.started,
             ended_us=ended,
-            metadata_json=_meta_json(self.scope),
+            metadata_json=_meta_json(self.scope, self.parents),
         )
 
     def done(self) -> Steps:
@@ -474,12 +484,17 @@ def _serde() -> Any:
     return _serde_module
 
 
-def _meta_json(scope: CheckpointScope) -> str | None:
-    if not scope.metadata:
+def _meta_json(scope: CheckpointScope, parents: list[str] | None = None) -> str | None:
+    """The call's metadata as recorded: what was logged inside it, and the calls whose
+    outputs it was given (`kitaru_parents`, see `_lineage`)."""
+    meta = scope.metadata
+    if parents:
+        meta = {**meta, "kitaru_parents": parents}
+    if not meta:
         return None
     import json
 
-    return json.dumps(scope.metadata, default=repr)
+    return json.dumps(meta, default=repr)
 
 
 def _futures_in(after: Any) -> list[Future[Any]]:

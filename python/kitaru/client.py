@@ -248,6 +248,7 @@ class CheckpointCall:
         output = v["output"]
         metadata = _without_artifacts(_parsed(v["metadata_json"], {}))
         cached = _cached_from(metadata)
+        parents = metadata.pop("kitaru_parents", None) if isinstance(metadata, dict) else None
         return cls(
             call_id=f"{exec_id}/{v['call_id']}",
             name=v["call_id"],
@@ -256,7 +257,11 @@ class CheckpointCall:
             ended_at=_ts(v.get("ended_at")),
             metadata=metadata,
             original_call_id=cached,
-            parent_call_ids=[],
+            parent_call_ids=[
+                p if "/" in p else f"{exec_id}/{p}"
+                for p in (parents if isinstance(parents, list) else [])
+                if isinstance(p, str)
+            ],
             failure=FailureInfo.from_view(v.get("failure")),
             attempts=attempts,
             artifacts=[],

@@ -579,11 +579,21 @@ impl Runner {
     }
 }
 
-/// A cached call's metadata: its source's, plus where it came from (`kitaru_cached`).
+/// A cached call's metadata: its source's, plus where it came from (`kitaru_cached`); its
+/// parents (`kitaru_parents`, call ids of the source execution) named with that execution.
 fn cached_metadata(source: Option<&str>, exec_id: &str, call_id: &str) -> String {
     let mut map = source
         .and_then(|m| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok())
         .unwrap_or_default();
+    if let Some(serde_json::Value::Array(parents)) = map.get_mut("kitaru_parents") {
+        for p in parents.iter_mut() {
+            if let serde_json::Value::String(id) = p {
+                if !id.contains('/') {
+                    *id = format!("{exec_id}/{id}");
+                }
+            }
+        }
+    }
     map.insert(
         "kitaru_cached".into(),
         serde_json::json!({"exec_id": exec_id, "call_id": call_id}),
