@@ -1,0 +1,367 @@
+"""Kitaru 0.4's published examples, as flows of our own that use the same API the same way
+(`basic_flow/*`, `execution_management/*`, `replay/replay_with_overrides.py`,
+`llm/flow_with_llm.py`). The published files themselves run with `make examples-04
+KITARU04=<a Kitaru 0.4 checkout>` (tests-python/run_kitaru04_examples.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import kitaru
+import pytest
+from conftest import run_cli
+from kitaru import checkpoint, flow
+from kitaru.client import ExecutionStatus
+from kitaru.runtime import _get_current_execution_id
+
+# --- basic_flow/first_working_flow.py ---------------------------------------------------
+
+
+@checkpoint
+def gather(topic: str) -> str:
+    return f"sources on {topic}"
+
+
+@checkpoint
+def condense(sources: str) -> str:
+    return f"Summary: {sources} are growing."
+
+
+@flow
+def smallest_agent(topic: str) -> str:
+    return condense(gather(topic))
+
+
+def test_first_working_flow() -> None:
+    assert smallest_agent.run("solar").wait() == "Summary: sources on solar are growing."
+
+
+# --- basic_flow/flow_with_artifacts.py ---------------------------------------------------
+
+
+@checkpoint
+def research(topic: str) -> str:
+    kitaru.save("research_context", {"topic": topic, "sources": 2}, type="context",
+                tags=["research"])  # fmt: skip
+    return f"Research notes about {topic}."
+
+
+@flow
+def first_pass(topic: str) -> str:
+    return research(topic)
+
+
+@checkpoint
+def follow_up(prev_exec_id: str) -> str:
+    notes = kitaru.load(prev_exec_id, "research")  # a checkpoint's output, by name
+    context = kitaru.load(prev_exec_id, "research_context")  # a saved artifact
+    return f"{notes} [topic={context['topic']}]"
+
+
+@flow
+def second_pass(prev_exec_id: str) -> str:
+    return follow_up(prev_exec_id)
+
+
+def test_flow_with_artifacts() -> None:
+    first = first_pass.run("kitaru")
+    assert first.wait() == "Research notes about kitaru."
+    second = second_pass.run(first.exec_id).wait()
+    assert second == "Research notes about kitaru. [topic=kitaru]"
+
+
+# --- basic_flow/flow_with_checkpoint_runtime.py -----------------------------------------
+
+
+@checkpoint(runtime="isolated")
+def transform(item: str) -> str:
+    return f"[processed] {item.upper()}"
+
+
+@flow
+def fan_out(items: list[str]) -> list[str]:
+    futures = [transform.submit(item) for item in items]
+    return [f.result() for f in futures]
+
+
+def test_flow_with_checkpoint_runtime() -> None:
+    handle = fan_out.run(["alpha", "bravo", "charlie"])
+    deadline = time.monotonic() + 60
+    while not handle.status.is_finished:  # the example polls the status
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert handle.wait() == ["[processed] ALPHA", "[processed] BRAVO", "[processed] CHARLIE"]
+
+
+# --- basic_flow/flow_with_configuration.py ----------------------------------------------
+
+
+@checkpoint
+def upper_draft(topic: str) -> str:
+    return f"draft:{topic}".upper()
+
+
+@flow(cache=True, retries=2)
+def configured(topic: str) -> str:
+    return upper_draft(topic)
+
+
+def test_flow_with_configuration() -> None:
+    kitaru.configure(
+        cache=False,
+        retries=1,
+        image=kitaru.ImageSettings(
+            base_image="python:3.12-slim", environment={"OPENAI_API_KEY": "{{ OPENAI_KEY }}"}
+        ),
+    )
+    try:
+        handle = configured.run("kitaru", retries=3)
+        assert handle.wait() == "DRAFT:KITARU"
+    finally:
+        kitaru.configure(cache=None, retries=None, image=None)
+    spec = kitaru.KitaruClient().executions.get(handle.exec_id).frozen_execution_spec
+    assert spec is not None
+    assert (spec["retries"], spec["cache"]) == (3, True)  # .run() > @flow > configure()
+    assert spec["image"]["base_image"] == "python:3.12-slim"
+
+
+# --- basic_flow/flow_with_logging.py ----------------------------------------------------
+
+
+@checkpoint
+def logged_draft(topic: str) -> str:
+    kitaru.log(draft_cost={"usd": 0.001})
+    kitaru.log(draft_cost={"tokens": 42}, model="demo-model", latency_ms=120)
+    return f"draft about {topic}"
+
+
+@checkpoint
+def review(text: str) -> str:
+    kitaru.log(quality_score=0.93)
+    return f"{text.upper()}. [reviewed]"
+
+
+@flow
+def writing_agent(topic: str) -> str:
+    kitaru.log(topic=topic, stage="started")
+    out = review(logged_draft(topic))
+    kitaru.log(stage="completed", output_kind="text")
+    return out
+
+
+def test_flow_with_logging() -> None:
+    handle = writing_agent.run("kitaru")
+    assert handle.wait() == "DRAFT ABOUT KITARU. [reviewed]"
+    e = kitaru.KitaruClient().executions.get(handle.exec_id)
+    assert e.metadata["topic"] == "kitaru" and e.metadata["stage"] == "completed"
+    cps = {c.name: c for c in e.checkpoints}
+    # repeated keys merge: nested dicts key by key
+    assert cps["logged_draft"].metadata["draft_cost"] == {"usd": 0.001, "tokens": 42}
+    assert cps["review"].metadata["quality_score"] == 0.93
+
+
+# --- execution_management/client_execution_management.py ---------------------------------
+
+
+@checkpoint
+def write_summary(topic: str) -> str:
+    kitaru.save("summary_context", {"topic": topic}, type="context")
+    return f"Summary for {topic}."
+
+
+@flow
+def summarize_topic(topic: str) -> str:
+    return write_summary(topic)
+
+
+def test_client_execution_management() -> None:
+    handle = summarize_topic.run("kitaru")
+    assert handle.wait() == "Summary for kitaru."
+    client = kitaru.KitaruClient()
+    execution = client.executions.get(handle.exec_id)
+    latest = client.executions.latest(flow="summarize_topic")
+    assert latest.exec_id == execution.exec_id
+    assert execution.status.value == "completed"
+    artifacts = client.artifacts.list(handle.exec_id)
+    assert sorted(a.name for a in artifacts) == ["summary_context", "write_summary"]
+    context = next(a for a in artifacts if a.name == "summary_context")
+    assert context.load() == {"topic": "kitaru"}
+
+
+# --- execution_management/wait_and_resume.py (the runner keeps polling; another
+# process answers with `kitaru executions input`, as the example prints) -----------------
+
+WAITING = textwrap.dedent(
+    """
+    import kitaru
+    from pydantic import BaseModel
+    from kitaru import checkpoint, flow
+    from kitaru.runtime import _get_current_execution_id
+
+    class ReleaseDetails(BaseModel):
+        notes: str
+        major_version: int
+
+    @checkpoint
+    def draft_note(topic: str) -> str:
+        return f"Draft about {topic}."
+
+    @checkpoint
+    def publish_note(draft: str, details: ReleaseDetails) -> str:
+        return f"PUBLISHED v{details.major_version}: {draft} Notes: {details.notes}"
+
+    @flow
+    def approval(topic: str) -> str:
+        draft = draft_note(topic)
+        exec_id = _get_current_execution_id()
+        print(f"  kitaru executions input {exec_id} --value true", flush=True)
+        approved = kitaru.wait(name="approve_release", schema=bool,
+                               question=f"Approve {topic}?", timeout=3600,
+                               metadata={"topic": topic})
+        if approved is False:
+            return f"REJECTED: {topic}"
+        details = kitaru.wait(name="release_details", schema=ReleaseDetails,
+                              question="Release details?", timeout=60,
+                              metadata={"topic": topic})
+        return publish_note(draft, details)
+
+    if __name__ == "__main__":
+        print("Result:", approval.run("v1.0").wait(), flush=True)
+    """
+)
+
+
+def _pending(exec_id: str, name: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        waits = kitaru.KitaruClient().executions.pending_waits(exec_id)
+        if any(w.name == name for w in waits):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"wait {name} never pending")
+
+
+def test_wait_and_resume(tmp_path: Path) -> None:
+    script = tmp_path / "approval.py"
+    script.write_text(WAITING)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        exec_id = line.split("input ", 1)[1].split()[0]
+        assert exec_id == line.split()[3]
+        deadline = time.monotonic() + 60
+        _pending(exec_id, "approve_release", deadline)
+        answered = run_cli("executions", "input", exec_id, "--value", "true", check=True)
+        assert "resume" not in answered.stdout  # the polling runner continues by itself
+        _pending(exec_id, "release_details", deadline)
+        details = json.dumps({"notes": "Bug fixes", "major_version": 2})
+        run_cli("executions", "input", exec_id, "--wait", "release_details", "--value", details,
+                check=True)  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Result: PUBLISHED v2: Draft about v1.0. Notes: Bug fixes" in out
+    e = kitaru.KitaruClient().executions.get(exec_id)
+    assert e.status == ExecutionStatus.COMPLETED
+    assert [w.name for w in e.waits] == ["approve_release", "release_details"]
+
+
+# --- replay/replay_with_overrides.py ----------------------------------------------------
+
+
+@checkpoint
+def notes_for(topic: str) -> str:
+    return f"notes about {topic}"
+
+
+@checkpoint
+def write_draft(notes: str) -> str:
+    return f"Draft from {notes}"
+
+
+@checkpoint
+def publish(draft: str) -> str:
+    return f"PUBLISHED: {draft}"
+
+
+@flow
+def content_pipeline(topic: str) -> str:
+    return publish(write_draft(notes_for(topic)))
+
+
+def test_replay_with_overrides() -> None:
+    source = content_pipeline.run("kitaru")
+    assert source.wait() == "PUBLISHED: Draft from notes about kitaru"
+    client = kitaru.KitaruClient()
+    replayed = client.executions.replay(
+        source.exec_id,
+        from_="write_draft",
+        overrides={"checkpoint.notes_for": "edited notes for kitaru"},
+    )
+    deadline = time.time() + 120
+    while time.time() <= deadline:
+        execution = client.executions.get(replayed.exec_id)
+        if execution.status in {
+            ExecutionStatus.COMPLETED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.CANCELLED,
+        }:
+            break
+        time.sleep(0.05)
+    assert execution.status == ExecutionStatus.COMPLETED
+    publish_cp = next(cp for cp in execution.checkpoints if cp.name == "publish")
+    assert str(publish_cp.artifacts[0].load()) == "PUBLISHED: Draft from edited notes for kitaru"
+    assert execution.original_exec_id == source.exec_id
+
+
+# --- llm/flow_with_llm.py ---------------------------------------------------------------
+
+
+@checkpoint
+def expand(topic: str, outline: str) -> str:
+    return kitaru.llm(f"Write about {topic} from:\n{outline}", model="fast", name="draft_call")
+
+
+@flow
+def llm_writer(topic: str) -> str:
+    outline = kitaru.llm(f"Outline {topic}.", model="fast", name="outline_call")
+    return expand(topic, outline)
+
+
+def test_flow_with_llm(fake_llm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_llm import Reply
+
+    for k, v in fake_llm.env().items():
+        monkeypatch.setenv(k, v)
+    run_cli("model", "register", "fast", "--model", "openai/gpt-5-nano", check=True)
+    fake_llm.queue(Reply(text="- a\n- b\n- c"), Reply(text="A paragraph."))
+    handle = llm_writer.run("kitaru")
+    assert handle.wait() == "A paragraph."
+    e = kitaru.KitaruClient().executions.get(handle.exec_id)
+    assert {c.name for c in e.checkpoints} == {"outline_call", "expand"}
+    assert [c.call for c in e.llm_calls] == ["outline_call", "draft_call"]
+    assert os.environ.get("KITARU_LLM_MOCK_RESPONSE") is None
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KITARU04"),
+    reason="set KITARU04 to a Kitaru 0.4 checkout to run its published examples unchanged",
+)
+def test_the_published_examples_run_unchanged() -> None:
+    runner = Path(__file__).with_name("run_kitaru04_examples.py")
+    proc = subprocess.run(
+        [sys.executable, str(runner), os.environ["KITARU04"]],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
