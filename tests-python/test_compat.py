@@ -259,7 +259,9 @@ def test_execution_defaults_from_pyproject_and_environment(
     assert s["image"]["base_image"] == "python:3.10" and s["image"]["apt_packages"] == ["git"]  # type: ignore[index]
     kitaru.configure(retries=0)
     assert spec()["retries"] == 0
-    assert KitaruClient().executions.get(imaged.run().exec_id).frozen_execution_spec["cache"] is True  # type: ignore[index]
+    assert (
+        KitaruClient().executions.get(imaged.run().exec_id).frozen_execution_spec["cache"] is True
+    )  # type: ignore[index]
     for var, value, message in [
         ("KITARU_CACHE", "maybe", "KITARU_CACHE must be true or false"),
         ("KITARU_RETRIES", "-2", "KITARU_RETRIES must be an int >= 0"),

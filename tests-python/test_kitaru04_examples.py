@@ -19,7 +19,6 @@ import pytest
 from conftest import run_cli
 from kitaru import checkpoint, flow
 from kitaru.client import ExecutionStatus
-from kitaru.runtime import _get_current_execution_id
 
 # --- basic_flow/first_working_flow.py ---------------------------------------------------
 

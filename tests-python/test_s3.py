@@ -218,7 +218,9 @@ def fails_after(n: int) -> None:
 
 @pytest.mark.all_stores
 @pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
-def test_checkpoint_hot_path_costs_one_put_per_small_output(store_backend: str, cache: bool) -> None:
+def test_checkpoint_hot_path_costs_one_put_per_small_output(
+    store_backend: str, cache: bool
+) -> None:
     counts = measured.run(10, False, cache=cache).wait()
     # On a local disk each checkpoint boundary looks for a cancel or a takeover (one open
     # of a file that does not exist), so a cancel stops the flow before its next body;

@@ -71,7 +71,7 @@ class Checkpoint(Generic[P, R]):
         self.checkpoint_type = type
         self.allow_pickle = allow_pickle
         self.cache = cache
-        self._code: bytes | None | bool = False  # not made yet
+        self._code: bytes | bool | None = False  # not made yet
         self.is_async = is_async_function(func)
         if self.is_async:
             mark_coroutine_function(self)
@@ -351,7 +351,7 @@ class _Call:
             _warn(d.notice, d.notice_kind)
         if not d.reuse:
             return False, None
-        tag, data = self.stored = d.value  # type: ignore[misc]
+        tag, data = self.stored = d.value  # type: ignore[misc,assignment]
         with _serde().pickle_allowed(self._allow_pickle()):
             value = _serde().loads(tag, data, what=f"stored output of checkpoint {d.call_id!r}")
         if d.cached_from is not None:

@@ -631,7 +631,9 @@ def _read_pyproject(path: str) -> dict[str, Any]:
     where = f"[tool.kitaru] in {path}"
     if "cache" in tool:
         if not isinstance(tool["cache"], bool):
-            raise KitaruUsageError(f"cache in {where} must be true or false, got {tool['cache']!r}.")
+            raise KitaruUsageError(
+                f"cache in {where} must be true or false, got {tool['cache']!r}."
+            )
         out["cache"] = tool["cache"]
     if "retries" in tool:
         out["retries"] = _retries(tool["retries"], f"retries in {where}")
@@ -658,7 +660,9 @@ def _env_defaults() -> dict[str, Any]:
     raw = os.environ.get("KITARU_CACHE", "").strip()
     if raw:
         if raw.lower() not in _TRUE + _FALSE:
-            raise KitaruUsageError(f"KITARU_CACHE must be true or false (or 1/0, yes/no), got {raw!r}.")
+            raise KitaruUsageError(
+                f"KITARU_CACHE must be true or false (or 1/0, yes/no), got {raw!r}."
+            )
         out["cache"] = raw.lower() in _TRUE
     raw = os.environ.get("KITARU_RETRIES", "").strip()
     if raw:

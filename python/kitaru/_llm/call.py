@@ -98,7 +98,7 @@ def _steps(prep: Prepared, c: _Run) -> Any:
     if c.call is not None:
         from .. import serde
 
-        c.call.cp.prep = prep  # type: ignore[attr-defined]
+        c.call.cp.prep = prep
         found, stored = yield from c.call.decide(serde.digest(prep.identity))
         c.call_name = c.call.call_id
         if found:
