@@ -4,16 +4,21 @@
 //! The key is the blake3 hash of the flow's name, the checkpoint's name, its code identity
 //! (a digest the caller makes of the function's source and the checkpoint's configuration)
 //! and the digest of the call's inputs. Each finished call of an execution whose cache is on
-//! leaves one create-only record `cache/<key hex>` naming the execution and call that
-//! produced it, with the output itself when it is a whole value (inline or a blob) — a
-//! delta output is read back through its execution's journal. The first execution to
-//! finish a key keeps it: a record is never overwritten.
+//! leaves one entry naming the execution and call that produced it, with the output itself
+//! when it is a whole value (inline or a blob) — a delta output is read back through its
+//! execution's journal. Where entries live depends on the store, like checkpoint records:
 //!
-//! A record is a hint, checked before it is believed: its key material must equal the
-//! call's (so a record copied under another key, or a hash collision, is a miss), and its
-//! output is read back like any stored value (checksummed record, hash-named blob). A
-//! record that is damaged or whose source is gone is a miss with a reason, never an error
-//! of the flow and never another call's output.
+//! - object stores: one create-only object `cache/<key hex>` per key (a lookup is one GET;
+//!   the first execution to finish a key keeps it);
+//! - local disks: one append-only file per flow, `cache/<flow hash>.log`, read by a run as
+//!   it grows ([`LocalLog`]): an entry costs one append, a lookup a map probe (and a read of
+//!   what was appended since, on a miss), where a file per key cost as much as a checkpoint
+//!   used to (create, link, unlink). The first entry of a key in the file counts.
+//!
+//! An entry is a hint, checked before it is believed: it names its key (so an entry copied
+//! under another key is refused) and its output is read back like any stored value
+//! (checksummed record, hash-named blob). An entry that is damaged or whose source is gone
+//! is a miss with a reason, never an error of the flow and never another call's output.
 
 use std::collections::HashMap;
 
@@ -135,17 +140,141 @@ fn check(parts: &KeyParts, bytes: &[u8]) -> std::result::Result<CacheRecord, Str
     Ok(rec)
 }
 
-/// Reads the entry at the key of `parts` from a local store right here (no task hop): the
-/// usual miss costs one failed open. `None` on object stores (use [`lookup`]).
-pub fn peek_local(store: &Store, parts: &KeyParts) -> Option<Result<Option<Bytes>>> {
-    store.read_local_now(&layout::cache_key(&parts.key()))
+/// The local file of flow `flow_name`'s entries.
+pub fn log_key(flow_name: &str) -> String {
+    let h = blake3::hash(flow_name.as_bytes());
+    format!("{}/{}.log", layout::CACHE, layout::hex(&h.as_bytes()[..16]))
 }
 
-/// Looks the call up: `found` is what `peek_local` read, or None to read the entry here.
+/// A flow's entries on a local disk, as one run has read them so far, and its appends.
+pub struct LocalLog {
+    key: String,
+    /// Where the whole entries read so far end.
+    offset: u64,
+    entries: HashMap<[u8; 32], Bytes>,
+    writer: Option<crate::store::Segment>,
+}
+
+impl LocalLog {
+    pub fn new(flow_name: &str) -> LocalLog {
+        LocalLog {
+            key: log_key(flow_name),
+            offset: 0,
+            entries: HashMap::new(),
+            writer: None,
+        }
+    }
+
+    /// The entry (record bytes) for `key`: from what was read, else from what was appended
+    /// since. `None` on object stores.
+    pub fn find(&mut self, store: &Store, key: &[u8; 32]) -> Option<Result<Option<Bytes>>> {
+        if let Some(b) = self.entries.get(key) {
+            return Some(Ok(Some(b.clone())));
+        }
+        let read = match store.read_local_from(&self.key, self.offset)? {
+            Ok(read) => read,
+            Err(e) => return Some(Err(e)),
+        };
+        match read {
+            // Never written, or cleared: what was read before is gone too.
+            None => self.forget(),
+            Some((size, _)) if size < self.offset => {
+                // Cleared and written again: read it from the start.
+                self.forget();
+                return self.find(store, key);
+            }
+            Some((_, bytes)) => self.offset += index(&bytes, &mut self.entries) as u64,
+        }
+        Some(Ok(self.entries.get(key).cloned()))
+    }
+
+    fn forget(&mut self) {
+        self.entries.clear();
+        self.offset = 0;
+    }
+
+    /// Appends an entry (one write to the open file).
+    pub fn append(&mut self, store: &Store, bytes: &[u8]) -> Result<()> {
+        let key = &self.key;
+        let Some(writer) = (match &mut self.writer {
+            Some(w) => Some(w),
+            None => store.segment(key.clone()).map(|w| self.writer.insert(w)),
+        }) else {
+            return Ok(());
+        };
+        store.append_segment(writer, bytes)
+    }
+}
+
+/// Adds the entries framed in `bytes` (a log read from some offset) to `entries`, the first
+/// of a key counting; returns how many bytes were whole entries or damage skipped over. A
+/// frame that does not check out is skipped to the next one that does (an append a crash
+/// cut, then other processes' appends); bytes after the last whole frame are left to read
+/// again (an append still being written).
+fn index(bytes: &[u8], entries: &mut HashMap<[u8; 32], Bytes>) -> usize {
+    let mut at = 0;
+    loop {
+        let scan = record::scan_segment(&bytes[at..]);
+        for (frame, _) in &scan.frames {
+            if let Ok(rec) = record::decode::<CacheRecord>(frame) {
+                entries
+                    .entry(rec.key.0)
+                    .or_insert_with(|| Bytes::copy_from_slice(frame));
+            }
+        }
+        let Some((bad, _)) = scan.tail else {
+            return bytes.len();
+        };
+        let bad = at + bad;
+        match next_frame(&bytes[bad + 1..]) {
+            Some(i) => at = bad + 1 + i,
+            None => return bad,
+        }
+    }
+}
+
+/// Where the next whole frame in `bytes` starts, if one does.
+fn next_frame(bytes: &[u8]) -> Option<usize> {
+    let magic = &record::MAGIC;
+    (0..bytes.len().saturating_sub(magic.len() - 1)).find(|&i| {
+        &bytes[i..i + magic.len()] == magic && !record::scan_segment(&bytes[i..]).frames.is_empty()
+    })
+}
+
+/// The entries in a local log's `bytes`: each record, or why a stretch of it is damaged.
+pub fn log_entries(bytes: &[u8]) -> Vec<std::result::Result<CacheRecord, String>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let scan = record::scan_segment(&bytes[at..]);
+        for (frame, _) in &scan.frames {
+            out.push(record::decode::<CacheRecord>(frame).map_err(|e| e.to_string()));
+        }
+        let Some((bad, why)) = scan.tail else {
+            return out;
+        };
+        let bad = at + bad;
+        match next_frame(&bytes[bad + 1..]) {
+            Some(i) => {
+                out.push(Err(format!("damaged bytes at offset {bad}: {why}")));
+                at = bad + 1 + i;
+            }
+            None => {
+                if !record::is_torn_tail(&bytes[bad..]) {
+                    out.push(Err(format!("damaged bytes at offset {bad}: {why}")));
+                }
+                return out;
+            }
+        }
+    }
+}
+
+/// Looks the call up: `found` is the entry a local log gave, or None to read it here.
 pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Result<Lookup> {
     let key = layout::cache_key(&parts.key());
     let bytes = match found {
         Some(b) => b,
+        None if store.is_local() => return Ok(Lookup::Miss),
         None => match store.get(&key).await? {
             Some(b) => b,
             None => return Ok(Lookup::Miss),
@@ -215,13 +344,24 @@ fn corrupt(rec: &CacheRecord, reason: &str) -> Error {
     }
 }
 
-/// Leaves the entry for a finished call; a key already taken keeps its first entry.
-pub async fn remember(store: &Store, rec: &CacheRecord) -> Result<()> {
+/// Leaves the entry for a finished call: appended to `log` on a local disk, else a
+/// create-only object (a key already taken keeps its first entry).
+pub async fn remember(
+    store: &Store,
+    rec: &CacheRecord,
+    log: &parking_lot::Mutex<Option<LocalLog>>,
+) -> Result<()> {
     let bytes = record::encode(rec).map_err(|e| Error::Encode {
         exec_id: rec.exec_id.clone(),
         call_id: rec.call_id.clone(),
         reason: e.to_string(),
     })?;
+    if store.is_local() {
+        let mut log = log.lock();
+        return log
+            .get_or_insert_with(|| LocalLog::new(&rec.flow_name))
+            .append(store, &bytes);
+    }
     store
         .put_create(&layout::cache_key(&rec.key.0), bytes)
         .await?;
@@ -231,7 +371,10 @@ pub async fn remember(store: &Store, rec: &CacheRecord) -> Result<()> {
 /// A cache entry as people see it (`kitaru cache list`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EntryView {
+    /// Where it is stored: its object, or its flow's log on a local disk.
     pub key: String,
+    /// The cache key (hex), when the entry reads.
+    pub cache_key: Option<String>,
     pub flow_name: Option<String>,
     pub name: Option<String>,
     pub exec_id: Option<String>,
@@ -241,16 +384,12 @@ pub struct EntryView {
     pub damaged: Option<String>,
 }
 
-/// The entries (of flow `flow`, or all), oldest first; damaged ones only when listing all.
-pub async fn list(store: &Store, flow: Option<&str>) -> Result<Vec<EntryView>> {
-    let keys = store.list(&format!("{}/", layout::CACHE)).await?;
-    let values = store.get_many(&keys).await?;
-    let mut out = Vec::new();
-    for (key, bytes) in keys.into_iter().zip(values) {
-        let Some(bytes) = bytes else { continue };
-        let view = match record::decode::<CacheRecord>(&bytes) {
+impl EntryView {
+    fn of(key: &str, rec: std::result::Result<CacheRecord, String>) -> EntryView {
+        match rec {
             Ok(r) => EntryView {
-                key,
+                key: key.to_string(),
+                cache_key: Some(layout::hex(&r.key.0)),
                 flow_name: Some(r.flow_name),
                 name: Some(r.name),
                 exec_id: Some(r.exec_id),
@@ -258,30 +397,62 @@ pub async fn list(store: &Store, flow: Option<&str>) -> Result<Vec<EntryView>> {
                 created_us: Some(r.created_us),
                 damaged: None,
             },
-            Err(e) => EntryView {
-                key,
+            Err(why) => EntryView {
+                key: key.to_string(),
+                cache_key: None,
                 flow_name: None,
                 name: None,
                 exec_id: None,
                 call_id: None,
                 created_us: None,
-                damaged: Some(e.to_string()),
+                damaged: Some(why),
             },
-        };
+        }
+    }
+}
+
+/// The entries of flow `flow` (or all), oldest first; damaged ones only when listing all
+/// (a local log's damage is listed with its flow's entries).
+pub async fn list(store: &Store, flow: Option<&str>) -> Result<Vec<EntryView>> {
+    let keys = store.list(&format!("{}/", layout::CACHE)).await?;
+    let wanted_log = flow.map(log_key);
+    let keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !k.ends_with(".log") || wanted_log.is_none() || wanted_log.as_ref() == Some(k))
+        .collect();
+    let values = store.get_many(&keys).await?;
+    let mut out = Vec::new();
+    for (key, bytes) in keys.into_iter().zip(values) {
+        let Some(bytes) = bytes else { continue };
+        if key.ends_with(".log") {
+            out.extend(
+                log_entries(&bytes)
+                    .into_iter()
+                    .map(|r| EntryView::of(&key, r)),
+            );
+            continue;
+        }
+        let rec = record::decode::<CacheRecord>(&bytes).map_err(|e| e.to_string());
+        let view = EntryView::of(&key, rec);
         if flow.is_none() || view.flow_name.as_deref() == flow {
             out.push(view);
         }
+    }
+    if let Some(flow) = flow {
+        out.retain(|v| v.flow_name.is_none() || v.flow_name.as_deref() == Some(flow));
     }
     out.sort_by_key(|v| v.created_us);
     Ok(out)
 }
 
 /// Deletes the entries of flow `flow` (or every entry, damaged ones too); how many. The
-/// executions they point to are untouched: only later executions stop finding them.
+/// executions they point to are untouched: only later runs stop finding them (a run
+/// under way on a local disk keeps what it read).
 pub async fn clear(store: &Store, flow: Option<&str>) -> Result<usize> {
     let entries = list(store, flow).await?;
-    for e in &entries {
-        store.delete(&e.key).await?;
+    let keys: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    for key in keys {
+        store.delete(key).await?;
     }
     Ok(entries.len())
 }

@@ -121,40 +121,37 @@ fn other_inputs_other_code_no_code_or_cache_off_are_misses() {
     });
 }
 
+fn parts(d: u8) -> KeyParts {
+    KeyParts {
+        flow_name: "agent".into(),
+        name: "fetch".into(),
+        code: Digest(CODE),
+        input_digest: Digest([d; 32]),
+    }
+}
+
 #[test]
-fn an_entry_under_another_key_or_damaged_is_a_miss_with_a_notice() {
+fn an_object_under_another_key_or_damaged_is_a_miss_with_a_notice() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = local_store(&dir).await;
+        let store = memory_store("cache-swap").await;
         produce(&store, 1, b"one").await;
         produce(&store, 2, b"two").await;
-        let key = |d: u8| {
-            let parts = KeyParts {
-                flow_name: "agent".into(),
-                name: "fetch".into(),
-                code: Digest(CODE),
-                input_digest: Digest([d; 32]),
-            };
-            dir.path()
-                .join(kitaru::store::layout::cache_key(&parts.key()))
-        };
+        let key = |d: u8| kitaru::store::layout::cache_key(&parts(d).key());
         // swapped: each key holds the other call's entry
-        let (a, b) = (
-            std::fs::read(key(1)).unwrap(),
-            std::fs::read(key(2)).unwrap(),
-        );
-        std::fs::write(key(1), &b).unwrap();
-        std::fs::write(key(2), &a).unwrap();
+        let a = store.get(&key(1)).await.unwrap().unwrap();
+        let b = store.get(&key(2)).await.unwrap().unwrap();
+        store.put_overwrite(&key(1), b.clone()).await.unwrap();
+        store.put_overwrite(&key(2), a.clone()).await.unwrap();
         let d = decide(&store, true, ask("fetch", 1, Some(CODE))).await;
         assert!(!d.reuse);
         assert!(
             matches!(&d.notice, Some(Notice::CacheUnusable(why)) if why.contains("another call"))
         );
         // damaged
-        let mut bytes = a.clone();
+        let mut bytes = a.to_vec();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xFF;
-        std::fs::write(key(1), &bytes).unwrap();
+        store.put_overwrite(&key(1), bytes).await.unwrap();
         let d = decide(&store, true, ask("fetch", 1, Some(CODE))).await;
         assert!(!d.reuse);
         assert!(matches!(&d.notice, Some(Notice::CacheUnusable(why)) if why.contains("checksum")));
@@ -163,6 +160,51 @@ fn an_entry_under_another_key_or_damaged_is_a_miss_with_a_notice() {
         assert_eq!(listed.iter().filter(|e| e.damaged.is_some()).count(), 1);
         assert_eq!(kitaru::cache::clear(&store, None).await.unwrap(), 2);
         assert!(kitaru::cache::list(&store, None).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_local_log_skips_damage_waits_for_a_cut_append_and_is_cleared() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&dir).await;
+        produce(&store, 1, b"one").await;
+        produce(&store, 2, b"two").await;
+        let log = dir.path().join(kitaru::cache::log_key("agent"));
+        let whole = std::fs::read(&log).unwrap();
+        let first_len = whole.len() / 2; // two entries of the same size
+                                         // the first entry damaged, then half of a third append (a crash, or one in progress)
+        let mut bytes = whole.clone();
+        bytes[first_len / 2] ^= 0xFF;
+        bytes.extend_from_slice(&whole[..first_len / 2]);
+        std::fs::write(&log, &bytes).unwrap();
+        assert!(
+            !decide(&store, true, ask("fetch", 1, Some(CODE)))
+                .await
+                .reuse
+        );
+        let d = decide(&store, true, ask("fetch", 2, Some(CODE))).await;
+        assert!(d.reuse, "the entry after the damage is still found");
+        assert_eq!(&d.value.unwrap().bytes[..], b"two");
+        let listed = kitaru::cache::list(&store, Some("agent")).await.unwrap();
+        let damaged: Vec<_> = listed.iter().filter_map(|e| e.damaged.as_ref()).collect();
+        assert_eq!(damaged.len(), 1, "the cut tail is not damage: {listed:?}");
+        let report = kitaru::verify::verify(&store).await.unwrap();
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert_eq!(
+            kitaru::cache::clear(&store, Some("other")).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            kitaru::cache::clear(&store, Some("agent")).await.unwrap(),
+            2
+        );
+        assert!(!log.exists());
+        assert!(
+            !decide(&store, true, ask("fetch", 2, Some(CODE)))
+                .await
+                .reuse
+        );
     });
 }
 

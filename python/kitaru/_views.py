@@ -83,9 +83,11 @@ class WaitView(TypedDict):
 
 
 class CacheEntryView(TypedDict):
-    """An entry of the cross-execution cache (`src/cache.rs`); None fields: damaged."""
+    """An entry of the cross-execution cache (`src/cache.rs`); None fields: damaged. `key`
+    is where it is stored (its object, or its flow's log on a local disk)."""
 
     key: str
+    cache_key: str | None
     flow_name: str | None
     name: str | None
     exec_id: str | None

@@ -53,15 +53,23 @@ impl Runner {
             code: Digest(code),
             input_digest: Digest(digest),
         };
-        let found = match crate::cache::peek_local(&self.lease.store, &parts) {
+        let peeked = self
+            .cache_log
+            .lock()
+            .get_or_insert_with(|| crate::cache::LocalLog::new(flow))
+            .find(&self.lease.store, &parts.key());
+        let found = match peeked {
             // The usual case on a local store: no entry, decided without a task hop.
             Some(Ok(None)) => {
                 self.cache_misses.lock().insert(d.call_id.clone(), parts);
                 return d;
             }
             Some(Ok(Some(bytes))) => Some(bytes),
-            // Read again by `settle_call`, where an error can be returned.
-            Some(Err(_)) | None => None,
+            Some(Err(e)) => {
+                d.notice = Some(Notice::CacheUnusable(e.to_string()));
+                return d;
+            }
+            None => None,
         };
         d.cache = Some(CacheProbe {
             parts,
@@ -236,7 +244,7 @@ impl Runner {
                 meta,
                 ended.max(started),
             );
-            if let Err(e) = crate::cache::remember(&self.lease.store, &rec).await {
+            if let Err(e) = crate::cache::remember(&self.lease.store, &rec, &self.cache_log).await {
                 tracing::warn!(exec_id = %rec.exec_id, call_id = %call_id, error = %e,
                     "could not leave a cache entry");
             }

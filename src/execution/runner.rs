@@ -45,6 +45,8 @@ pub struct Runner {
     pub(super) cache_flow: (String, bool),
     /// Calls the cache had no entry for: their key, to leave an entry once they finish.
     pub(super) cache_misses: Mutex<HashMap<String, crate::cache::KeyParts>>,
+    /// Local stores: the flow's cache entries as read so far, and this run's appends.
+    pub(super) cache_log: Mutex<Option<crate::cache::LocalLog>>,
 }
 
 impl Runner {
@@ -172,6 +174,7 @@ impl Runner {
             committed: Mutex::new(Fence::default()),
             cache_flow,
             cache_misses: Mutex::new(HashMap::new()),
+            cache_log: Mutex::new(None),
         }
     }
 

@@ -91,6 +91,32 @@ pub async fn get_many(dir: &Path, keys: &[String]) -> Result<Vec<Option<Bytes>>>
     Ok(out)
 }
 
+/// Reads `key` from byte `offset` to its end, with the file's size (`None`: no such file;
+/// a file not longer than `offset` gives no bytes).
+pub(crate) fn read_from(dir: &Path, key: &str, offset: u64) -> Result<Option<(u64, Bytes)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(key));
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("get", key, e)),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size <= offset {
+        return Ok(Some((size, Bytes::new())));
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err("get", key, e))?;
+    let mut buf = Vec::with_capacity(usize::try_from(size - offset).unwrap_or(0));
+    file.read_to_end(&mut buf)
+        .map_err(|e| io_err("get", key, e))?;
+    Ok(Some((size, Bytes::from(buf))))
+}
+
 /// A staged upload of `object_store` (`name#<digits>`), not an object.
 fn is_staged(name: &str) -> bool {
     matches!(name.rsplit_once('#'), Some((_, suffix)) if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))

@@ -506,6 +506,14 @@ impl Store {
         Some(local::read_one(dir, key))
     }
 
+    /// On a local store, reads `key` from byte `offset` on, right here (an append-only file
+    /// read as it grows); `None` on object stores.
+    pub fn read_local_from(&self, key: &str, offset: u64) -> Option<Result<Option<(u64, Bytes)>>> {
+        let dir = self.local_dir.as_ref()?;
+        self.count(Request::Get);
+        Some(local::read_from(dir, key, offset))
+    }
+
     /// Local stores: removes what a failed write left under `prefix` (best effort; object
     /// stores never keep a failed put).
     pub fn discard_local(&self, prefix: &str) {
