@@ -72,6 +72,10 @@ def test_views_have_exactly_the_declared_keys() -> None:
     report = store.verify()
     _keys(report, _views.VerifyReport, "verify")
     assert report["findings"] == []
+    entries = store.cache_entries()
+    assert entries
+    for e in entries:
+        _keys(e, _views.CacheEntryView, "cache entry")
 
 
 INPUTS = {"n": 2, "fail": True}
