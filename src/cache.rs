@@ -202,7 +202,7 @@ impl LocalLog {
         }) else {
             return Ok(());
         };
-        store.append_segment(writer, bytes)
+        store.append_hint(writer, bytes)
     }
 }
 

@@ -534,6 +534,12 @@ impl Store {
         segment.append(bytes, self.fsync)
     }
 
+    /// Appends a hint (a cache entry): never fsynced, since losing it costs a miss only.
+    pub fn append_hint(&self, segment: &mut Segment, bytes: &[u8]) -> Result<()> {
+        self.count(Request::Put);
+        segment.append(bytes, false)
+    }
+
     /// Reads many keys concurrently; missing keys give `None`. Order follows `keys`.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
         if let Some(dir) = &self.local_dir {
