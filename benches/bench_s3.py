@@ -41,12 +41,12 @@ def step(i: int) -> str:
 
 
 @flow
-def many(n: int) -> dict[str, int]:
+def many(n: int, salt: int = 0) -> dict[str, int]:
     store = _config.get_store()
     store.reset_request_counts()
     for i in range(n):
         t0 = time.perf_counter()
-        step(i)
+        step(salt * n + i)  # inputs no earlier run had: cache misses
         TIMES.append(time.perf_counter() - t0)
     return store.request_counts()
 
@@ -94,11 +94,16 @@ def fails_after(n: int) -> None:
     raise RuntimeError("stop")
 
 
-def per_checkpoint(n: int, repeat: int) -> dict[str, Any]:
+_SALT = [0]
+
+
+def per_checkpoint(n: int, repeat: int, cache: bool = True) -> dict[str, Any]:
+    """Live calls (cache misses when `cache`: one lookup and one entry each)."""
     TIMES.clear()
     counts: list[dict[str, int]] = []
     for _ in range(repeat):
-        counts.append(many.run(n).wait())
+        _SALT[0] += 1
+        counts.append(many.run(n, _SALT[0], cache=cache).wait())
     ms = sorted(t * 1000 for t in TIMES)
     per = {k: sum(c[k] for c in counts) / (n * repeat) for k in counts[0]}
     return {
@@ -162,6 +167,7 @@ def resume(n: int) -> dict[str, Any]:
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "per_checkpoint": per_checkpoint(args.checkpoints, args.repeat),
+        "per_checkpoint_cache_off": per_checkpoint(args.checkpoints, args.repeat, cache=False),
         "conversation": conversation(args.turns),
         "large_documents": large_documents(10),
         "resume": resume(args.checkpoints),

@@ -3,7 +3,6 @@ execution of the same flow answers a call with the same checkpoint source and in
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
