@@ -4,9 +4,10 @@
 //! The key is the blake3 hash of the flow's name, the checkpoint's name, its code identity
 //! (a digest the caller makes of the function's source and the checkpoint's configuration)
 //! and the digest of the call's inputs. Each finished call of an execution whose cache is on
-//! leaves one entry naming the execution and call that produced it, with the output itself
-//! when it is a whole value (inline or a blob) — a delta output is read back through its
-//! execution's journal. Where entries live depends on the store, like checkpoint records:
+//! leaves one small entry naming the execution and call that produced it; a hit reads the
+//! output from that execution's journal (loaded once per run and source, [`Sources`]), so
+//! no output is stored twice. Where entries live depends on the store, like checkpoint
+//! records:
 //!
 //! - object stores: one create-only object `cache/<key hex>` per key (a lookup is one GET;
 //!   the first execution to finish a key keeps it);
@@ -16,11 +17,14 @@
 //!   used to (create, link, unlink). The first entry of a key in the file counts.
 //!
 //! An entry is a hint, checked before it is believed: it names its key (so an entry copied
-//! under another key is refused) and its output is read back like any stored value
-//! (checksummed record, hash-named blob). An entry that is damaged or whose source is gone
-//! is a miss with a reason, never an error of the flow and never another call's output.
+//! under another key is refused), and the call it names must, in its execution's journal,
+//! be a call of the same flow and checkpoint with the same input digest; its output is
+//! read back like any stored value (checksummed records, hash-named blobs, deltas checked
+//! against their digest). An entry that is damaged or whose source is gone is a miss with
+//! a reason, never an error of the flow and never another call's output.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::execution::RawValue;
 use crate::journal::record::{self, Digest, Kind, Record};
-use crate::journal::types::{Body, Value};
 use crate::journal::{Journal, Scope};
 use crate::store::{layout, Store};
 
@@ -57,46 +60,27 @@ impl KeyParts {
     }
 }
 
-/// One cache entry: which call of which execution answers the key, and (when it is a whole
-/// value) its output. It names its key, so an entry copied under another key is refused.
+/// One cache entry: which call of which execution answers the key. It names its key, so an
+/// entry copied under another key is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheRecord {
     pub key: Digest,
     pub flow_name: String,
     pub name: String,
-    pub input_digest: Digest,
     pub exec_id: String,
     pub call_id: String,
-    pub checkpoint_type: Option<String>,
-    /// The output, unless it was stored as a delta (then read through the journal).
-    pub output: Option<Value>,
-    /// The call's metadata (with a whole output; a delta's is read with it).
-    pub metadata_json: Option<String>,
     pub created_us: u64,
 }
 
 impl CacheRecord {
-    /// The entry for call `call_id` of `exec_id` that finished with `output`.
-    pub fn new(
-        parts: &KeyParts,
-        exec_id: &str,
-        call_id: &str,
-        checkpoint_type: Option<String>,
-        output: &Value,
-        metadata_json: Option<String>,
-        created_us: u64,
-    ) -> CacheRecord {
-        let whole = !matches!(output.body, Body::Delta { .. });
+    /// The entry for call `call_id` of `exec_id`, finished at `created_us`.
+    pub fn new(parts: &KeyParts, exec_id: &str, call_id: &str, created_us: u64) -> CacheRecord {
         CacheRecord {
             key: Digest(parts.key()),
             flow_name: parts.flow_name.clone(),
             name: parts.name.clone(),
-            input_digest: parts.input_digest,
             exec_id: exec_id.to_string(),
             call_id: call_id.to_string(),
-            checkpoint_type,
-            output: whole.then(|| output.clone()),
-            metadata_json: if whole { metadata_json } else { None },
             created_us,
         }
     }
@@ -128,11 +112,7 @@ pub enum Lookup {
 /// Decodes and checks the entry read at the key of `parts`.
 fn check(parts: &KeyParts, bytes: &[u8]) -> std::result::Result<CacheRecord, String> {
     let rec: CacheRecord = record::decode(bytes).map_err(|e| e.to_string())?;
-    if rec.key.0 != parts.key()
-        || rec.flow_name != parts.flow_name
-        || rec.name != parts.name
-        || rec.input_digest != parts.input_digest
-    {
+    if rec.key.0 != parts.key() || rec.flow_name != parts.flow_name || rec.name != parts.name {
         return Err("it was made for another call (its key differs)".into());
     }
     crate::ids::validate_exec_id(&rec.exec_id).map_err(|e| e.to_string())?;
@@ -269,8 +249,21 @@ pub fn log_entries(bytes: &[u8]) -> Vec<std::result::Result<CacheRecord, String>
     }
 }
 
+/// The executions cached results came from in one run: each journal loaded once (again
+/// only if it lacks a call, for a source still running), deltas rebuilt once.
+#[derive(Default)]
+pub struct Sources {
+    journals: HashMap<String, Arc<Journal>>,
+    resolved: HashMap<[u8; 32], Bytes>,
+}
+
 /// Looks the call up: `found` is the entry a local log gave, or None to read it here.
-pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Result<Lookup> {
+pub async fn lookup(
+    store: &Store,
+    parts: &KeyParts,
+    found: Option<Bytes>,
+    sources: &tokio::sync::Mutex<Sources>,
+) -> Result<Lookup> {
     let key = layout::cache_key(&parts.key());
     let bytes = match found {
         Some(b) => b,
@@ -284,14 +277,8 @@ pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Re
         Ok(rec) => rec,
         Err(why) => return Ok(Lookup::Unusable(format!("cache entry {key}: {why}"))),
     };
-    match output_of(store, &rec).await {
-        Ok((output, metadata_json)) => Ok(Lookup::Hit(Hit {
-            exec_id: rec.exec_id,
-            call_id: rec.call_id,
-            checkpoint_type: rec.checkpoint_type,
-            output,
-            metadata_json,
-        })),
+    match output_of(store, &rec, parts, sources).await {
+        Ok(hit) => Ok(Lookup::Hit(hit)),
         Err(e @ Error::Corrupt { .. }) => Ok(Lookup::Unusable(format!(
             "cache entry {key} names an output that cannot be read back: {e}"
         ))),
@@ -303,36 +290,44 @@ pub async fn lookup(store: &Store, parts: &KeyParts, found: Option<Bytes>) -> Re
     }
 }
 
-/// The output an entry answers with, and the call's metadata: its own, or its call's in
-/// its execution's journal (which must still be the same call: same checkpoint and inputs).
-async fn output_of(store: &Store, rec: &CacheRecord) -> Result<(RawValue, Option<String>)> {
-    if let Some(v) = &rec.output {
-        if matches!(v.body, Body::Delta { .. }) {
-            return Err(corrupt(rec, "a delta where only a whole value may be"));
+/// The result the entry names, from its execution's journal, which must hold it as a call
+/// of the same flow and checkpoint with the same input digest.
+async fn output_of(
+    store: &Store,
+    rec: &CacheRecord,
+    parts: &KeyParts,
+    sources: &tokio::sync::Mutex<Sources>,
+) -> Result<Hit> {
+    let mut src = sources.lock().await;
+    let journal = match src.journals.get(&rec.exec_id) {
+        Some(j) if j.checkpoints.contains_key(&rec.call_id) => j.clone(),
+        _ => {
+            let j = Arc::new(Journal::load(store, &rec.exec_id, Scope::Full).await?);
+            src.journals.insert(rec.exec_id.clone(), j.clone());
+            j
         }
-        let value = crate::execution::load_value(store, v, &rec.exec_id, Some(&rec.call_id));
-        return Ok((value.await?, rec.metadata_json.clone()));
+    };
+    if journal.start().map(|s| s.flow_name.as_str()) != Some(parts.flow_name.as_str()) {
+        return Err(corrupt(rec, "it names an execution of another flow"));
     }
-    let journal = Journal::load(store, &rec.exec_id, Scope::Full).await?;
     let Some((_, cp)) = journal.checkpoints.get(&rec.call_id) else {
         return Err(corrupt(rec, "its execution has no such finished call"));
     };
-    if cp.name != rec.name || cp.input_digest != Some(rec.input_digest) {
+    if cp.name != parts.name || cp.input_digest != Some(parts.input_digest) {
         return Err(corrupt(rec, "its execution's call has other inputs"));
     }
-    let bytes = crate::delta::resolve(
-        store,
-        &journal,
-        &rec.call_id,
-        &cp.output,
-        &mut HashMap::new(),
-    )
-    .await?;
-    let value = RawValue {
-        serializer: cp.output.serializer.clone(),
-        bytes,
-    };
-    Ok((value, cp.metadata_json.clone()))
+    let bytes =
+        crate::delta::resolve(store, &journal, &rec.call_id, &cp.output, &mut src.resolved).await?;
+    Ok(Hit {
+        exec_id: rec.exec_id.clone(),
+        call_id: rec.call_id.clone(),
+        checkpoint_type: cp.checkpoint_type.clone(),
+        output: RawValue {
+            serializer: cp.output.serializer.clone(),
+            bytes,
+        },
+        metadata_json: cp.metadata_json.clone(),
+    })
 }
 
 fn corrupt(rec: &CacheRecord, reason: &str) -> Error {
@@ -344,26 +339,22 @@ fn corrupt(rec: &CacheRecord, reason: &str) -> Error {
     }
 }
 
-/// Leaves the entry for a finished call: appended to `log` on a local disk, else a
-/// create-only object (a key already taken keeps its first entry).
-pub async fn remember(
-    store: &Store,
-    rec: &CacheRecord,
-    log: &parking_lot::Mutex<Option<LocalLog>>,
-) -> Result<()> {
-    let bytes = record::encode(rec).map_err(|e| Error::Encode {
-        exec_id: rec.exec_id.clone(),
-        call_id: rec.call_id.clone(),
-        reason: e.to_string(),
-    })?;
-    if store.is_local() {
-        let mut log = log.lock();
-        return log
-            .get_or_insert_with(|| LocalLog::new(&rec.flow_name))
-            .append(store, &bytes);
-    }
+/// The bytes of an entry.
+pub fn encode(rec: &CacheRecord) -> Result<Bytes> {
+    record::encode(rec)
+        .map(Bytes::from)
+        .map_err(|e| Error::Encode {
+            exec_id: rec.exec_id.clone(),
+            call_id: rec.call_id.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Leaves an entry as a create-only object (a key already taken keeps its first entry);
+/// local disks append to their flow's [`LocalLog`] instead.
+pub async fn put(store: &Store, rec: &CacheRecord) -> Result<()> {
     store
-        .put_create(&layout::cache_key(&rec.key.0), bytes)
+        .put_create(&layout::cache_key(&rec.key.0), encode(rec)?)
         .await?;
     Ok(())
 }

@@ -134,10 +134,9 @@ def test_verify_reports_flipped_bytes_and_missing_blobs(tmp_path: Path) -> None:
     proc = run_cli("store", "verify", "-o", "json")
     assert proc.returncode == 1
     findings = json.loads(proc.stdout)["item"]["findings"]
-    # the execution's record and the cache entry it left both name the blob
-    assert [f["kind"] for f in findings] == ["dangling", "dangling"], findings
-    assert all(blob.name in f["detail"] for f in findings)
-    assert sorted(f["key"].split("/", 1)[0] for f in findings) == ["cache", "executions"]
+    assert [f["kind"] for f in findings] == ["dangling"] and blob.name in findings[0]["detail"], (
+        findings
+    )
     segment = store / "executions" / exec_id / "seg" / "00000000"
     data = bytearray(segment.read_bytes())
     data[40] ^= 0x10  # inside the first checkpoint record

@@ -226,10 +226,18 @@ def test_checkpoint_hot_path_costs_one_put_per_small_output(
     # of a file that does not exist), so a cancel stops the flow before its next body;
     # object stores leave that to the heartbeat.
     gets = 10 if store_backend == "local" else 0
+    if not cache:
+        assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
+        return
     # With the cross-execution cache on, a call first looks for its entry (one GET, a miss
-    # here) and leaves one once it finished (one PUT).
-    extra = 10 if cache else 0
-    assert counts == {"put": 10 + extra, "get": gets + extra, "head": 0, "list": 0, "delete": 0}
+    # here; on a local disk a read of the flow's cache log) and leaves one once it finished
+    # (one PUT: an append on a local disk; on an object store sent in the background, so
+    # some may still be in flight when the body returns; the run's end waits for them).
+    assert counts["get"] == gets + 10, counts
+    assert 10 <= counts["put"] <= 20 and counts["head"] == counts["list"] == 0, counts
+    if store_backend == "local":
+        assert counts["put"] == 20, counts
+    assert len(_config.get_store().cache_entries("measured")) == 10
 
 
 @pytest.mark.both_stores
@@ -237,8 +245,13 @@ def test_checkpoint_hot_path_costs_one_put_per_small_output(
 def test_blob_outputs_cost_two_puts_and_no_lookups(store_backend: str, cache: bool) -> None:
     counts = measured.run(5, True, cache=cache).wait()
     gets = 5 if store_backend == "local" else 0  # the boundary checks, as above
-    extra = 5 if cache else 0  # the cache lookups and entries, as above
-    assert counts == {"put": 10 + extra, "get": gets + extra, "head": 0, "list": 0, "delete": 0}
+    if not cache:
+        assert counts == {"put": 10, "get": gets, "head": 0, "list": 0, "delete": 0}
+        return
+    # the cache lookups and entries, as above
+    assert counts["get"] == gets + 5 and 10 <= counts["put"] <= 15, counts
+    assert counts["head"] == counts["list"] == counts["delete"] == 0, counts
+    assert len(_config.get_store().cache_entries("measured")) == 5
 
 
 @pytest.mark.all_stores

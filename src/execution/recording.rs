@@ -123,7 +123,8 @@ impl Runner {
             found,
             explicit,
         } = probe;
-        let hit = match crate::cache::lookup(&self.lease.store, &parts, found).await? {
+        let lookup = crate::cache::lookup(&self.lease.store, &parts, found, &self.cache_sources);
+        let hit = match lookup.await? {
             Lookup::Hit(hit) => hit,
             Lookup::Miss => {
                 self.cache_misses.lock().insert(d.call_id.clone(), parts);
@@ -223,33 +224,48 @@ impl Runner {
             done.input_digest,
             done.output.clone(),
         );
-        let meta = done.metadata_json.clone();
-        let (ctype, (started, ended)) = (
-            done.checkpoint_type.clone(),
-            (done.started_us, done.ended_us),
-        );
-        let output = self.write_checkpoint(done).await?;
+        let ended = done.ended_us.max(done.started_us);
+        self.write_checkpoint(done).await?;
         self.calls
             .lock()
             .recorded(&call_id, &name, explicit, digest, kept);
         let missed = self.cache_misses.lock().remove(&call_id);
         if let Some(parts) = missed {
-            // A hint for later executions: losing one costs a cache miss, not the call.
-            let rec = crate::cache::CacheRecord::new(
-                &parts,
-                &self.lease.exec_id,
-                &call_id,
-                ctype,
-                &output,
-                meta,
-                ended.max(started),
-            );
-            if let Err(e) = crate::cache::remember(&self.lease.store, &rec, &self.cache_log).await {
-                tracing::warn!(exec_id = %rec.exec_id, call_id = %call_id, error = %e,
-                    "could not leave a cache entry");
-            }
+            self.leave_cache_entry(&parts, &call_id, ended);
         }
         Ok(())
+    }
+
+    /// Leaves the cache entry of a finished call: one append on a local disk; on an object
+    /// store a put sent in the background (awaited when the run ends). A hint for later
+    /// executions: losing one costs a cache miss, never the call.
+    fn leave_cache_entry(&self, parts: &crate::cache::KeyParts, call_id: &str, ended_us: u64) {
+        let exec_id = &self.lease.exec_id;
+        let rec = crate::cache::CacheRecord::new(parts, exec_id, call_id, ended_us);
+        let store = &self.lease.store;
+        if store.is_local() {
+            let appended = crate::cache::encode(&rec).and_then(|bytes| {
+                self.cache_log
+                    .lock()
+                    .get_or_insert_with(|| crate::cache::LocalLog::new(&rec.flow_name))
+                    .append(store, &bytes)
+            });
+            if let Err(e) = appended {
+                cache_entry_lost(&rec, &e);
+            }
+            return;
+        }
+        // Runners always run on kitaru's runtime; without one the entry is left out.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = store.clone();
+        let write = async move {
+            if let Err(e) = crate::cache::put(&store, &rec).await {
+                cache_entry_lost(&rec, &e);
+            }
+        };
+        self.cache_writes.lock().push(rt.spawn(write));
     }
 
     /// Records a result a replay takes over from its source execution, before the flow
@@ -359,8 +375,7 @@ impl Runner {
         Ok(count)
     }
 
-    /// Records `done`; the output as stored (whole, or a delta of an earlier one).
-    async fn write_checkpoint(&self, done: FinishedCall) -> Result<Value> {
+    async fn write_checkpoint(&self, done: FinishedCall) -> Result<()> {
         ids::validate_call_id(&done.call_id)?;
         // A local store was just looked at before the body ran (and a late append is
         // fenced anyway); an object store is asked only if the heartbeat fell behind.
@@ -405,7 +420,7 @@ impl Runner {
             explicit_id: done.explicit_id,
             checkpoint_type: done.checkpoint_type,
             input_digest: done.input_digest.map(Digest),
-            output: output.clone(),
+            output,
             attempts,
             metadata_json: done.metadata_json,
         };
@@ -423,7 +438,7 @@ impl Runner {
         }
         // Only a stored value may be the base of the next delta.
         self.bases.lock().insert(rec.name, base);
-        Ok(output)
+        Ok(())
     }
 
     /// Object stores: the record of a call under the first free revision from `revision`.
@@ -607,4 +622,9 @@ fn cached_metadata(source: Option<&str>, exec_id: &str, call_id: &str) -> String
         serde_json::json!({"exec_id": exec_id, "call_id": call_id}),
     );
     serde_json::Value::Object(map).to_string()
+}
+
+fn cache_entry_lost(rec: &crate::cache::CacheRecord, e: &Error) {
+    tracing::warn!(exec_id = %rec.exec_id, call_id = %rec.call_id, error = %e,
+        "could not leave a cache entry");
 }

@@ -47,6 +47,10 @@ pub struct Runner {
     pub(super) cache_misses: Mutex<HashMap<String, crate::cache::KeyParts>>,
     /// Local stores: the flow's cache entries as read so far, and this run's appends.
     pub(super) cache_log: Mutex<Option<crate::cache::LocalLog>>,
+    /// The executions this run's cached results came from (journals loaded once).
+    pub(super) cache_sources: tokio::sync::Mutex<crate::cache::Sources>,
+    /// Object stores: cache entries being written in the background (awaited at the end).
+    pub(super) cache_writes: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Runner {
@@ -175,6 +179,8 @@ impl Runner {
             cache_flow,
             cache_misses: Mutex::new(HashMap::new()),
             cache_log: Mutex::new(None),
+            cache_sources: Default::default(),
+            cache_writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -263,6 +269,14 @@ impl Runner {
         Ok(())
     }
 
+    /// Waits for the cache entries still being written, so the next run finds them.
+    async fn flush_cache_entries(&self) {
+        let writes = std::mem::take(&mut *self.cache_writes.lock());
+        for w in writes {
+            let _ = w.await;
+        }
+    }
+
     /// A seal that cannot be written (a full disk) must not keep the run from ending.
     async fn seal_or_warn(&self) {
         if let Err(e) = self.seal().await {
@@ -304,6 +318,7 @@ impl Runner {
     /// Ends the run with `event`: the seal of what it committed, the event, and the end
     /// of the heartbeat (even if the event could not be written).
     async fn end(&self, event: Event) -> Result<()> {
+        self.flush_cache_entries().await;
         self.seal_or_warn().await;
         let r = self.append_own(event).await;
         self.stop_heartbeat().await;
