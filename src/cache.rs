@@ -310,12 +310,23 @@ async fn output_of(
     if journal.start().map(|s| s.flow_name.as_str()) != Some(parts.flow_name.as_str()) {
         return Err(corrupt(rec, "it names an execution of another flow"));
     }
-    let Some((_, cp)) = journal.checkpoints.get(&rec.call_id) else {
-        return Err(corrupt(rec, "its execution has no such finished call"));
+    // The call's record, or an earlier one of the same call id (recorded again after its
+    // inputs changed, policy `rerun`) that has these inputs.
+    let same = |r: &&crate::journal::types::CheckpointRecord| {
+        r.name == parts.name && r.input_digest == Some(parts.input_digest)
     };
-    if cp.name != parts.name || cp.input_digest != Some(parts.input_digest) {
-        return Err(corrupt(rec, "its execution's call has other inputs"));
-    }
+    let latest = journal.checkpoints.get(&rec.call_id).map(|(_, r)| r);
+    let Some(cp) = latest
+        .into_iter()
+        .chain(journal.superseded.iter())
+        .filter(|r| r.call_id == rec.call_id)
+        .find(same)
+    else {
+        return Err(corrupt(
+            rec,
+            "its execution has no finished call of that id with these inputs",
+        ));
+    };
     let bytes =
         crate::delta::resolve(store, &journal, &rec.call_id, &cp.output, &mut src.resolved).await?;
     Ok(Hit {
