@@ -290,3 +290,27 @@ def test_kitaru_stack_chooses_the_stack(tmp_path: object, monkeypatch: pytest.Mo
     monkeypatch.setenv("KITARU_STACK", "missing")
     with pytest.raises(kitaru.KitaruError, match="missing"):
         flaky.run()
+
+
+def test_a_literal_credential_in_image_settings_never_reaches_the_store(
+    isolated_store: object,
+) -> None:
+    from pathlib import Path
+
+    secret = "sk-live-0123456789abcdef"
+    kitaru.configure(
+        image={
+            "environment": {"OPENAI_API_KEY": secret, "GH_TOKEN": "{{ GH_TOKEN }}", "MODE": "prod"}
+        }  # fmt: skip
+    )
+    handle = flaky.run()
+    spec = KitaruClient().executions.get(handle.exec_id).frozen_execution_spec
+    assert spec is not None
+    assert spec["image"]["environment"] == {
+        "OPENAI_API_KEY": "<redacted>",
+        "GH_TOKEN": "{{ GH_TOKEN }}",  # a reference, resolved where the image is built
+        "MODE": "prod",
+    }
+    for path in Path(str(isolated_store)).rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -202,7 +202,7 @@ class FlowDefinition(Generic[P, R]):
             "budget_usd": self.budget_usd,
             "stack": stack,
             "cache": True if cache is None else cache,
-            "image": settings.to_dict() if settings is not None else None,
+            "image": settings.recorded() if settings is not None else None,
         }
         if replay is not None:
             opts["replay"] = replay

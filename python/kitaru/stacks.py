@@ -147,6 +147,20 @@ class ImageSettings:
     def to_dict(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in _IMAGE_FIELDS}
 
+    def recorded(self) -> dict[str, Any]:
+        """The settings as recorded on an execution: an environment value whose name looks
+        like a credential (``*_KEY``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``) is kept
+        only when it is a reference (``{{ NAME }}``), never as a literal, so no secret
+        reaches the store."""
+        out = self.to_dict()
+        env = dict(out["environment"])
+        for k, v in env.items():
+            if _looks_secret(k.lower()) or k.upper().endswith("_KEY"):
+                if not (v.strip().startswith("{{") and v.strip().endswith("}}")):
+                    env[k] = "<redacted>"
+        out["environment"] = env
+        return out
+
     def merged(self, over: ImageSettings) -> ImageSettings:
         """These settings with `over`'s on top, field by field: lists are joined (without
         repeats), environments merged key by key, any other field `over` sets wins."""
