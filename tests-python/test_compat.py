@@ -298,11 +298,8 @@ def test_a_literal_credential_in_image_settings_never_reaches_the_store(
     from pathlib import Path
 
     secret = "sk-live-0123456789abcdef"
-    kitaru.configure(
-        image={
-            "environment": {"OPENAI_API_KEY": secret, "GH_TOKEN": "{{ GH_TOKEN }}", "MODE": "prod"}
-        }  # fmt: skip
-    )
+    env = {"OPENAI_API_KEY": secret, "GH_TOKEN": "{{ GH_TOKEN }}", "MODE": "prod"}
+    kitaru.configure(image={"environment": env})
     handle = flaky.run()
     spec = KitaruClient().executions.get(handle.exec_id).frozen_execution_spec
     assert spec is not None
