@@ -10,6 +10,7 @@ pub mod execution;
 pub mod ids;
 pub mod journal;
 pub mod lease;
+pub mod memory;
 pub mod replay;
 pub mod runtime;
 pub mod store;

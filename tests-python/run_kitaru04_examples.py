@@ -5,7 +5,8 @@
 
 Each example runs as its README says (`python -m examples.<group>.<name>` from the
 checkout's root) in a fresh store and config directory. What a person would do by hand is
-done here: the LLM example gets a registered `fast` alias and a mocked answer; the waits of
+done here: the LLM and memory examples get registered `fast` and `default` aliases and a
+mocked answer (so the memory example's maintenance part, a compaction, runs); the waits of
 `wait_and_resume` are answered from another process with `kitaru executions input`, as the
 example prints. Exits 1 if any example fails, after running all of them.
 """
@@ -30,6 +31,7 @@ EXAMPLES = [
     "execution_management.wait_and_resume",
     "replay.replay_with_overrides",
     "llm.flow_with_llm",
+    "memory.flow_with_memory",
 ]
 
 # What to answer each wait of wait_and_resume with, in order.
@@ -68,9 +70,11 @@ def run_one(root: Path, module: str) -> tuple[bool, str]:
             "KITARU_STORE": str(Path(tmp) / "store"),
             "KITARU_CONFIG_PATH": str(Path(tmp) / "config"),
         }
-        if module.startswith("llm."):
+        if module.startswith(("llm.", "memory.")):
             env["KITARU_LLM_MOCK_RESPONSE"] = "A mocked paragraph."
             _kitaru(env, "model", "register", "fast", "--model", "openai/gpt-5-nano")
+            # the memory example compacts with the alias "default" when it resolves
+            _kitaru(env, "model", "register", "default", "--model", "openai/gpt-5-nano")
         proc = subprocess.Popen(
             [sys.executable, "-m", f"examples.{module}"],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,6 +1,6 @@
 """Kitaru 0.4's published examples, as flows of our own that use the same API the same way
 (`basic_flow/*`, `execution_management/*`, `replay/replay_with_overrides.py`,
-`llm/flow_with_llm.py`). The published files themselves run with `make examples-04
+`llm/flow_with_llm.py`, `memory/flow_with_memory.py`). The published files themselves run with `make examples-04
 KITARU04=<a Kitaru 0.4 checkout>` (tests-python/run_kitaru04_examples.py)."""
 
 from __future__ import annotations
@@ -351,6 +351,84 @@ def test_flow_with_llm(fake_llm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert {c.name for c in e.checkpoints} == {"outline_call", "expand"}
     assert [c.call for c in e.llm_calls] == ["outline_call", "draft_call"]
     assert os.environ.get("KITARU_LLM_MOCK_RESPONSE") is None
+
+
+# --- memory/flow_with_memory.py ---------------------------------------------------------
+
+
+@checkpoint
+def next_count(current: Any) -> int:
+    return int(current) + 1
+
+
+@checkpoint
+def analyse(topic: str, n: int) -> str:
+    return f"Analyzed {topic!r} (topic #{n})"
+
+
+@flow
+def memory_walkthrough(namespace: str, topic: str) -> None:
+    from kitaru import memory
+
+    memory.configure(scope=namespace, scope_type="namespace")
+    count = memory.get("sessions/topic_count")
+    n = next_count(count)
+    memory.set("sessions/topic_count", n)
+    memory.set("sessions/last_topic", topic)
+    memory.delete("scratch/obsolete")
+    memory.configure(scope_type="execution")
+    memory.set("progress/phase", "analysis")
+    analysis = analyse(topic, n)
+    memory.set("progress/phase", "synthesis")
+    memory.configure(scope_type="flow")
+    memory.set("summaries/latest", analysis)
+
+
+def test_flow_with_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitaru import memory
+
+    memory.configure(scope="repo_docs", scope_type="namespace")
+    try:
+        memory.set("conventions/test_runner", {"command": "just test"})
+        memory.set("conventions/test_runner", {"command": "just test", "notes": "rerun"})
+        memory.set("sessions/topic_count", 2)
+        memory.set("scratch/obsolete", {"status": "delete inside flow"})
+        handle = memory_walkthrough.run("repo_docs", "release_notes")
+        while not handle.status.is_finished:
+            time.sleep(0.05)
+        assert handle.status.is_successful
+    finally:
+        memory._default = None
+    client = kitaru.KitaruClient()
+    execution = client.executions.get(handle.exec_id)
+    assert execution.flow_id is not None
+    # detached writes into the execution's scope, after the run
+    client.memories.set("execution/notes", {"stage": "draft"}, scope=handle.exec_id,
+                        scope_type="execution")  # fmt: skip
+    count = client.memories.get("sessions/topic_count", scope="repo_docs", scope_type="namespace")
+    assert count is not None and client.artifacts.get(count.artifact_id).load() == 3
+    assert client.memories.get("scratch/obsolete", scope="repo_docs") is None
+    phases = client.memories.history("progress/phase", scope=handle.exec_id,
+                                     scope_type="execution")  # fmt: skip
+    assert [e.version for e in phases] == [2, 1]
+    summary = client.memories.get("summaries/latest", scope=execution.flow_id, scope_type="flow")
+    assert summary is not None and summary.flow_name == "memory_walkthrough"
+    assert {(s.scope_type, s.scope) for s in client.memories.scopes()} == {
+        ("namespace", "repo_docs"),
+        ("execution", handle.exec_id),
+        ("flow", execution.flow_id),
+    }
+    monkeypatch.setenv("KITARU_LLM_MOCK_RESPONSE", "- use just test")
+    compacted = client.memories.compact(scope="repo_docs", scope_type="namespace",
+                                        keys=["conventions/test_runner", "sessions/topic_count"],
+                                        target_key="summaries/conventions",
+                                        instruction="Summarize.", model="openai/gpt-5-nano")  # fmt: skip
+    assert compacted.model_dump(mode="json")["sources_read"] == 2
+    purged = client.memories.purge("conventions/test_runner", scope="repo_docs",
+                                   scope_type="namespace", keep=1)  # fmt: skip
+    assert purged.versions_deleted == 1
+    log = client.memories.compaction_log(scope="repo_docs", scope_type="namespace")
+    assert [r.operation for r in log] == ["purge", "compact"]
 
 
 @pytest.mark.skipif(

@@ -142,6 +142,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(artifacts, name)
         globals()[name] = value
         return value
+    if name == "memory":
+        import importlib
+
+        return importlib.import_module(".memory", __name__)
     if name == "__version__":
         from ._kitaru import VERSION
 

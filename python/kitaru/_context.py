@@ -269,6 +269,8 @@ class FlowRun(Ledger, Lineage):
     allow_pickle = False
     # An `async def` flow: wait() on its event loop returns an awaitable (set by the flow)
     is_async = False
+    # The flow's id, `module.qualname` (set by the flow; the default scope of memory)
+    flow_id = ""
 
     def __init__(
         self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None

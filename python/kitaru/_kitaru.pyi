@@ -15,6 +15,8 @@ from kitaru._views import (
     EntryPointView,
     ExecutionDiff,
     ExecutionView,
+    MemoryEntryView,
+    MemoryScopeView,
     ReplayPlan,
     VerifyReport,
     WaitView,
@@ -136,6 +138,114 @@ class Store:
     def pending_wait(
         self, exec_id: str, name: str | None = None, *, awaitable: Literal[True]
     ) -> Awaitable[WaitView]: ...
+    @overload
+    def memory_get(
+        self,
+        scope_type: str,
+        scope: str,
+        key: str,
+        version: int | None = None,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> tuple[MemoryEntryView, _Value | None] | None: ...
+    @overload
+    def memory_get(
+        self,
+        scope_type: str,
+        scope: str,
+        key: str,
+        version: int | None = None,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[tuple[MemoryEntryView, _Value | None] | None]: ...
+    @overload
+    def memory_write(
+        self,
+        scope_type: str,
+        scope: str,
+        key: str,
+        value: tuple[str, bytes] | None,
+        value_type: str,
+        *,
+        execution_id: str | None = None,
+        call_id: str | None = None,
+        flow_id: str | None = None,
+        flow_name: str | None = None,
+        dedupe_since: int | None = None,
+        awaitable: Literal[False] = False,
+    ) -> MemoryEntryView: ...
+    @overload
+    def memory_write(
+        self,
+        scope_type: str,
+        scope: str,
+        key: str,
+        value: tuple[str, bytes] | None,
+        value_type: str,
+        *,
+        execution_id: str | None = None,
+        call_id: str | None = None,
+        flow_id: str | None = None,
+        flow_name: str | None = None,
+        dedupe_since: int | None = None,
+        awaitable: Literal[True],
+    ) -> Awaitable[MemoryEntryView]: ...
+    @overload
+    def memory_history(
+        self, scope_type: str, scope: str, key: str, *, awaitable: Literal[False] = False
+    ) -> builtins.list[MemoryEntryView]: ...
+    @overload
+    def memory_history(
+        self, scope_type: str, scope: str, key: str, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[MemoryEntryView]]: ...
+    @overload
+    def memory_list(
+        self, scope_type: str, scope: str, *, awaitable: Literal[False] = False
+    ) -> builtins.list[MemoryEntryView]: ...
+    @overload
+    def memory_list(
+        self, scope_type: str, scope: str, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[MemoryEntryView]]: ...
+    @overload
+    def memory_keys(
+        self,
+        scope_type: str,
+        scope: str,
+        include_deleted: bool = False,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> builtins.list[str]: ...
+    @overload
+    def memory_keys(
+        self,
+        scope_type: str,
+        scope: str,
+        include_deleted: bool = False,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[builtins.list[str]]: ...
+    @overload
+    def memory_scopes(
+        self, *, awaitable: Literal[False] = False
+    ) -> builtins.list[MemoryScopeView]: ...
+    @overload
+    def memory_scopes(
+        self, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[MemoryScopeView]]: ...
+    @overload
+    def memory_purge(
+        self,
+        scope_type: str,
+        scope: str,
+        key: str,
+        keep: int,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> int: ...
+    @overload
+    def memory_purge(
+        self, scope_type: str, scope: str, key: str, keep: int, *, awaitable: Literal[True]
+    ) -> Awaitable[int]: ...
     @overload
     def cache_entries(
         self, flow: str | None = None, *, awaitable: Literal[False] = False

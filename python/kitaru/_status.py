@@ -21,6 +21,10 @@ class ExecutionStatus(StrEnum):
     CANCELLED = "cancelled"
 
     @property
+    def is_successful(self) -> bool:
+        return self is ExecutionStatus.COMPLETED
+
+    @property
     def is_finished(self) -> bool:
         return self in (
             ExecutionStatus.COMPLETED,

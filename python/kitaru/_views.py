@@ -82,6 +82,30 @@ class WaitView(TypedDict):
     value_json: str | None
 
 
+class MemoryEntryView(TypedDict):
+    """One version of a memory key (`src/memory.rs`); `serializer`/`size` None: deleted."""
+
+    key: str
+    value_type: str
+    version: int
+    scope: str
+    scope_type: Literal["namespace", "flow", "execution"]
+    created_us: int
+    is_deleted: bool
+    execution_id: str | None
+    call_id: str | None
+    flow_id: str | None
+    flow_name: str | None
+    serializer: str | None
+    size: int | None
+
+
+class MemoryScopeView(TypedDict):
+    scope: str
+    scope_type: Literal["namespace", "flow", "execution"]
+    entry_count: int
+
+
 class CacheEntryView(TypedDict):
     """An entry of the cross-execution cache (`src/cache.rs`); None fields: damaged. `key`
     is where it is stored (its object, or its flow's log on a local disk)."""

@@ -930,7 +930,10 @@ class ArtifactsAPI:
         return found[:limit] if limit is not None else found
 
     def get(self, artifact_id: str) -> ArtifactRef:
-        """One artifact by its id (``<exec id>/<call id>[/<name>]``, as `list` shows it)."""
+        """One artifact by its id (``<exec id>/<call id>[/<name>]``, as `list` shows it), or
+        a memory version (``MemoryEntry.artifact_id``)."""
+        if isinstance(artifact_id, str) and artifact_id.startswith("memory:"):
+            return self._memory(artifact_id)
         if not isinstance(artifact_id, str) or "/" not in artifact_id:
             raise KitaruUsageError(
                 f"An artifact id looks like <exec id>/<call id>/<name>, got {artifact_id!r}."
@@ -945,6 +948,32 @@ class ArtifactsAPI:
             f"No artifact {artifact_id!r}; `KitaruClient().artifacts.list({exec_id!r})` "
             "shows the execution's artifacts."
         )
+
+    def _memory(self, artifact_id: str) -> ArtifactRef:
+        parts = artifact_id.split(":")
+        if len(parts) != 5 or not parts[4].isdigit():
+            raise KitaruUsageError(
+                "A memory artifact id looks like memory:<scope type>:<scope>:<key>:<version>, "
+                f"got {artifact_id!r}."
+            )
+        _, scope_type, scope, key, version = parts
+        from ._memory_admin import MemoriesAPI
+
+        api = MemoriesAPI(self._executions._store)
+        entry = api.get(key, scope=scope, scope_type=scope_type, version=int(version))
+        if entry is None:
+            from .errors import KitaruRuntimeError
+
+            raise KitaruRuntimeError(f"No memory version {artifact_id!r} (purged?).")
+        ref = ArtifactRef(artifact_id=artifact_id, name=key, kind="memory", save_type="memory",
+                          producing_call=None, metadata={"scope": scope, "scope_type": scope_type,
+                                                         "version": entry.version})  # fmt: skip
+        object.__setattr__(
+            ref,
+            "_loader",
+            lambda: api.value(key, scope=scope, scope_type=scope_type, version=int(version)),
+        )
+        return ref
 
 
 class KitaruClient:
@@ -974,3 +1003,10 @@ class KitaruClient:
             stack = check_name(stack, "KitaruClient(stack=)")
         self.executions = ExecutionsAPI(stack)
         self.artifacts = ArtifactsAPI(self.executions)
+
+    @property
+    def memories(self) -> Any:
+        """`kitaru.memory` with an explicit scope, and its maintenance (`MemoriesAPI`)."""
+        from ._memory_admin import MemoriesAPI
+
+        return MemoriesAPI(self.executions._store)

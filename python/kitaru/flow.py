@@ -545,6 +545,8 @@ class FlowDefinition(Generic[P, R]):
     def _new_run(self, runner: Runner, store: Store | None, budget: float | None) -> FlowRun:
         run = FlowRun(runner, self.name, self.divergence, store)
         run.allow_pickle = self.allow_pickle
+        module, qualname, _ = _entry_point(self._func)
+        run.flow_id = f"{module}.{qualname}"  # the flow's id, as `Execution.flow_id`
         if '"replay"' in (runner.options_json or ""):
             # its reused calls carry their source's model calls: count what they saved
             run._had_llm = True

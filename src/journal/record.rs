@@ -55,6 +55,7 @@ pub enum Kind {
     Log = 9,
     Seal = 10,
     Cache = 11,
+    Memory = 12,
 }
 
 impl Kind {
@@ -71,6 +72,7 @@ impl Kind {
             9 => Kind::Log,
             10 => Kind::Seal,
             11 => Kind::Cache,
+            12 => Kind::Memory,
             _ => return None,
         })
     }
@@ -88,6 +90,7 @@ impl Kind {
             Kind::Log => "log",
             Kind::Seal => "seal",
             Kind::Cache => "cache",
+            Kind::Memory => "memory",
         }
     }
 }
@@ -276,6 +279,7 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
         Kind::Log => j::<LogRecord>(payload)?,
         Kind::Seal => j::<SealRecord>(payload)?,
         Kind::Cache => j::<crate::cache::CacheRecord>(payload)?,
+        Kind::Memory => j::<crate::memory::MemoryRecord>(payload)?,
     };
     Ok(serde_json::json!({
         "kind": kind.name(),

@@ -11,6 +11,7 @@ use super::records::{raw, value_tuple, StartRecord};
 use super::runner::PyRunner;
 use super::{finish, none, plain, run, to_py, Awaitable};
 use crate::execution::{self, Intent, RawValue, Runner};
+use crate::memory;
 use crate::store::{layout, Store, StoreOptions};
 use crate::view::{self, ListFilter};
 
@@ -191,6 +192,143 @@ impl PyStore {
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
         let fut = async move { view::pending_wait(&store, &exec_id, name.as_deref()).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// A memory version (the latest when `version` is None): (entry, (serializer, bytes)
+    /// or None for a tombstone), or None when the key has no such version.
+    #[pyo3(signature = (scope_type, scope, key, version = None, *, awaitable = false))]
+    fn memory_get<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        key: String,
+        version: Option<u64>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move {
+            let addr = memory::Address::new(&scope_type, &scope, &key)?;
+            memory::get(&store, &addr, version).await
+        };
+        finish(py, awaitable, fut, |py, found| match found {
+            None => Ok(py.None()),
+            Some((entry, value)) => {
+                let entry = to_py(py, entry)?;
+                (entry, raw_value(py, value)?).into_py_any(py)
+            }
+        })
+    }
+
+    /// Writes a new version (`value` (serializer, bytes), or a tombstone when None); the
+    /// entry written (or the one this call wrote in an earlier run, `dedupe_since`).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (scope_type, scope, key, value, value_type, *, execution_id = None,
+                        call_id = None, flow_id = None, flow_name = None, dedupe_since = None,
+                        awaitable = false))]
+    fn memory_write<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        key: String,
+        value: Option<(String, Bound<'_, PyBytes>)>,
+        value_type: String,
+        execution_id: Option<String>,
+        call_id: Option<String>,
+        flow_id: Option<String>,
+        flow_name: Option<String>,
+        dedupe_since: Option<u64>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let value = value.map(|(tag, data)| raw(tag, &data));
+        let writer = memory::Writer {
+            execution_id,
+            call_id,
+            flow_id,
+            flow_name,
+            dedupe_since,
+        };
+        let fut = async move {
+            let addr = memory::Address::new(&scope_type, &scope, &key)?;
+            memory::write(&store, &addr, value, &value_type, &writer).await
+        };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// Every version of a key, newest first.
+    #[pyo3(signature = (scope_type, scope, key, *, awaitable = false))]
+    fn memory_history<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        key: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move {
+            let addr = memory::Address::new(&scope_type, &scope, &key)?;
+            memory::history(&store, &addr).await
+        };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// The live keys of a scope (latest versions, not deleted), by key.
+    #[pyo3(signature = (scope_type, scope, *, awaitable = false))]
+    fn memory_list<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { memory::list(&store, &scope_type, &scope).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// The keys of a scope (with `include_deleted`, those whose latest is a tombstone too).
+    #[pyo3(signature = (scope_type, scope, include_deleted = false, *, awaitable = false))]
+    fn memory_keys<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        include_deleted: bool,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { memory::keys(&store, &scope_type, &scope, include_deleted).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// Every scope holding keys, with its number of live keys.
+    #[pyo3(signature = (*, awaitable = false))]
+    fn memory_scopes<'py>(&self, py: Python<'py>, awaitable: bool) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { memory::scopes(&store).await };
+        finish(py, awaitable, fut, to_py)
+    }
+
+    /// Deletes a key's versions beyond the newest `keep`; how many.
+    #[pyo3(signature = (scope_type, scope, key, keep, *, awaitable = false))]
+    fn memory_purge<'py>(
+        &self,
+        py: Python<'py>,
+        scope_type: String,
+        scope: String,
+        key: String,
+        keep: u64,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move {
+            let addr = memory::Address::new(&scope_type, &scope, &key)?;
+            memory::purge(&store, &addr, keep).await
+        };
         finish(py, awaitable, fut, to_py)
     }
 

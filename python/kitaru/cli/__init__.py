@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..errors import KitaruError
-from . import cache, executions, models, stack, status, store
+from . import cache, executions, memory, models, stack, status, store
 from ._common import Exit, Output
 
 __all__ = ["main"]
@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_parsers(sub, common, common_st)
     store.add_parsers(sub, common, common_st)
     cache.add_parsers(sub, common, common_st)
+    memory.add_parsers(sub, common, common_st)
     stack.add_parsers(sub, common)
     models.add_parsers(sub, common)
     return p
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "executions": executions.cmd_executions,
         "store": store.cmd_store,
         "cache": cache.cmd_cache,
+        "memory": memory.cmd_memory,
         "stack": stack.cmd_stack,
         "init": status.cmd_init,
         "status": status.cmd_status,

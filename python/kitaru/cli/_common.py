@@ -31,6 +31,8 @@ def to_jsonable(v: Any) -> Any:
         return [to_jsonable(x) for x in v]
     if isinstance(v, (set, frozenset)):
         return sorted((to_jsonable(x) for x in v), key=repr)
+    if hasattr(v, "model_dump"):  # pydantic models (memory entries)
+        return to_jsonable(v.model_dump(mode="json"))
     return repr(v)
 
 
