@@ -1,10 +1,12 @@
 //! Scoped, versioned memory (`kitaru.memory`): values under (scope type, scope, key), every
 //! write a new numbered version, deletes as tombstone versions.
 //!
-//! Each version is one create-only record `memory/<type>/<scope>/<key>/<version:010>`
-//! (scope and key encoded so that a key's versions never share a prefix with another
-//! key's: `/` and `.` are escaped). A writer lists the key's versions and creates the next
-//! number; of writers racing for one number exactly one wins and the others take the next,
+//! Each version is one create-only record `memory/<type>/<scope>/<key>/<9999999999 -
+//! version:010>` (scope and key encoded so that a key's versions never share a prefix with
+//! another key's: `/` and `.` are escaped; the version counted down, so the newest is the
+//! first key of a listing: one request on an object store however many versions there
+//! are). A writer reads the newest number and creates the next; of writers racing for one
+//! number exactly one wins and the others take the next,
 //! so two processes writing one key get two versions, never a lost write (no overwrite,
 //! no compare-and-swap). Values are stored like checkpoint outputs (inline up to 16 KiB,
 //! else a content-addressed blob).
@@ -23,6 +25,14 @@ use crate::journal::types::Value;
 use crate::store::Store;
 
 pub const MEMORY: &str = "memory";
+/// The highest version a key can have (versions are stored counted down from it).
+const MAX_VERSION: u64 = 9_999_999_999;
+
+/// The version a stored name (the last segment of a version's key) holds.
+fn version_of(name: &str) -> Option<u64> {
+    let n: u64 = name.parse().ok()?;
+    (n < MAX_VERSION).then(|| MAX_VERSION - n)
+}
 const MAX_RACES: u32 = 64;
 
 /// Where a value lives: scope type (`namespace`, `flow`, `execution`), scope and key.
@@ -153,7 +163,7 @@ impl Address {
     }
 
     fn version_key(&self, version: u64) -> String {
-        format!("{}{version:010}", self.prefix())
+        format!("{}{:010}", self.prefix(), MAX_VERSION - version)
     }
 }
 
@@ -214,10 +224,19 @@ async fn versions(store: &Store, addr: &Address) -> Result<Vec<u64>> {
         .list(&prefix)
         .await?
         .iter()
-        .filter_map(|k| k.strip_prefix(&prefix)?.parse().ok())
+        .filter_map(|k| version_of(k.strip_prefix(&prefix)?))
         .collect();
     out.sort_unstable();
     Ok(out)
+}
+
+/// The newest version of `addr` (one listing request on object stores).
+async fn newest(store: &Store, addr: &Address) -> Result<Option<u64>> {
+    let prefix = addr.prefix();
+    Ok(store
+        .first_key(&prefix)
+        .await?
+        .and_then(|k| version_of(k.strip_prefix(&prefix)?)))
 }
 
 async fn read(store: &Store, addr: &Address, version: u64) -> Result<Option<MemoryRecord>> {
@@ -246,8 +265,8 @@ pub async fn get(
 ) -> Result<Option<(EntryView, Option<RawValue>)>> {
     let version = match version {
         Some(v) => v,
-        None => match versions(store, addr).await?.last() {
-            Some(v) => *v,
+        None => match newest(store, addr).await? {
+            Some(v) => v,
             None => return Ok(None),
         },
     };
@@ -292,7 +311,7 @@ async fn latest_of_scope(
         let Some((key, version)) = rest.rsplit_once('/') else {
             continue;
         };
-        let Ok(version) = version.parse::<u64>() else {
+        let Some(version) = version_of(version) else {
             continue;
         };
         let e = latest.entry(decode(key)).or_insert((0, String::new()));
@@ -352,16 +371,19 @@ pub async fn write(
     value_type: &str,
     writer: &Writer,
 ) -> Result<EntryView> {
-    let mut vs = versions(store, addr).await?;
-    if let Some(earlier) = already_written(store, addr, &vs, writer).await? {
-        return Ok(EntryView::from(&earlier));
+    if writer.dedupe_since.is_some() {
+        let vs = versions(store, addr).await?;
+        if let Some(earlier) = already_written(store, addr, &vs, writer).await? {
+            return Ok(EntryView::from(&earlier));
+        }
     }
+    let mut next = newest(store, addr).await?.unwrap_or(0) + 1;
     let value = match value {
         Some(v) => Some(store_value(store, v).await?),
         None => None,
     };
     for _ in 0..MAX_RACES {
-        let version = vs.last().copied().unwrap_or(0) + 1;
+        let version = next;
         let rec = MemoryRecord {
             scope_type: addr.scope_type.clone(),
             scope: addr.scope.clone(),
@@ -383,11 +405,8 @@ pub async fn write(
         if store.put_create(&addr.version_key(version), bytes).await? {
             return Ok(EntryView::from(&rec));
         }
-        // Another writer took that number: take the next free one.
-        vs = versions(store, addr).await?;
-        if !vs.contains(&version) {
-            vs.push(version);
-        }
+        // Another writer took that number: take the one after the newest now.
+        next = newest(store, addr).await?.unwrap_or(0).max(version) + 1;
     }
     Err(Error::Contention {
         exec_id: format!("memory {}/{}/{}", addr.scope_type, addr.scope, addr.key),

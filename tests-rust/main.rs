@@ -7,6 +7,7 @@ mod fence;
 mod fuzz;
 mod golden;
 mod journal;
+mod memory;
 mod records;
 mod replay;
 mod store;

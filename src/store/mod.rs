@@ -593,6 +593,23 @@ impl Store {
         Ok(keys)
     }
 
+    /// The smallest key under `prefix`, or None: on object stores the first key of the
+    /// first listing page (they list in key order), one request however many keys there are.
+    pub async fn first_key(&self, prefix: &str) -> Result<Option<String>> {
+        if let Some(dir) = &self.local_dir {
+            self.count(Request::List);
+            return Ok(local::list(dir, prefix).await?.into_iter().min());
+        }
+        self.count(Request::List);
+        let path = self.path(prefix);
+        let mut stream = self.os()?.list(Some(&path));
+        match stream.try_next().await {
+            Ok(first) => Ok(first.map(|meta| self.relative(&meta.location))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend("list", prefix, e)),
+        }
+    }
+
     /// How many objects are stored under `prefix` (relative to the root, "" for all) and
     /// their total size in bytes.
     pub async fn usage(&self, prefix: &str) -> Result<(u64, u64)> {
