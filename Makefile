@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust examples-04 clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory examples-04 clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -58,6 +58,9 @@ bench-s3: build-release dev-deps ## object-store benchmarks against a local Seaw
 examples-04: build dev-deps ## run Kitaru 0.4's published examples unchanged: make examples-04 KITARU04=<checkout>
 	@test -n "$(KITARU04)" || { echo "set KITARU04 to the root of a Kitaru 0.4 checkout (git clone https://github.com/zenml-io/kitaru)"; exit 2; }
 	$(BIN)/python tests-python/run_kitaru04_examples.py "$(KITARU04)"
+
+bench-memory: build-release dev-deps ## kitaru.memory benchmarks, local and SeaweedFS (results: benches/README.md)
+	$(BIN)/python benches/bench_memory.py
 
 bench-rust: ## Rust micro-benchmarks of the core (divan)
 	cargo bench --bench core

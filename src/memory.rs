@@ -241,7 +241,11 @@ async fn newest(store: &Store, addr: &Address) -> Result<Option<u64>> {
 
 async fn read(store: &Store, addr: &Address, version: u64) -> Result<Option<MemoryRecord>> {
     let key = addr.version_key(version);
-    let Some(bytes) = store.get(&key).await? else {
+    let found = match store.read_local_now(&key) {
+        Some(read) => read?, // a local disk: read right here
+        None => store.get(&key).await?,
+    };
+    let Some(bytes) = found else {
         return Ok(None);
     };
     let rec: MemoryRecord =

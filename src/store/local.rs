@@ -122,7 +122,7 @@ fn is_staged(name: &str) -> bool {
     matches!(name.rsplit_once('#'), Some((_, suffix)) if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+pub(crate) fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
     let entries = match std::fs::read_dir(root.join(rel)) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),

@@ -597,8 +597,12 @@ impl Store {
     /// first listing page (they list in key order), one request however many keys there are.
     pub async fn first_key(&self, prefix: &str) -> Result<Option<String>> {
         if let Some(dir) = &self.local_dir {
+            // One directory read, right here (no task hop): the keys under a prefix of
+            // one level, as memory versions are.
             self.count(Request::List);
-            return Ok(local::list(dir, prefix).await?.into_iter().min());
+            let mut out = Vec::new();
+            local::walk(dir, prefix.trim_end_matches('/'), &mut out)?;
+            return Ok(out.into_iter().min());
         }
         self.count(Request::List);
         let path = self.path(prefix);
