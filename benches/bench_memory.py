@@ -44,7 +44,10 @@ def in_flow(n: int) -> None:
 
 def _ms(xs: list[float]) -> dict[str, float]:
     xs = sorted(x * 1000 for x in xs)
-    return {"median_ms": round(statistics.median(xs), 3), "p90_ms": round(xs[int(len(xs) * 0.9)], 3)}
+    return {
+        "median_ms": round(statistics.median(xs), 3),
+        "p90_ms": round(xs[int(len(xs) * 0.9)], 3),
+    }
 
 
 def _timed(fn: Any, n: int) -> list[float]:

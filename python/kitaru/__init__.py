@@ -34,6 +34,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from . import memory
     from ._llm.call import LLMResponse, LLMUsage, ToolCall, allm, llm
     from ._llm.models import list_model_aliases, register_model_alias, resolve_model_selection
     from .artifacts import load, save
@@ -51,8 +52,8 @@ if TYPE_CHECKING:
         use_stack,
     )
 
-# The names of Kitaru 0.4 that this release implements (memory arrives with a later
-# release, see CHANGELOG.md; connect explains that there is no server), plus kitaru's own: allm,
+# The names of Kitaru 0.4 (connect explains that there is no server; `memory` is loaded on
+# first use, it needs pydantic), plus kitaru's own: allm,
 # LLMResponse, ToolCall, LLMUsage, KitaruBudgetExceededError, KitaruCancelledError,
 # current_execution_id.
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "llm",
     "load",
     "log",
+    "memory",
     "register_model_alias",
     "resolve_model_selection",
     "save",
