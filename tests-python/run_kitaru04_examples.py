@@ -32,6 +32,7 @@ EXAMPLES = [
     "replay.replay_with_overrides",
     "llm.flow_with_llm",
     "memory.flow_with_memory",
+    "memory.flow_with_memory --skip-maintenance",
 ]
 
 # What to answer each wait of wait_and_resume with, in order.
@@ -75,8 +76,9 @@ def run_one(root: Path, module: str) -> tuple[bool, str]:
             _kitaru(env, "model", "register", "fast", "--model", "openai/gpt-5-nano")
             # the memory example compacts with the alias "default" when it resolves
             _kitaru(env, "model", "register", "default", "--model", "openai/gpt-5-nano")
+        name, *flags = module.split()
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"examples.{module}"],
+            [sys.executable, "-m", f"examples.{name}", *flags],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
