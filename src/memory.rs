@@ -406,7 +406,12 @@ pub async fn write(
             call_id: format!("memory {}", addr.key),
             reason: e.to_string(),
         })?;
-        if store.put_create(&addr.version_key(version), bytes).await? {
+        let key = addr.version_key(version);
+        let created = match store.put_create_local_now(&key, &bytes) {
+            Some(done) => done?, // a local disk: written right here
+            None => store.put_create(&key, bytes).await?,
+        };
+        if created {
             return Ok(EntryView::from(&rec));
         }
         // Another writer took that number: take the one after the newest now.

@@ -117,6 +117,62 @@ pub(crate) fn read_from(dir: &Path, key: &str, offset: u64) -> Result<Option<(u6
     Ok(Some((size, Bytes::from(buf))))
 }
 
+/// Writes a small `key` create-only, right here (no task hop): the bytes go to a staged
+/// file beside it (`name#<digits>`, skipped by listings), published with a hard link,
+/// which fails if the key exists. Returns `false` then (the store is unchanged).
+pub fn put_small_create(dir: &Path, key: &str, bytes: &[u8], fsync: bool) -> Result<bool> {
+    use std::io::Write;
+    let dest = dir.join(key);
+    let mut tag = [0u8; 4];
+    let _ = getrandom::fill(&mut tag);
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let staged = dest.with_file_name(format!(
+        "{name}#{}{}",
+        std::process::id(),
+        u32::from_le_bytes(tag)
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)?;
+        f.write_all(bytes)?;
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    let written = match write() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // The first write under this prefix: make the directory.
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err("put", key, e))?;
+            }
+            write()
+        }
+        other => other,
+    };
+    let cleanup = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&staged);
+        io_err("put", key, e)
+    };
+    written.map_err(cleanup)?;
+    let created = match std::fs::hard_link(&staged, &dest) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(cleanup(e)),
+    };
+    let _ = std::fs::remove_file(&staged);
+    if created && fsync {
+        if let Some(parent) = dest.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err("put", key, e))?;
+        }
+    }
+    Ok(created)
+}
+
 /// A staged upload of `object_store` (`name#<digits>`), not an object.
 fn is_staged(name: &str) -> bool {
     matches!(name.rsplit_once('#'), Some((_, suffix)) if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))

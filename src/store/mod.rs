@@ -514,6 +514,14 @@ impl Store {
         Some(local::read_from(dir, key, offset))
     }
 
+    /// On a local store, writes a small `key` create-only right here (no task hop; `false`
+    /// when it exists); `None` on object stores (use [`Store::put_create`]).
+    pub fn put_create_local_now(&self, key: &str, bytes: &[u8]) -> Option<Result<bool>> {
+        let dir = self.local_dir.as_ref()?;
+        self.count(Request::Put);
+        Some(local::put_small_create(dir, key, bytes, self.fsync))
+    }
+
     /// Local stores: removes what a failed write left under `prefix` (best effort; object
     /// stores never keep a failed put).
     pub fn discard_local(&self, prefix: &str) {
