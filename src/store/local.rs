@@ -27,27 +27,33 @@ fn io_err(op: &'static str, key: &str, source: std::io::Error) -> crate::Error {
     .into()
 }
 
-/// Reads one object. A symbolic link is never followed: kitaru writes only plain files,
-/// so a link is someone else's doing (it could point a reader at any file on the host).
-pub(crate) fn read_one(dir: &Path, key: &str) -> Result<Option<Bytes>> {
-    use std::io::Read;
+/// Opens `key` for reading, or None when it does not exist. A symbolic link is never
+/// followed: kitaru writes only plain files, so a link is someone else's doing (it could
+/// point a reader at any file on the host).
+fn open_plain(dir: &Path, key: &str) -> Result<Option<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join(key));
-    let mut file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(crate::Error::Corrupt {
-                key: key.to_string(),
-                exec_id: None,
-                checkpoint: None,
-                reason: "a symbolic link where kitaru writes plain files (not followed)".into(),
-            })
-        }
-        Err(e) => return Err(io_err("get", key, e)),
+    match opened {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(crate::Error::Corrupt {
+            key: key.to_string(),
+            exec_id: None,
+            checkpoint: None,
+            reason: "a symbolic link where kitaru writes plain files (not followed)".into(),
+        }),
+        Err(e) => Err(io_err("get", key, e)),
+    }
+}
+
+/// Reads one object (see `open_plain`).
+pub(crate) fn read_one(dir: &Path, key: &str) -> Result<Option<Bytes>> {
+    use std::io::Read;
+    let Some(mut file) = open_plain(dir, key)? else {
+        return Ok(None);
     };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -95,15 +101,8 @@ pub async fn get_many(dir: &Path, keys: &[String]) -> Result<Vec<Option<Bytes>>>
 /// a file not longer than `offset` gives no bytes).
 pub(crate) fn read_from(dir: &Path, key: &str, offset: u64) -> Result<Option<(u64, Bytes)>> {
     use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::OpenOptionsExt;
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(key));
-    let mut file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("get", key, e)),
+    let Some(mut file) = open_plain(dir, key)? else {
+        return Ok(None);
     };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size <= offset {
