@@ -175,14 +175,13 @@ impl LocalLog {
 
     /// Appends an entry (one write to the open file).
     pub fn append(&mut self, store: &Store, bytes: &[u8]) -> Result<()> {
-        let key = &self.key;
-        let Some(writer) = (match &mut self.writer {
-            Some(w) => Some(w),
-            None => store.segment(key.clone()).map(|w| self.writer.insert(w)),
-        }) else {
-            return Ok(());
-        };
-        store.append_hint(writer, bytes)
+        if self.writer.is_none() {
+            self.writer = store.segment(self.key.clone());
+        }
+        match &mut self.writer {
+            Some(writer) => store.append_hint(writer, bytes),
+            None => Ok(()), // not a local store: entries are objects (`put`)
+        }
     }
 }
 

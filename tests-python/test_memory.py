@@ -170,6 +170,12 @@ def test_compaction_through_a_mocked_model(monkeypatch: pytest.MonkeyPatch) -> N
     assert record.source_keys == ["conventions/test_runner", "conventions/python"]
     with pytest.raises(kitaru.KitaruUsageError, match="requires `target_key`"):
         client.memories.compact(scope="repo", keys=["a", "b"])
+    client.memories.set("notes", "one", scope="repo")
+    client.memories.set("notes", "two", scope="repo")
+    hist = client.memories.compact(scope="repo", key="notes", source_mode="history",
+                                   model="openai/gpt-4o-mini")  # fmt: skip
+    assert hist.sources_read == 2 and hist.compaction_record.source_versions == [2, 1]
+    assert hist.entry.key == "notes" and hist.entry.version == 3
     # the compaction ran as an execution: its model call is in a cost ledger
     latest = client.executions.latest(flow="kitaru_memory_compact")
     assert [c.call for c in latest.llm_calls] == ["compaction"]

@@ -45,6 +45,14 @@ class MemoriesAPI:
 
         return _config.get_store()
 
+    def _read(self, st: str, sc: str, key: str, version: int | None) -> tuple[Any, Any] | None:
+        """(entry view, value) of one live version in one read; None when missing or a
+        tombstone. `key` is checked by the caller (the audit log's is reserved)."""
+        found = self._store.memory_get(st, sc, key, m.check_version(version))
+        if found is None or found[1] is None:
+            return None
+        return found[0], m._loads(found[1], None, f"memory value {key!r}")
+
     def get(
         self, key: str, *, scope: str, scope_type: str = "namespace", version: int | None = None
     ) -> m.MemoryEntry | None:
@@ -63,11 +71,8 @@ class MemoriesAPI:
     ) -> Any:
         """The value of `key` (latest, or `version`); None when missing or deleted."""
         st, sc = _scope(scope, scope_type)
-        found = self._store.memory_get(st, sc, m.check_identifier(key, "key"),
-                                       m.check_version(version))  # fmt: skip
-        if found is None or found[1] is None:
-            return None
-        return m._loads(found[1], None, f"memory value {key!r}")
+        found = self._read(st, sc, m.check_identifier(key, "key"), version)
+        return None if found is None else found[1]
 
     def list(self, *, scope: str, scope_type: str = "namespace") -> _LIST[m.MemoryEntry]:
         st, sc = _scope(scope, scope_type)
@@ -176,18 +181,18 @@ class MemoriesAPI:
             raise KitaruUsageError("compact(source_mode='history') takes a single `key=`.")
         target = m.check_identifier(target_key or names[0], "key")
         sources: _LIST[tuple[str, int, Any]] = []
+        wanted: _LIST[tuple[str, int | None]] = []  # (key, version; None: the latest)
         for name in names:
             if mode == "history":
-                for e in self.history(name, scope=sc, scope_type=st):
-                    if not e.is_deleted:
-                        sources.append((name, e.version, self.value(name, scope=sc,
-                                        scope_type=st, version=e.version)))  # fmt: skip
+                history = self._store.memory_history(st, sc, name)
+                wanted += [(name, e["version"]) for e in history if not e["is_deleted"]]
             else:
-                latest = self.get(name, scope=sc, scope_type=st)
-                if latest is not None:
-                    sources.append(
-                        (name, latest.version, self.value(name, scope=sc, scope_type=st))
-                    )
+                wanted.append((name, None))
+        for name, version in wanted:
+            # one read: the version recorded is the one whose value the model sees
+            found = self._read(st, sc, name, version)
+            if found is not None:
+                sources.append((name, found[0]["version"], found[1]))
         if not sources:
             raise KitaruUsageError("compact() found no source entries to summarize.")
         prompt = _prompt(sources, instruction)
@@ -207,10 +212,9 @@ class MemoriesAPI:
         log_key = _log_key(st, sc)
         out = []
         for e in self._store.memory_history(st, sc, log_key):
-            found = self._store.memory_get(st, sc, log_key, e["version"])
-            value = m._loads(found[1], None, "memory compaction record") if found else None
-            if isinstance(value, dict):
-                out.append(m.CompactionRecord(**value))
+            found = self._read(st, sc, log_key, e["version"])
+            if found is not None and isinstance(found[1], dict):
+                out.append(m.CompactionRecord(**found[1]))
         return out
 
     def reindex(self, *, apply: bool = False) -> m.MemoryReindexResult:
