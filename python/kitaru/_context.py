@@ -292,6 +292,7 @@ class FlowRun(Ledger, Lineage):
         self.wait_names: set[str] = set()
         self.wait_count = 0
         self.llm_count = 0
+        self._sequences: dict[str, int] = {}
         # Calls whose ids come from the flow's own thread (in call order) can be compared
         # with the call at the same position in an earlier run; calls made from other
         # threads are ordered by the scheduler, so they are matched by their inputs only.
@@ -317,6 +318,15 @@ class FlowRun(Ledger, Lineage):
                         break
             self.wait_names.add(name)
             return name
+
+    def next_in_pass(self, key: str) -> int:
+        """0, 1, 2, ... for successive calls with `key` in this pass over the flow body (a
+        resumed or retried run counts again from 0, so the numbers repeat in call order).
+        For adapters that need replay-stable ids (a PydanticAI run id, a wait per name)."""
+        with self._lock:
+            n = self._sequences.get(key, 0)
+            self._sequences[key] = n + 1
+        return n
 
     def allocate(self, name: str, explicit_id: str | None) -> str:
         """The call id of the next call of checkpoint `name` (the core numbers them)."""
