@@ -108,9 +108,16 @@ def research_sync(topic: str) -> str:
     return agent.run_sync("Research " + topic).output
 
 
+# The event handler given to the capability: model events are delivered live inside the
+# model request's checkpoint, tool events each through a checkpoint of their own.
+streamer = Agent(FunctionModel(model_fn, stream_function=stream_fn), name="streamer",
+                 tools=[search, fetch],
+                 capabilities=[KitaruDurability(event_stream_handler=on_events)])
+
+
 @flow
 async def research_streamed(topic: str) -> str:
-    result = await agent.run("Research " + topic, event_stream_handler=on_events)
+    result = await streamer.run("Research " + topic)
     return result.output
 
 
@@ -152,6 +159,7 @@ def _counts(lines: list[str]) -> dict[str, int]:
     return out
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("mode", ["async", "sync"])
 def test_sigkill_between_tool_calls_and_model_request_resumes_without_repeating_work(
     tmp_path: Path, mode: str
@@ -194,3 +202,416 @@ def test_sigkill_between_tool_calls_and_model_request_resumes_without_repeating_
     from kitaru import KitaruClient
 
     assert KitaruClient().executions.result(exec_id) == expected
+
+
+# The same kind of agent on PydanticAI's own OpenAI model class, talking HTTP to the
+# project's fake OpenAI-compatible server.
+OPENAI_AGENT = """
+import os, signal, sys
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from kitaru import flow
+from kitaru.adapters.pydantic_ai import KitaruDurability
+
+LEDGER = os.environ["LEDGER"]
+
+
+def mark(event):
+    with open(LEDGER, "a") as f:
+        f.write(event + "\\n")
+
+
+def search(q: str) -> str:
+    mark("search " + q)
+    return "results for " + q
+
+
+def fetch(url: str) -> str:
+    mark("fetch " + url)
+    if os.environ.get("KILL_AT") == "inside fetch":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "page " + url
+
+
+model = OpenAIChatModel(
+    "gpt-4o-mini",
+    provider=OpenAIProvider(base_url=os.environ["FAKE_BASE"], api_key=os.environ["FAKE_KEY"]),
+)
+agent = Agent(model, name="researcher", tools=[search, fetch], capabilities=[KitaruDurability()])
+budget = float(os.environ["BUDGET"]) if os.environ.get("BUDGET") else None
+
+
+@flow(budget_usd=budget)
+async def research(topic: str) -> str:
+    return (await agent.run("Research " + topic)).output
+
+
+if __name__ == "__main__":
+    handle = research.run(sys.argv[1])
+    print(handle.exec_id, flush=True)
+    print(handle.wait(), flush=True)
+"""
+
+
+def _openai_env(tmp_path: Path, fake: FakeLLM, **extra: str) -> dict[str, str]:
+    return _env(tmp_path, FAKE_BASE=fake.openai_base, FAKE_KEY=OPENAI_KEY, **extra)
+
+
+def _queue_research(fake: FakeLLM) -> None:
+    fake.queue(
+        Reply(tool_calls=[("search", {"q": "tides"})], usage=(1000, 50)),
+        Reply(tool_calls=[("fetch", {"url": "https://tides.example"})], usage=(1200, 40)),
+        Reply(text="Tides are caused by the moon.", usage=(1500, 200)),
+    )
+
+
+def test_openai_model_over_http_no_request_repeated_after_a_crash(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    write_script(tmp_path, "agent.py", OPENAI_AGENT)
+    _queue_research(fake_llm)
+    env = _openai_env(tmp_path, fake_llm, KILL_AT="inside fetch")
+    crashed = subprocess.run(
+        [sys.executable, "agent.py", "tides"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert len(fake_llm.requests) == 2  # the second request asked for fetch
+    exec_id = _latest(tmp_path)
+
+    env.pop("KILL_AT")
+    retried = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    # One more request after the crash (the final answer); the two before it were reused.
+    assert len(fake_llm.requests) == 3
+    bodies = [r.body for r in fake_llm.requests]
+    assert all(b["model"] == "gpt-4o-mini" for b in bodies)
+    # fetch was interrupted before its result was recorded, so it ran again (at least once)
+    assert ledger(tmp_path / "ledger.txt") == [
+        "search tides",
+        "fetch https://tides.example",
+        "fetch https://tides.example",
+    ]
+
+    from kitaru import KitaruClient
+
+    assert KitaruClient().executions.result(exec_id) == "Tides are caused by the moon."
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    cost = got["llm_cost"]
+    assert cost["calls"] == 3
+    assert cost["saved_calls"] == 2  # the two requests the retry reused
+    spent = [(c["tokens_input"], c["tokens_output"], c["run"]) for c in got["llm_calls"]]
+    assert spent == [(1000, 50, 1), (1200, 40, 1), (1500, 200, 2)]
+    expected = sum(i * 0.15 + o * 0.60 for i, o, _ in spent) / 1e6
+    assert abs(cost["cost_usd"] - expected) < 1e-9
+    assert got["llm_calls"][0]["model"] == "openai/gpt-4o-mini"
+    text = run_cli("executions", "get", exec_id, cwd=tmp_path, env=env, check=True).stdout
+    assert "researcher__model.request" in text and "spent on 3 calls" in text
+    # the API key never reached the store
+    for path in (tmp_path / "store").rglob("*") if (tmp_path / "store").exists() else ():
+        if path.is_file():
+            assert OPENAI_KEY.encode() not in path.read_bytes(), path
+
+
+def test_budget_stops_the_agent_at_its_next_durable_unit(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    write_script(tmp_path, "agent.py", OPENAI_AGENT)
+    _queue_research(fake_llm)
+    # The first request costs 1000*0.15/1e6 + 50*0.6/1e6 = $0.00018: over a $0.0001 budget.
+    env = _openai_env(tmp_path, fake_llm, BUDGET="0.0001")
+    proc = subprocess.run(
+        [sys.executable, "agent.py", "tides"], cwd=tmp_path, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "KitaruBudgetExceededError" in proc.stderr, proc.stderr
+    assert len(fake_llm.requests) == 1  # stopped before the tool call's checkpoint
+    assert ledger(tmp_path / "ledger.txt") == []
+    exec_id = _latest(tmp_path)
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    assert got["status"] == "failed"
+    assert got["failure"]["origin"] == "budget"
+    # A larger budget continues from the stored request.
+    retried = run_cli(
+        "executions", "retry", exec_id, "--budget-usd", "1", cwd=tmp_path, env=env
+    )
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert len(fake_llm.requests) == 3
+    assert cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["status"] == "completed"
+
+
+def test_streamed_run_with_an_event_handler_resumes_after_sigkill(tmp_path: Path) -> None:
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    clean = _run(clean_dir, "streamed", "tides")
+    assert clean.returncode == 0, clean.stderr
+    expected = clean.stdout.splitlines()[1]
+    assert expected == "streamed report: results for tides "
+    uninterrupted = _counts(ledger(clean_dir / "ledger.txt"))
+    assert uninterrupted["stream 0"] == uninterrupted["stream 1"] == 1
+    assert uninterrupted["event PartStartEvent"] == 2  # the handler saw each model stream live
+    assert uninterrupted["event FunctionToolResultEvent"] == 1
+
+    crashed = _run(tmp_path, "streamed", "tides", KILL_AT="second model request")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    exec_id = _latest(tmp_path)
+    names = [c["name"] for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]]
+    assert names[0] == "streamer__model.request_stream"
+    assert "streamer__event_stream_handler" in names
+
+    retried = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=_env(tmp_path))
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    from kitaru import KitaruClient
+
+    assert KitaruClient().executions.result(exec_id) == expected
+    lines = ledger(tmp_path / "ledger.txt")
+    lines.remove("killed at second model request")
+    # The stream function ran once per request, the tool once, and the handler got each
+    # event once: replayed requests and handler calls come from the store.
+    assert _counts(lines) == uninterrupted
+
+
+HITL_AGENT = """
+import os, sys
+from pydantic_ai import Agent, Tool
+from pydantic_ai.capabilities import RequestInput
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from kitaru import flow
+from kitaru.adapters.pydantic_ai import KitaruDurability, hitl_tool
+
+LEDGER = os.environ["LEDGER"]
+
+
+def mark(event):
+    with open(LEDGER, "a") as f:
+        f.write(event + "\\n")
+
+
+def model_fn(messages, info: AgentInfo):
+    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    mark("model %d" % len(done))
+    if not done:
+        return ModelResponse(parts=[ToolCallPart(os.environ["TOOL"], {"amount": 40})])
+    return ModelResponse(parts=[TextPart("outcome: %s" % done[0])])
+
+
+@hitl_tool(question="Approve the refund?", schema=bool)
+def approve_refund(amount: int) -> bool:
+    "Ask a person whether a refund of `amount` dollars may go out."
+    mark("body ran")
+    return False
+
+
+def refund(amount: int) -> str:
+    mark("refund %d" % amount)
+    return "refunded %d" % amount
+
+
+async def ask(ctx, requests, token):
+    mark("token " + token)
+    mark("pending " + ",".join(c.tool_name for c in requests.approvals))
+    return None  # a person answers later, through the token
+
+
+hitl_agent = Agent(FunctionModel(model_fn), name="support", tools=[approve_refund],
+                   capabilities=[KitaruDurability()])
+approval_agent = Agent(FunctionModel(model_fn), name="support",
+                       tools=[Tool(refund, requires_approval=True)],
+                       capabilities=[KitaruDurability(), RequestInput(ask, name="refund_approval")])
+
+
+@flow
+async def support(kind: str) -> str:
+    agent = hitl_agent if kind == "hitl" else approval_agent
+    return (await agent.run("A customer wants $40 back")).output
+
+
+if __name__ == "__main__":
+    handle = support.run(sys.argv[1])
+    print(handle.exec_id, flush=True)
+"""
+
+
+def _suspend(tmp_path: Path, kind: str, tool: str) -> tuple[str, dict[str, str]]:
+    write_script(tmp_path, "support.py", HITL_AGENT)
+    env = _env(tmp_path, TOOL=tool, KITARU_WAIT_TIMEOUT="0")
+    proc = subprocess.run(
+        [sys.executable, "support.py", kind], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    exec_id = proc.stdout.split()[0]
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    assert got["status"] == "waiting", got
+    return exec_id, env
+
+
+def test_hitl_tool_suspends_the_flow_and_an_answer_from_other_processes_finishes_it(
+    tmp_path: Path,
+) -> None:
+    exec_id, env = _suspend(tmp_path, "hitl", "approve_refund")
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    wait = got["pending_wait"]
+    assert wait["question"] == "Approve the refund?"
+    assert wait["name"].startswith("approve_refund_")
+    assert wait["metadata"]["tool_args"] == {"amount": 40}
+    assert ledger(tmp_path / "ledger.txt") == ["model 0"]
+
+    bad = run_cli("executions", "input", exec_id, "--value", '"maybe"', cwd=tmp_path, env=env)
+    assert bad.returncode != 0 and "schema" in (bad.stdout + bad.stderr).lower()
+    run_cli("executions", "input", exec_id, "--value", "true", cwd=tmp_path, env=env, check=True)
+    run_cli("executions", "resume", exec_id, cwd=tmp_path, env=env, check=True)
+    got = cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]
+    assert got["status"] == "completed"
+    from kitaru import KitaruClient
+
+    assert KitaruClient().executions.result(exec_id) == "outcome: True"
+    # The first model request came from the store; the tool's body never ran.
+    assert ledger(tmp_path / "ledger.txt") == ["model 0", "model 1"]
+
+
+def test_request_input_waits_durably_and_resolve_event_answers_it(tmp_path: Path) -> None:
+    exec_id, env = _suspend(tmp_path, "approval", "refund")
+    lines = ledger(tmp_path / "ledger.txt")
+    token = next(line.split(" ", 1)[1] for line in lines if line.startswith("token "))
+    assert token.startswith(f"kitaru:{exec_id}:")
+    assert "pending refund" in lines
+    assert not any(line.startswith("refund ") for line in lines)
+
+    # An approval endpoint in another process answers with PydanticAI's own type.
+    approve = (
+        "import sys\n"
+        "from pydantic_ai.tools import DeferredToolResults\n"
+        "from kitaru.adapters.pydantic_ai import resolve_event\n"
+        "resolve_event(sys.argv[1], DeferredToolResults(approvals={sys.argv[2]: True}))\n"
+    )
+    write_script(tmp_path, "approve.py", approve)
+    from kitaru import KitaruClient
+
+    history = KitaruClient().executions.get(exec_id)
+    assert history.status.value == "waiting"
+    call_id = _pending_tool_call_id(exec_id)
+    subprocess.run(
+        [sys.executable, "approve.py", token, call_id], cwd=tmp_path, env=env, check=True
+    )
+    run_cli("executions", "resume", exec_id, cwd=tmp_path, env=env, check=True)
+    assert KitaruClient().executions.result(exec_id) == "outcome: refunded 40"
+    lines = ledger(tmp_path / "ledger.txt")
+    assert lines.count("refund 40") == 1
+    assert lines.count("model 0") == 1  # the first request came from the store
+    assert sum(line.startswith("token ") for line in lines) == 1  # ask ran once
+
+
+def _pending_tool_call_id(exec_id: str) -> str:
+    """The id of the tool call waiting for approval, from the stored model response."""
+    from kitaru import KitaruClient
+
+    client = KitaruClient()
+    calls = client.executions.get(exec_id).checkpoints
+    first = next(c for c in calls if c.name.startswith("support__model.request"))
+    stored: Any = client.artifacts.get(first.call_id).load()
+    return str(next(p["tool_call_id"] for p in stored["parts"] if p["part_kind"] == "tool-call"))
+
+
+MCP_SERVER = """
+import sys
+from mcp.server.mcpserver import MCPServer
+
+LEDGER = sys.argv[1]
+server = MCPServer("tides")
+
+
+@server.tool()
+def tide_height(port: str) -> str:
+    "The height of the next high tide at a port."
+    with open(LEDGER, "a") as f:
+        f.write("mcp tide_height " + port + "\\n")
+    return port + ": 2.1m"
+
+
+if __name__ == "__main__":
+    server.run()
+"""
+
+MCP_AGENT = """
+import os, signal, sys
+from fastmcp.client.transports import PythonStdioTransport
+from pydantic_ai import Agent
+from pydantic_ai.mcp import MCPToolset
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from kitaru import flow
+from kitaru.adapters.pydantic_ai import KitaruDurability
+
+LEDGER = os.environ["LEDGER"]
+
+
+def mark(event):
+    with open(LEDGER, "a") as f:
+        f.write(event + "\\n")
+
+
+def model_fn(messages, info: AgentInfo):
+    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    if len(done) == 2 and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    mark("model %d tools=%s" % (len(done), ",".join(sorted(t.name for t in info.function_tools))))
+    if len(done) < 2:
+        port = ["Brest", "Dover"][len(done)]
+        return ModelResponse(parts=[ToolCallPart("tide_height", {"port": port})])
+    return ModelResponse(parts=[TextPart(" / ".join(str(d) for d in done))])
+
+
+tides = MCPToolset(PythonStdioTransport(os.environ["SERVER"], args=[LEDGER]), id="tides")
+agent = Agent(FunctionModel(model_fn), name="sailor", toolsets=[tides],
+              capabilities=[KitaruDurability()])
+
+
+@flow
+async def plan() -> str:
+    return (await agent.run("When can we sail?")).output
+
+
+if __name__ == "__main__":
+    handle = plan.run()
+    print(handle.exec_id, flush=True)
+"""
+
+
+def test_mcp_tools_over_stdio_are_checkpointed_and_not_called_again_on_retry(
+    tmp_path: Path,
+) -> None:
+    server = write_script(tmp_path, "tides_server.py", MCP_SERVER)
+    write_script(tmp_path, "sailor.py", MCP_AGENT)
+    env = _env(tmp_path, SERVER=str(server), KILL="1")
+    proc = subprocess.run(
+        [sys.executable, "sailor.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    exec_id = _latest(tmp_path)
+    names = [c["name"] for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]]
+    # discovery (tools listed by the server), then each call, as checkpoints
+    assert "sailor__mcp_server__tides.get_tools" in names
+    assert names.count("sailor__mcp_server__tides.call_tool") == 1
+    assert "sailor__mcp_server__tides.call_tool_2" in names
+
+    env.pop("KILL")
+    retried = run_cli("executions", "retry", exec_id, cwd=tmp_path, env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    from kitaru import KitaruClient
+
+    assert KitaruClient().executions.result(exec_id) == "Brest: 2.1m / Dover: 2.1m"
+    lines = ledger(tmp_path / "ledger.txt")
+    # The server's tool ran once per port, and the model saw the server's tool each time.
+    assert lines.count("mcp tide_height Brest") == 1
+    assert lines.count("mcp tide_height Dover") == 1
+    assert lines == [
+        "model 0 tools=tide_height",
+        "mcp tide_height Brest",
+        "model 1 tools=tide_height",
+        "mcp tide_height Dover",
+        "model 2 tools=tide_height",
+    ]
