@@ -213,3 +213,23 @@ def wait_for_line(path: Path, needle: str, timeout: float = 60.0) -> None:
 
 def ledger(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def _close_run_sync_loops() -> Iterator[None]:
+    """PydanticAI's `run_sync` leaves an event loop set on the thread it ran in; when a later
+    `asyncio.run` replaces it, the unclosed loop warns from the garbage collector in some
+    other test. Close it at the end of the test that made it."""
+    yield
+    if "pydantic_ai" not in sys.modules:
+        return
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = asyncio.get_event_loop_policy()
+        loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    if loop is not None and not loop.is_running() and not loop.is_closed():
+        loop.close()
+        policy.set_event_loop(None)

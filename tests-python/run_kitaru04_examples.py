@@ -33,6 +33,7 @@ EXAMPLES = [
     "llm.flow_with_llm",
     "memory.flow_with_memory",
     "memory.flow_with_memory --skip-maintenance",
+    "pydantic_ai_agent.pydantic_ai_adapter",
 ]
 
 # What to answer each wait of wait_and_resume with, in order.

@@ -1,6 +1,6 @@
 """Kitaru 0.4's published examples, as flows of our own that use the same API the same way
 (`basic_flow/*`, `execution_management/*`, `replay/replay_with_overrides.py`,
-`llm/flow_with_llm.py`, `memory/flow_with_memory.py`). The published files themselves run with `make examples-04
+`llm/flow_with_llm.py`, `memory/flow_with_memory.py`, `pydantic_ai_agent/pydantic_ai_adapter.py`). The published files themselves run with `make examples-04
 KITARU04=<a Kitaru 0.4 checkout>` (tests-python/run_kitaru04_examples.py)."""
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import kitaru
 import pytest
 from conftest import run_cli
 from kitaru import checkpoint, flow
+from kitaru.adapters import pydantic_ai as kp
 from kitaru.client import ExecutionStatus
+from pydantic_ai import Agent
+from pydantic_ai.models.test import TestModel
 
 # --- basic_flow/first_working_flow.py ---------------------------------------------------
 
@@ -429,6 +432,47 @@ def test_flow_with_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert purged.versions_deleted == 1
     log = client.memories.compaction_log(scope="repo_docs", scope_type="namespace")
     assert [r.operation for r in log] == ["purge", "compact"]
+
+
+# --- pydantic_ai_agent/pydantic_ai_adapter.py -----------------------------------------------
+
+
+def gather_context() -> str:
+    """Simple tool used by the test model during the agent loop."""
+    return "context-ready"
+
+
+research_agent = kp.wrap(
+    Agent(TestModel(), name="researcher", tools=[gather_context]),
+    tool_capture_config={"mode": "full"},
+)
+
+
+@checkpoint(type="llm_call")
+def run_research(topic: str) -> str:
+    return research_agent.run_sync(f"Research {topic} and summarize findings.").output
+
+
+@flow
+def research_flow(topic: str) -> str:
+    return run_research(topic)
+
+
+def test_pydantic_ai_adapter() -> None:
+    handle = research_flow.run("kitaru")
+    assert handle.wait() == '{"gather_context":"context-ready"}'
+    (call,) = kitaru.KitaruClient().executions.get(handle.exec_id).checkpoints
+    events = call.metadata["pydantic_ai_events"]
+    kinds = [e["type"] for e in sorted(events.values(), key=lambda e: e["sequence_index"])]
+    assert kinds == ["llm_call", "tool_call", "llm_call"]
+    (summary,) = call.metadata["pydantic_ai_run_summaries"].values()
+    assert (summary["model_call_count"], summary["tool_call_count"]) == (2, 1)
+    tool = next(e for e in events.values() if e["type"] == "tool_call")
+    assert tool["tool_name"] == "gather_context" and tool["capture_mode"] == "full"
+    names = {a.name: a for a in call.artifacts}
+    assert names[tool["artifacts"][1]].load() == "context-ready"
+    # the inline model requests are in the execution's cost ledger, on this checkpoint
+    assert len(call.metadata["llm_calls"]) == 2
 
 
 @pytest.mark.skipif(

@@ -9,7 +9,6 @@ function, the tools and the provider were reached.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -313,9 +312,7 @@ def test_openai_model_over_http_no_request_repeated_after_a_crash(
             assert OPENAI_KEY.encode() not in path.read_bytes(), path
 
 
-def test_budget_stops_the_agent_at_its_next_durable_unit(
-    tmp_path: Path, fake_llm: FakeLLM
-) -> None:
+def test_budget_stops_the_agent_at_its_next_durable_unit(tmp_path: Path, fake_llm: FakeLLM) -> None:
     write_script(tmp_path, "agent.py", OPENAI_AGENT)
     _queue_research(fake_llm)
     # The first request costs 1000*0.15/1e6 + 50*0.6/1e6 = $0.00018: over a $0.0001 budget.
@@ -333,9 +330,7 @@ def test_budget_stops_the_agent_at_its_next_durable_unit(
     assert got["status"] == "failed"
     assert got["failure"]["origin"] == "budget"
     # A larger budget continues from the stored request.
-    retried = run_cli(
-        "executions", "retry", exec_id, "--budget-usd", "1", cwd=tmp_path, env=env
-    )
+    retried = run_cli("executions", "retry", exec_id, "--budget-usd", "1", cwd=tmp_path, env=env)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert len(fake_llm.requests) == 3
     assert cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["status"] == "completed"
@@ -356,7 +351,10 @@ def test_streamed_run_with_an_event_handler_resumes_after_sigkill(tmp_path: Path
     crashed = _run(tmp_path, "streamed", "tides", KILL_AT="second model request")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     exec_id = _latest(tmp_path)
-    names = [c["name"] for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]]
+    names = [
+        c["name"]
+        for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]
+    ]
     assert names[0] == "streamer__model.request_stream"
     assert "streamer__event_stream_handler" in names
 
@@ -592,7 +590,10 @@ def test_mcp_tools_over_stdio_are_checkpointed_and_not_called_again_on_retry(
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     exec_id = _latest(tmp_path)
-    names = [c["name"] for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]]
+    names = [
+        c["name"]
+        for c in cli_json("executions", "get", exec_id, cwd=tmp_path)["item"]["checkpoints"]
+    ]
     # discovery (tools listed by the server), then each call, as checkpoints
     assert "sailor__mcp_server__tides.get_tools" in names
     assert names.count("sailor__mcp_server__tides.call_tool") == 1
@@ -615,3 +616,160 @@ def test_mcp_tools_over_stdio_are_checkpointed_and_not_called_again_on_retry(
         "mcp tide_height Dover",
         "model 2 tools=tide_height",
     ]
+
+
+# --- in-process: Kitaru 0.4's wrap(), configuration, errors ------------------------------
+
+from kitaru import checkpoint, flow  # noqa: E402
+from kitaru.adapters.pydantic_ai import KitaruDurability, hitl_tool, wrap  # noqa: E402
+from kitaru.errors import KitaruUsageError  # noqa: E402
+from pydantic_ai import Agent  # noqa: E402
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart  # noqa: E402
+from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
+
+SEEN: list[str] = []
+
+
+def _fan_out_model(messages: list[Any], info: AgentInfo) -> ModelResponse:
+    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    SEEN.append(f"model {len(done)}")
+    if not done:  # two calls of one tool in one response: run concurrently
+        return ModelResponse(
+            parts=[
+                ToolCallPart("weigh", {"item": "apples"}),
+                ToolCallPart("weigh", {"item": "pears"}),
+            ]
+        )
+    return ModelResponse(parts=[TextPart(" + ".join(sorted(str(d) for d in done)))])
+
+
+def weigh(item: str) -> str:
+    SEEN.append(f"weigh {item}")
+    if item == "pears" and os.environ.get("PEARS_FAIL"):
+        raise RuntimeError("scale broke")
+    return f"{item}=1kg"
+
+
+def skipped(item: str) -> str:
+    """A tool the capture policy leaves out."""
+    return item
+
+
+fan_out = Agent(FunctionModel(_fan_out_model), name="grocer", tools=[weigh],
+                capabilities=[KitaruDurability()])  # fmt: skip
+wrapped = wrap(Agent(FunctionModel(_fan_out_model), name="grocer 2", tools=[weigh]))
+
+
+@flow
+async def shop() -> str:
+    return (await fan_out.run("weigh the fruit")).output
+
+
+@flow
+def shop_wrapped() -> str:
+    return wrapped.run_sync("weigh the fruit").output
+
+
+@checkpoint
+def shop_inline() -> str:
+    return wrapped.run_sync("weigh the fruit").output
+
+
+@flow
+def shop_in_checkpoint() -> str:
+    return shop_inline()
+
+
+def test_concurrent_tool_calls_are_matched_to_their_own_results_on_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kitaru import KitaruClient
+
+    SEEN.clear()
+    monkeypatch.setenv("PEARS_FAIL", "1")
+    handle = shop.run()
+    with pytest.raises(Exception, match="scale broke"):
+        handle.wait()
+    assert sorted(SEEN) == ["model 0", "weigh apples", "weigh pears"]
+    monkeypatch.delenv("PEARS_FAIL")
+    SEEN.clear()
+    KitaruClient().executions.retry(handle.exec_id)
+    # apples came from the store, pears ran again, the first request was not repeated
+    assert SEEN == ["weigh pears", "model 2"]
+    assert KitaruClient().executions.result(handle.exec_id) == "apples=1kg + pears=1kg"
+
+
+def test_wrap_in_a_flow_body_makes_each_call_a_checkpoint() -> None:
+    from kitaru import KitaruClient
+
+    handle = shop_wrapped.run()
+    assert handle.wait() == "apples=1kg + pears=1kg"
+    names = [c.name for c in KitaruClient().executions.get(handle.exec_id).checkpoints]
+    assert names[0] == "grocer_2__model.request"
+    assert sorted(names[1:3]) == [
+        "grocer_2__function_toolset__agent.call_tool.weigh",
+        "grocer_2__function_toolset__agent.call_tool.weigh_2",
+    ]
+
+
+def test_wrap_inside_a_checkpoint_records_events_with_the_capture_policy() -> None:
+    from kitaru import KitaruClient
+
+    agent = wrap(
+        Agent(FunctionModel(_fan_out_model), name="grocer 3", tools=[weigh]),
+        tool_capture_config={"mode": "metadata_only"},
+    )
+    assert agent.tool_capture == {
+        "enabled": True, "save_args": False, "save_result": False, "include_timings": True
+    }  # fmt: skip
+    off = wrap(
+        Agent(FunctionModel(_fan_out_model), tools=[weigh]),
+        tool_capture_config_by_name={"weigh": None},
+    )
+    assert off.tool_capture_by_name["weigh"]["enabled"] is False
+    assert off.kitaru_name == "agent"
+
+    handle = shop_in_checkpoint.run()
+    assert handle.wait() == "apples=1kg + pears=1kg"
+    (call,) = KitaruClient().executions.get(handle.exec_id).checkpoints
+    events = call.metadata["pydantic_ai_events"]
+    tools = [e for e in events.values() if e["type"] == "tool_call"]
+    assert sorted(e["tool_name"] for e in tools) == ["weigh", "weigh"]
+    assert all(e["status"] == "completed" and len(e["artifacts"]) == 2 for e in tools)
+    llm = [e for e in events.values() if e["type"] == "llm_call"]
+    assert len(llm) == 2 and llm[1]["fan_in_from"]  # the second request follows the tools
+
+
+def test_outside_a_flow_the_agent_runs_plainly() -> None:
+    SEEN.clear()
+    assert wrapped.run_sync("weigh").output == "apples=1kg + pears=1kg"
+    assert fan_out.run_sync("weigh").output == "apples=1kg + pears=1kg"
+    assert SEEN.count("model 0") == 2
+
+    @hitl_tool(question="ok?", schema=bool)
+    def confirm(amount: int) -> bool:
+        return amount < 10
+
+    def ask_once(messages: list[Any], info: AgentInfo) -> ModelResponse:
+        done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not done:
+            return ModelResponse(parts=[ToolCallPart("confirm", {"amount": 3})])
+        return ModelResponse(parts=[TextPart(f"confirmed: {done[0]}")])
+
+    # outside a flow a hitl tool's own body answers
+    asker = Agent(FunctionModel(ask_once), name="asker", tools=[confirm],
+                  capabilities=[KitaruDurability()])  # fmt: skip
+    assert asker.run_sync("go").output == "confirmed: True"
+
+
+def test_bad_configuration_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(KitaruUsageError, match="needs an agent with a model"):
+        wrap(Agent(None, name="x"))
+    with pytest.raises(KitaruUsageError, match="Capture mode"):
+        wrap(Agent(FunctionModel(_fan_out_model)), tool_capture_config={"mode": "all"})  # type: ignore[typeddict-item]
+    from pydantic_ai.exceptions import UserError
+
+    with pytest.raises(UserError, match="unknown kitaru unit setting"):
+        KitaruDurability(tool_config={"retry": 2})
+    with pytest.raises(UserError, match="'retries' must be an int"):
+        KitaruDurability(model_config={"retries": -1})

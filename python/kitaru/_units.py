@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
     from typing import Any
 
-    from .checkpoint import Steps
-
     # Steps to run after the body returned and before the call is recorded (e.g. a ledger
     # entry for a model response): given the value and the call.
     After = Callable[[Any, _Call], Generator[tuple[Any, Any], Any, None]]

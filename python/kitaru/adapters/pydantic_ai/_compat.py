@@ -78,9 +78,7 @@ def resolve_capture(config: CaptureConfig | None) -> dict[str, bool]:
 _HITL = "_kitaru_hitl"
 
 
-def hitl_tool(
-    *, question: str | None = None, name: str | None = None, schema: Any = None
-) -> Any:
+def hitl_tool(*, question: str | None = None, name: str | None = None, schema: Any = None) -> Any:
     """Make a tool ask a person instead of running: when the model calls it in a flow, the
     flow waits (`kitaru.wait()`, named after `name` or the tool, plus the call's id), the
     process may exit, and the answer — validated against `schema` — is the tool's result.
@@ -125,8 +123,10 @@ def _asker(func: Any, wait_base: str, question: str | None, schema: Any) -> Any:
         hints = dict(getattr(func, "__annotations__", {}))
     sig = inspect.signature(func)
     params = [p for p in sig.parameters.values()]
-    takes_ctx = bool(params) and hints.get(params[0].name) is not None and _is_ctx(
-        hints.get(params[0].name)
+    takes_ctx = (
+        bool(params)
+        and hints.get(params[0].name) is not None
+        and _is_ctx(hints.get(params[0].name))
     )
     if takes_ctx:
         params = params[1:]
@@ -223,9 +223,7 @@ class KitaruAgent(WrapperAgent[Any, Any]):
         self._kitaru_capabilities = [KitaruDurability(name=self.kitaru_name), InlineTracking(self)]
 
     @asynccontextmanager
-    async def iter(  # type: ignore[override]
-        self, *args: Any, capabilities: Any = None, **kwargs: Any
-    ) -> AsyncIterator[Any]:
+    async def iter(self, *args: Any, capabilities: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
         """The wrapped agent's `iter` (which `run`, `run_sync` and `run_stream` use), with
         kitaru's capabilities added to the run."""
         caps = [*(capabilities or ()), *self._kitaru_capabilities]

@@ -174,7 +174,9 @@ def _usage_info(payload: Any, started_us: int, model_id: str | None) -> dict[str
     return {k: v for k, v in info.items() if v is not None}
 
 
-def _ledger(run: FlowRun, model_id: str | None) -> Callable[[Any, _Call], Generator[Any, Any, None]]:
+def _ledger(
+    run: FlowRun, model_id: str | None
+) -> Callable[[Any, _Call], Generator[Any, Any, None]]:
     """Steps after a model request answered: its ledger entry (written at once, as an
     `llm()` call's is), and the same entry on the unit's record, so a resumed run counts the
     call as saved."""
