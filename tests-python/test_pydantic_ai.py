@@ -773,3 +773,32 @@ def test_bad_configuration_is_refused_with_a_clear_message() -> None:
         KitaruDurability(tool_config={"retry": 2})
     with pytest.raises(UserError, match="'retries' must be an int"):
         KitaruDurability(model_config={"retries": -1})
+
+
+def test_fail_event_denies_the_pending_calls_and_the_run_goes_on(tmp_path: Path) -> None:
+    exec_id, env = _suspend(tmp_path, "approval", "refund")
+    token = next(
+        line.split(" ", 1)[1]
+        for line in ledger(tmp_path / "ledger.txt")
+        if line.startswith("token ")
+    )
+    deny = (
+        "import sys\n"
+        "from kitaru.adapters.pydantic_ai import fail_event\n"
+        "fail_event(sys.argv[1], 'the manager said no')\n"
+    )
+    write_script(tmp_path, "deny.py", deny)
+    subprocess.run([sys.executable, "deny.py", token], cwd=tmp_path, env=env, check=True)
+    run_cli("executions", "resume", exec_id, cwd=tmp_path, env=env, check=True)
+    from kitaru import KitaruClient
+
+    outcome = KitaruClient().executions.result(exec_id)
+    assert outcome.startswith("outcome: ") and "the manager said no" in outcome
+    assert not any(line.startswith("refund ") for line in ledger(tmp_path / "ledger.txt"))
+
+
+def test_a_token_kitaru_did_not_make_is_refused() -> None:
+    from kitaru.adapters.pydantic_ai import resolve_event
+
+    with pytest.raises(KitaruUsageError, match="not a token kitaru handed out"):
+        resolve_event("lambda-callback-123", True)

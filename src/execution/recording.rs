@@ -594,10 +594,14 @@ impl Runner {
             json,
         };
         let key = layout::meta_key(&self.lease.exec_id, self.lease.claim_seq, n);
-        self.lease
-            .store
-            .put_create(&key, encode(&self.lease.exec_id, "meta", &rec)?)
-            .await?;
+        let bytes = encode(&self.lease.exec_id, "meta", &rec)?;
+        // A local disk: written right here, so an awaited call needs no task hop (a ledger
+        // entry per model request of an agent).
+        if let Some(done) = self.lease.store.put_create_local_now(&key, &bytes) {
+            done?;
+            return Ok(());
+        }
+        self.lease.store.put_create(&key, bytes).await?;
         Ok(())
     }
 }

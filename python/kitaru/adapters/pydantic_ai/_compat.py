@@ -220,7 +220,10 @@ class KitaruAgent(WrapperAgent[Any, Any]):
         from ._durability import KitaruDurability
         from ._tracking import InlineTracking
 
-        self._kitaru_capabilities = [KitaruDurability(name=self.kitaru_name), InlineTracking(self)]
+        self._kitaru_capabilities = [
+            KitaruDurability(name=self.kitaru_name),
+            InlineTracking(self.kitaru_name, self.tool_capture, self.tool_capture_by_name),
+        ]
 
     @asynccontextmanager
     async def iter(self, *args: Any, capabilities: Any = None, **kwargs: Any) -> AsyncIterator[Any]:

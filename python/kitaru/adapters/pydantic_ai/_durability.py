@@ -16,7 +16,8 @@ kitaru.
 
 from __future__ import annotations
 
-import json
+import re
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,9 +38,10 @@ from pydantic_ai.durable_exec import (
     replay_scope,
 )
 from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import ModelRequest, ModelResponse
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import ToolsetTool
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from ..._context import FlowRun, current_checkpoint, current_flow, merge_metadata, now_us
 from ..._steps import run_async
@@ -117,17 +119,38 @@ def _project(part: Any) -> Any:
         }
     if isinstance(part, ToolsetTool):
         return part.tool_def
+    if isinstance(part, list) and part and isinstance(part[0], (ModelRequest, ModelResponse)):
+        return [_message_digest(m) for m in part]
     return part
 
 
-def _strip_clock(value: Any) -> Any:
-    """`timestamp` fields are when a message part was made in this process, so a resumed
-    run makes them anew: they are not an input."""
-    if isinstance(value, dict):
-        return {k: _strip_clock(v) for k, v in value.items() if k != "timestamp"}
-    if isinstance(value, list):
-        return [_strip_clock(v) for v in value]
-    return value
+# Digests of message objects by identity: a request's history is the previous request's
+# plus a few messages, so each message is hashed once per run, not once per request.
+_MESSAGE_DIGESTS: dict[int, tuple[weakref.ref[Any], str]] = {}
+
+
+def _message_digest(msg: Any) -> str:
+    key = id(msg)
+    hit = _MESSAGE_DIGESTS.get(key)
+    if hit is not None and hit[0]() is msg:
+        return hit[1]
+    from ..._kitaru import blake3_digest
+
+    data = to_json(msg, fallback=_opaque, bytes_mode="base64")
+    digest = bytes(blake3_digest(_CLOCK.sub(b"", data))).hex()
+    try:
+        # Dropped when the message is: its id may then name another object.
+        ref = weakref.ref(msg, lambda _r: _MESSAGE_DIGESTS.pop(key, None))
+    except TypeError:
+        return digest
+    _MESSAGE_DIGESTS[key] = (ref, digest)
+    return digest
+
+
+# `timestamp` fields are when a message part was made in this process, so a resumed run
+# makes them anew: they are not an input. (In JSON a key's quotes are never escaped, so
+# this cannot match inside a string value.)
+_CLOCK = re.compile(rb'"timestamp":"[^"]*",?')
 
 
 def input_digest(parts: tuple[Any, ...]) -> bytes:
@@ -138,11 +161,8 @@ def input_digest(parts: tuple[Any, ...]) -> bytes:
     digest, and the unit runs again instead of answering with a stale result."""
     from ..._kitaru import blake3_digest
 
-    plain = to_jsonable_python(
-        [_project(p) for p in parts], fallback=_opaque, bytes_mode="base64", round_trip=True
-    )
-    data = json.dumps(_strip_clock(plain), sort_keys=True, separators=(",", ":"), default=_opaque)
-    return bytes(blake3_digest(data.encode()))
+    data = to_json([_project(p) for p in parts], fallback=_opaque, bytes_mode="base64")
+    return bytes(blake3_digest(_CLOCK.sub(b"", data)))
 
 
 # --- the cost ledger ---------------------------------------------------------------------

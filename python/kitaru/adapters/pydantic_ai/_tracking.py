@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_core import to_jsonable_python
 
 from ..._context import CheckpointScope, current_checkpoint, current_flow, merge_metadata
-
-if TYPE_CHECKING:
-    from ._compat import KitaruAgent
 
 __all__ = ["InlineTracking"]
 
@@ -46,7 +43,9 @@ def _scope() -> CheckpointScope | None:
 class InlineTracking(AbstractCapability[Any]):
     """Records a `wrap()`ped agent's requests and tool calls on the enclosing checkpoint."""
 
-    owner: KitaruAgent
+    agent_name: str
+    capture: dict[str, bool]
+    capture_by_name: dict[str, dict[str, bool]]
     _runs: dict[Any, _Run] = field(default_factory=dict, repr=False)
 
     def _run(self, ctx: Any) -> _Run | None:
@@ -55,7 +54,7 @@ class InlineTracking(AbstractCapability[Any]):
     def _event(self, scope: CheckpointScope, run: _Run, kind: str, data: dict[str, Any]) -> str:
         """Adds the event (`data` is the dict recorded: later changes to it are recorded too)."""
         n = (run.models if kind == "llm_call" else run.tools) + 1
-        event_id = f"{self.owner.kitaru_name}_{run.label}_{kind}_{n}"
+        event_id = f"{self.agent_name}_{run.label}_{kind}_{n}"
         if kind == "llm_call":
             run.models = n
         else:
@@ -83,7 +82,7 @@ class InlineTracking(AbstractCapability[Any]):
         finally:
             self._runs.pop(key, None)
             summary = {
-                "agent_name": self.owner.kitaru_name,
+                "agent_name": self.agent_name,
                 "run_label": run.label,
                 "status": status,
                 "model_call_count": run.models,
@@ -131,7 +130,7 @@ class InlineTracking(AbstractCapability[Any]):
         if scope is None or run is None:
             return await handler(args)
         name = call.tool_name
-        capture = self.owner.tool_capture_by_name.get(name, self.owner.tool_capture)
+        capture = self.capture_by_name.get(name, self.capture)
         if not capture["enabled"]:
             return await handler(args)
         parent = [run.last_model] if run.last_model else []
