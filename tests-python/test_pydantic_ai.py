@@ -22,17 +22,32 @@ from fake_llm import OPENAI_KEY, FakeLLM, Reply
 
 pytest.importorskip("pydantic_ai")
 
-# An agent with two tools on a FunctionModel: search, then fetch, then a text answer
-# quoting both tool results. `KILL_AT` kills the process (SIGKILL) at a named point.
-AGENT = """
+# What every agent script below starts with: imports, and `mark` (a line in the ledger file).
+PREAMBLE = """
 import asyncio, os, signal, sys
-from pydantic_ai import Agent
+from pydantic_ai import Agent, Tool
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from kitaru import flow
 from kitaru.adapters.pydantic_ai import KitaruDurability
 
 LEDGER = os.environ["LEDGER"]
+
+
+def mark(event):
+    with open(LEDGER, "a") as f:
+        f.write(event + "\\n")
+
+
+def returns(messages):
+    return [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+"""
+
+# An agent with two tools on a FunctionModel: search, then fetch, then a text answer
+# quoting both tool results. `KILL_AT` kills the process (SIGKILL) at a named point.
+AGENT = (
+    PREAMBLE
+    + """
 KILL_AT = os.environ.get("KILL_AT", "")
 
 
@@ -45,10 +60,6 @@ def kill_at(point):
     if KILL_AT == point:
         mark("killed at " + point)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def returns(messages):
-    return [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
 
 
 def model_fn(messages, info: AgentInfo):
@@ -127,6 +138,7 @@ if __name__ == "__main__":
     print(handle.exec_id, flush=True)
     print(handle.wait(), flush=True)
 """
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -205,20 +217,11 @@ def test_sigkill_between_tool_calls_and_model_request_resumes_without_repeating_
 
 # The same kind of agent on PydanticAI's own OpenAI model class, talking HTTP to the
 # project's fake OpenAI-compatible server.
-OPENAI_AGENT = """
-import os, signal, sys
-from pydantic_ai import Agent
+OPENAI_AGENT = (
+    PREAMBLE
+    + """
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
-from kitaru import flow
-from kitaru.adapters.pydantic_ai import KitaruDurability
-
-LEDGER = os.environ["LEDGER"]
-
-
-def mark(event):
-    with open(LEDGER, "a") as f:
-        f.write(event + "\\n")
 
 
 def search(q: str) -> str:
@@ -251,6 +254,7 @@ if __name__ == "__main__":
     print(handle.exec_id, flush=True)
     print(handle.wait(), flush=True)
 """
+)
 
 
 def _openai_env(tmp_path: Path, fake: FakeLLM, **extra: str) -> dict[str, str]:
@@ -370,25 +374,15 @@ def test_streamed_run_with_an_event_handler_resumes_after_sigkill(tmp_path: Path
     assert _counts(lines) == uninterrupted
 
 
-HITL_AGENT = """
-import os, sys
-from pydantic_ai import Agent, Tool
+HITL_AGENT = (
+    PREAMBLE
+    + """
 from pydantic_ai.capabilities import RequestInput
-from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
-from kitaru import flow
-from kitaru.adapters.pydantic_ai import KitaruDurability, hitl_tool
-
-LEDGER = os.environ["LEDGER"]
-
-
-def mark(event):
-    with open(LEDGER, "a") as f:
-        f.write(event + "\\n")
+from kitaru.adapters.pydantic_ai import hitl_tool
 
 
 def model_fn(messages, info: AgentInfo):
-    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    done = returns(messages)
     mark("model %d" % len(done))
     if not done:
         return ModelResponse(parts=[ToolCallPart(os.environ["TOOL"], {"amount": 40})])
@@ -430,6 +424,7 @@ if __name__ == "__main__":
     handle = support.run(sys.argv[1])
     print(handle.exec_id, flush=True)
 """
+)
 
 
 def _suspend(tmp_path: Path, kind: str, tool: str) -> tuple[str, dict[str, str]]:
@@ -533,26 +528,15 @@ if __name__ == "__main__":
     server.run()
 """
 
-MCP_AGENT = """
-import os, signal, sys
+MCP_AGENT = (
+    PREAMBLE
+    + """
 from fastmcp.client.transports import PythonStdioTransport
-from pydantic_ai import Agent
 from pydantic_ai.mcp import MCPToolset
-from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
-from kitaru import flow
-from kitaru.adapters.pydantic_ai import KitaruDurability
-
-LEDGER = os.environ["LEDGER"]
-
-
-def mark(event):
-    with open(LEDGER, "a") as f:
-        f.write(event + "\\n")
 
 
 def model_fn(messages, info: AgentInfo):
-    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    done = returns(messages)
     if len(done) == 2 and os.environ.get("KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
     mark("model %d tools=%s" % (len(done), ",".join(sorted(t.name for t in info.function_tools))))
@@ -576,6 +560,7 @@ if __name__ == "__main__":
     handle = plan.run()
     print(handle.exec_id, flush=True)
 """
+)
 
 
 def test_mcp_tools_over_stdio_are_checkpointed_and_not_called_again_on_retry(
@@ -648,11 +633,6 @@ def weigh(item: str) -> str:
     if item == "pears" and os.environ.get("PEARS_FAIL"):
         raise RuntimeError("scale broke")
     return f"{item}=1kg"
-
-
-def skipped(item: str) -> str:
-    """A tool the capture policy leaves out."""
-    return item
 
 
 fan_out = Agent(FunctionModel(_fan_out_model), name="grocer", tools=[weigh],
@@ -802,3 +782,51 @@ def test_a_token_kitaru_did_not_make_is_refused() -> None:
 
     with pytest.raises(KitaruUsageError, match="not a token kitaru handed out"):
         resolve_event("lambda-callback-123", True)
+
+
+def _retrying_model(messages: list[Any], info: AgentInfo) -> ModelResponse:
+    done = [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+    SEEN.append(f"model {len(done)}")
+    if not done:
+        return ModelResponse(parts=[ToolCallPart("picky", {"word": "tide"})])
+    if os.environ.get("FINAL_FAILS"):
+        raise RuntimeError("model down")
+    return ModelResponse(parts=[TextPart(f"done: {done[-1]}")])
+
+
+def picky(word: str) -> str:
+    from pydantic_ai import ModelRetry
+
+    SEEN.append(f"picky {word}")
+    if SEEN.count(f"picky {word}") == 1:
+        raise ModelRetry("say it twice")  # a control-flow exception, recorded as such
+    return word * 2
+
+
+retrier = Agent(FunctionModel(_retrying_model), name="retrier", tools=[picky],
+                capabilities=[KitaruDurability()])  # fmt: skip
+
+
+@flow
+async def retrying() -> str:
+    return (await retrier.run("go")).output
+
+
+def test_a_model_retry_from_a_tool_is_recorded_and_replayed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kitaru import KitaruClient
+
+    SEEN.clear()
+    monkeypatch.setenv("FINAL_FAILS", "1")
+    handle = retrying.run()
+    with pytest.raises(Exception, match="model down"):
+        handle.wait()
+    assert SEEN == ["model 0", "picky tide", "model 1"]  # the tool raised ModelRetry
+    monkeypatch.delenv("FINAL_FAILS")
+    SEEN.clear()
+    KitaruClient().executions.retry(handle.exec_id)
+    # The ModelRetry came from the store as what the model was told: the tool did not run
+    # again (a second call would have answered "tidetide"), only the failed request did.
+    assert SEEN == ["model 1"]
+    assert KitaruClient().executions.result(handle.exec_id) == "done: say it twice"

@@ -82,33 +82,16 @@ class Unit:
         return self._code
 
 
-# The step that runs the unit's body.
-_BODY = object()
-
-
 def _steps(
-    call: _Call, digest: bytes | None, retries: int, after: After | None
+    call: _Call, digest: bytes | None, after: After | None
 ) -> Generator[tuple[Any, Any], Any, tuple[bool, Any]]:
     """One unit call (see `kitaru._steps`): returns (reused, value)."""
     found, stored = yield from call.decide(digest)
     if found:
         return True, stored
-    for attempt in range(retries + 1):
-        yield from call.begin()
-        try:
-            value = yield _BODY, None
-            if after is not None:
-                yield from after(value, call)
-        except Exception as exc:
-            yield from call.failed(exc, attempt)
-            continue
-        finally:
-            call.end()
-        rec = call.record(value)
-        yield "record_checkpoint", (rec,)
-        yield from call.done()
-        return False, value
-    raise AssertionError("unreachable")  # pragma: no cover
+    value, _ = yield from call.attempts(after)
+    yield from call.done()
+    return False, value
 
 
 def _call(run: FlowRun, unit: Unit) -> _Call:
@@ -132,7 +115,7 @@ async def arun_unit(
     async def do(_op: object, _arg: None) -> Any:
         return await body()
 
-    return await run_async(_steps(call, digest, unit.retries, after), run.runner, do)  # type: ignore[no-any-return]
+    return await run_async(_steps(call, digest, after), run.runner, do)  # type: ignore[no-any-return]
 
 
 def run_unit(
@@ -145,5 +128,5 @@ def run_unit(
     """`arun_unit` for a blocking `body`."""
     call = _call(run, unit)
     return run_sync(  # type: ignore[no-any-return]
-        _steps(call, digest, unit.retries, after), run.runner, lambda _op, _arg: body()
+        _steps(call, digest, after), run.runner, lambda _op, _arg: body()
     )

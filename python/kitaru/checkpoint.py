@@ -265,21 +265,10 @@ class Checkpoint(Generic[P, R]):
             run.note_output(value, call.call_id, *call.stored)
             return value
         call.parents = run.parents_of(bound.values())
-        for attempt in range(self.retries + 1):
-            yield from call.begin()
-            try:
-                value = yield _BODY, None
-            except Exception as exc:
-                yield from call.failed(exc, attempt)
-                continue
-            finally:
-                call.end()
-            rec = call.record(value)
-            yield "record_checkpoint", (rec,)
-            run.note_output(value, call.call_id, rec.serializer, rec.data)
-            yield from call.done()
-            return value
-        raise AssertionError("unreachable")  # pragma: no cover
+        value, rec = yield from call.attempts()
+        run.note_output(value, call.call_id, rec.serializer, rec.data)
+        yield from call.done()
+        return value
 
     def _run_sync(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return run_sync(
@@ -428,6 +417,28 @@ class _Call:
             ended_us=ended,
             metadata_json=_meta_json(self.scope, self.parents),
         )
+
+    def attempts(
+        self, after: Any = None
+    ) -> Generator[tuple[Any, Any], Any, tuple[Any, CallRecord]]:
+        """Runs the body (step ``(_BODY, None)``) until an attempt succeeds or the retries
+        are spent, and records the result: (value, record). `after(value, call)`: steps
+        that belong to the attempt once the body returned (a ledger entry)."""
+        for attempt in range(self.cp.retries + 1):
+            yield from self.begin()
+            try:
+                value = yield _BODY, None
+                if after is not None:
+                    yield from after(value, self)
+            except Exception as exc:
+                yield from self.failed(exc, attempt)
+                continue
+            finally:
+                self.end()
+            rec = self.record(value)
+            yield "record_checkpoint", (rec,)
+            return value, rec
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def done(self) -> Steps:
         """The call is recorded: what it printed goes to the store."""
