@@ -7,6 +7,7 @@ pub mod delta;
 pub mod diff;
 pub mod error;
 pub mod execution;
+pub mod graph;
 pub mod ids;
 pub mod journal;
 pub mod lease;

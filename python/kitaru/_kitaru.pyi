@@ -341,6 +341,100 @@ class Store:
         self, key: str, *, awaitable: Literal[True]
     ) -> Awaitable[dict[str, Any] | None]: ...
     @overload
+    def graph_put_checkpoint(
+        self,
+        thread: str,
+        ns: str,
+        checkpoint_id: str,
+        data: bytes,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> bool: ...
+    @overload
+    def graph_put_checkpoint(
+        self, thread: str, ns: str, checkpoint_id: str, data: bytes, *, awaitable: Literal[True]
+    ) -> Awaitable[bool]: ...
+    @overload
+    def graph_checkpoint_ids(
+        self, thread: str, ns: str, *, awaitable: Literal[False] = False
+    ) -> builtins.list[str]: ...
+    @overload
+    def graph_checkpoint_ids(
+        self, thread: str, ns: str, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[str]]: ...
+    @overload
+    def graph_get_checkpoints(
+        self, thread: str, ns: str, ids: builtins.list[str], *, awaitable: Literal[False] = False
+    ) -> builtins.list[bytes | None]: ...
+    @overload
+    def graph_get_checkpoints(
+        self, thread: str, ns: str, ids: builtins.list[str], *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[bytes | None]]: ...
+    @overload
+    def graph_put_writes(
+        self,
+        thread: str,
+        ns: str,
+        checkpoint_id: str,
+        writes: builtins.list[tuple[str, int, bytes]],
+        *,
+        awaitable: Literal[False] = False,
+    ) -> None: ...
+    @overload
+    def graph_put_writes(
+        self,
+        thread: str,
+        ns: str,
+        checkpoint_id: str,
+        writes: builtins.list[tuple[str, int, bytes]],
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[None]: ...
+    @overload
+    def graph_writes(
+        self,
+        thread: str,
+        ns: str,
+        ids: builtins.list[str] | None = None,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> builtins.list[tuple[str, builtins.list[tuple[str, int, bytes]]]]: ...
+    @overload
+    def graph_writes(
+        self,
+        thread: str,
+        ns: str,
+        ids: builtins.list[str] | None = None,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[builtins.list[tuple[str, builtins.list[tuple[str, int, bytes]]]]]: ...
+    @overload
+    def graph_threads(
+        self, thread: str | None = None, *, awaitable: Literal[False] = False
+    ) -> builtins.list[str]: ...
+    @overload
+    def graph_threads(
+        self, thread: str | None = None, *, awaitable: Literal[True]
+    ) -> Awaitable[builtins.list[str]]: ...
+    @overload
+    def graph_delete(
+        self,
+        thread: str,
+        ns: str | None = None,
+        ids: builtins.list[str] | None = None,
+        *,
+        awaitable: Literal[False] = False,
+    ) -> int: ...
+    @overload
+    def graph_delete(
+        self,
+        thread: str,
+        ns: str | None = None,
+        ids: builtins.list[str] | None = None,
+        *,
+        awaitable: Literal[True],
+    ) -> Awaitable[int]: ...
+    @overload
     def put_blob(self, data: bytes, *, awaitable: Literal[False] = False) -> str: ...
     @overload
     def put_blob(self, data: bytes, *, awaitable: Literal[True]) -> Awaitable[str]: ...

@@ -56,6 +56,7 @@ pub enum Kind {
     Seal = 10,
     Cache = 11,
     Memory = 12,
+    Graph = 13,
 }
 
 impl Kind {
@@ -73,6 +74,7 @@ impl Kind {
             10 => Kind::Seal,
             11 => Kind::Cache,
             12 => Kind::Memory,
+            13 => Kind::Graph,
             _ => return None,
         })
     }
@@ -91,6 +93,7 @@ impl Kind {
             Kind::Seal => "seal",
             Kind::Cache => "cache",
             Kind::Memory => "memory",
+            Kind::Graph => "graph",
         }
     }
 }
@@ -280,6 +283,7 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
         Kind::Seal => j::<SealRecord>(payload)?,
         Kind::Cache => j::<crate::cache::CacheRecord>(payload)?,
         Kind::Memory => j::<crate::memory::MemoryRecord>(payload)?,
+        Kind::Graph => j::<crate::graph::GraphRecord>(payload)?,
     };
     Ok(serde_json::json!({
         "kind": kind.name(),

@@ -11,9 +11,13 @@ use super::records::{raw, value_tuple, StartRecord};
 use super::runner::PyRunner;
 use super::{finish, none, plain, run, to_py, Awaitable};
 use crate::execution::{self, Intent, RawValue, Runner};
+use crate::graph;
 use crate::memory;
 use crate::store::{layout, Store, StoreOptions};
 use crate::view::{self, ListFilter};
+
+/// A LangGraph write as Python gets it: (task id, index, bytes).
+type PyWrite<'py> = (String, i64, Bound<'py, PyBytes>);
 
 /// A store root (local directory, memory://, or a bucket).
 #[pyclass(frozen, name = "Store", module = "kitaru._kitaru")]
@@ -303,6 +307,144 @@ impl PyStore {
         let store = self.inner.clone();
         let fut = async move { memory::keys(&store, &scope_type, &scope, include_deleted).await };
         finish(py, awaitable, fut, to_py)
+    }
+
+    /// LangGraph (`KitaruSaver`): stores a checkpoint create-only; False when one with
+    /// this id is stored already.
+    #[pyo3(signature = (thread, ns, checkpoint_id, data, *, awaitable = false))]
+    fn graph_put_checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: String,
+        checkpoint_id: String,
+        data: Vec<u8>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut =
+            async move { graph::put_checkpoint(&store, &thread, &ns, &checkpoint_id, data).await };
+        finish(py, awaitable, fut, plain)
+    }
+
+    /// LangGraph: a namespace's checkpoint ids, oldest first.
+    #[pyo3(signature = (thread, ns, *, awaitable = false))]
+    fn graph_checkpoint_ids<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: String,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { graph::checkpoint_ids(&store, &thread, &ns).await };
+        finish(py, awaitable, fut, plain)
+    }
+
+    /// LangGraph: the stored bytes of each checkpoint id (None where there is none).
+    #[pyo3(signature = (thread, ns, ids, *, awaitable = false))]
+    fn graph_get_checkpoints<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: String,
+        ids: Vec<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { graph::get_checkpoints(&store, &thread, &ns, &ids).await };
+        finish(py, awaitable, fut, |py, found: Vec<Option<Vec<u8>>>| {
+            let out: Vec<Option<Bound<'_, PyBytes>>> = found
+                .iter()
+                .map(|b| b.as_ref().map(|b| PyBytes::new(py, b)))
+                .collect();
+            out.into_py_any(py)
+        })
+    }
+
+    /// LangGraph: stores writes (task id, index, bytes) pending on a checkpoint.
+    #[pyo3(signature = (thread, ns, checkpoint_id, writes, *, awaitable = false))]
+    fn graph_put_writes<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: String,
+        checkpoint_id: String,
+        writes: Vec<(String, i64, Vec<u8>)>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut =
+            async move { graph::put_writes(&store, &thread, &ns, &checkpoint_id, writes).await };
+        finish(py, awaitable, fut, none)
+    }
+
+    /// LangGraph: the writes pending on `ids` (every checkpoint's when None):
+    /// [(checkpoint id, [(task id, index, bytes)])].
+    #[pyo3(signature = (thread, ns, ids = None, *, awaitable = false))]
+    fn graph_writes<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: String,
+        ids: Option<Vec<String>>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move { graph::writes(&store, &thread, &ns, ids.as_deref()).await };
+        finish(
+            py,
+            awaitable,
+            fut,
+            |py, found: Vec<(String, Vec<graph::Write>)>| {
+                let out: Vec<(String, Vec<PyWrite<'_>>)> = found
+                    .into_iter()
+                    .map(|(cid, ws)| {
+                        let ws = ws
+                            .into_iter()
+                            .map(|(t, i, b)| (t, i, PyBytes::new(py, &b)))
+                            .collect();
+                        (cid, ws)
+                    })
+                    .collect();
+                out.into_py_any(py)
+            },
+        )
+    }
+
+    /// LangGraph: the threads with checkpoints (`ns` None), or a thread's namespaces.
+    #[pyo3(signature = (thread = None, *, awaitable = false))]
+    fn graph_threads<'py>(
+        &self,
+        py: Python<'py>,
+        thread: Option<String>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut = async move {
+            match thread {
+                None => graph::threads(&store).await,
+                Some(t) => graph::namespaces(&store, &t).await,
+            }
+        };
+        finish(py, awaitable, fut, plain)
+    }
+
+    /// LangGraph: deletes a thread, a namespace of it, or checkpoints of a namespace (with
+    /// their writes); how many records.
+    #[pyo3(signature = (thread, ns = None, ids = None, *, awaitable = false))]
+    fn graph_delete<'py>(
+        &self,
+        py: Python<'py>,
+        thread: String,
+        ns: Option<String>,
+        ids: Option<Vec<String>>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let fut =
+            async move { graph::delete(&store, &thread, ns.as_deref(), ids.as_deref()).await };
+        finish(py, awaitable, fut, plain)
     }
 
     /// Every scope holding keys, with its number of live keys.
