@@ -45,6 +45,15 @@ def describe_schema(schema: Any) -> tuple[str | None, str | None]:
         return None, None
     import json
 
+    if isinstance(schema, dict):  # a JSON Schema as it is (e.g. a LangGraph interrupt's)
+        from . import _schema
+
+        _schema.errors(schema, None, "?")  # a schema that cannot check anything fails here
+        try:
+            return json.dumps(schema), None
+        except (TypeError, ValueError) as exc:
+            raise KitaruUsageError(f"wait() schema {schema!r} is not JSON: {exc}") from exc
+
     from pydantic import TypeAdapter
 
     try:
@@ -63,6 +72,15 @@ def coerce(schema: Any, value: Any, name: str) -> Any:
     """The answer as the schema's type (a dict answer for a pydantic model becomes the model)."""
     if schema is None:
         return None
+    if isinstance(schema, dict):  # a JSON Schema: the answer is the checked JSON value
+        from . import _schema
+
+        problems = _schema.errors(schema, value, name)
+        if problems:
+            raise KitaruWaitValidationError(
+                f"The answer to wait {name!r} does not match its schema: {'; '.join(problems[:5])}"
+            )
+        return value
     from pydantic import TypeAdapter, ValidationError
 
     try:
@@ -84,8 +102,9 @@ def wait(
     """Wait for input from outside the flow; returns the answer validated against `schema`.
 
     Args:
-        schema: the type of the answer (``bool``, ``str``, a pydantic model, ...). ``None``
-            makes the wait a continue/abort gate that returns ``None``.
+        schema: the type of the answer (``bool``, ``str``, a pydantic model, ...), or a JSON
+            Schema (a dict) that the answer must match (it is returned as JSON data).
+            ``None`` makes the wait a continue/abort gate that returns ``None``.
         name: unique within the execution; default ``wait_1``, ``wait_2``, ... in call order.
         question: shown by ``kitaru executions list/get/input`` and the prompt.
         timeout: seconds this process polls for the answer before it suspends the flow

@@ -5,6 +5,10 @@ from kitaru.adapters.langgraph import KitaruSaver
 
 graph = builder.compile(checkpointer=KitaruSaver())   # the active stack's store: local or s3://
 graph.invoke({"messages": [...]}, {"configurable": {"thread_id": "t1"}})
+
+@flow
+def support_agent(question: str) -> str:
+    return durable(graph).invoke({"question": question})["answer"]   # resumable node by node
 ```
 """
 
@@ -19,6 +23,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra in
         "kitaru.adapters.langgraph needs LangGraph: pip install 'kitaru[langgraph]'."
     ) from _exc
 
+from ._durable import DurableGraph, durable
 from ._saver import KitaruSaver
 
-__all__ = ["KitaruSaver"]
+__all__ = ["DurableGraph", "KitaruSaver", "durable"]
