@@ -5,13 +5,15 @@
 //! namespace, `!!` for `!`):
 //!
 //! ```text
-//! graph/<thread>/<ns>/c/<checkpoint id>                       one checkpoint
-//! graph/<thread>/<ns>/w/<checkpoint id>/<task id>.<idx>[.<n>] one pending write
+//! graph/<thread>/<ns>/c/<checkpoint id>             one checkpoint
+//! graph/<thread>/<ns>/w/<checkpoint id>/<task id>.<n> the writes of one `put_writes` call
 //! ```
 //!
-//! Every record is create-only. A write with a negative index (LangGraph's special
-//! channels: errors, interrupts) replaces an earlier one by a further revision `.<n>`;
-//! readers take the highest. What a record holds is the saver's (LangGraph's serialized
+//! Every record is create-only. A task's writes are one record (`.0`); a later call for the
+//! same task adds the next revision (`.1`, ...) when it brings a write with a negative
+//! index (LangGraph's special channels: errors, interrupts, which replace an earlier one of
+//! the same index); writes with an index >= 0 are never replaced (a replayed task writes
+//! the same again, and the first stays). What a record holds is the saver's (LangGraph's serialized
 //! checkpoint, metadata and channel references, packed by the Python side); large channel
 //! values go to content-addressed blobs (stored once, however many checkpoints refer to
 //! them), so the records stay small. Checkpoint ids are LangGraph's, which sort in time
@@ -30,9 +32,12 @@ pub struct GraphRecord {
     pub thread: String,
     pub ns: String,
     pub checkpoint_id: String,
-    /// For a write: (task id, index); None for a checkpoint.
-    pub write: Option<(String, i64)>,
+    /// The task of a write record; None for a checkpoint.
+    pub task: Option<String>,
+    /// A checkpoint's bytes (empty for a write record).
     pub data: ByteBuf,
+    /// A write record's writes: (index, bytes).
+    pub writes: Vec<(i64, ByteBuf)>,
 }
 
 impl Record for GraphRecord {
@@ -110,16 +115,10 @@ fn writes_prefix(thread: &str, ns: &str, id: &str) -> String {
     format!("{}w/{}/", ns_prefix(thread, ns), encode(id))
 }
 
-/// The last segment of a write's key: task id, index, revision.
-fn parse_write_name(name: &str) -> Option<(String, i64, u32)> {
-    let mut parts = name.split('.');
-    let task = decode(parts.next()?);
-    let idx = parts.next()?.parse().ok()?;
-    let rev = match parts.next() {
-        Some(n) => n.parse().ok()?,
-        None => 0,
-    };
-    parts.next().is_none().then_some((task, idx, rev))
+/// The last segment of a write record's key: task id, revision.
+fn parse_write_name(name: &str) -> Option<(String, u32)> {
+    let (task, rev) = name.rsplit_once('.')?;
+    Some((decode(task), rev.parse().ok()?))
 }
 
 fn decode_record(key: &str, bytes: &[u8], thread: &str, ns: &str) -> Result<GraphRecord> {
@@ -166,8 +165,9 @@ pub async fn put_checkpoint(
         thread: thread.into(),
         ns: ns.into(),
         checkpoint_id: id.into(),
-        write: None,
+        task: None,
         data: ByteBuf(data),
+        writes: Vec::new(),
     };
     create(store, &checkpoint_key(thread, ns, id), encode_record(&rec)?).await
 }
@@ -206,49 +206,44 @@ pub async fn get_checkpoints(
         .collect()
 }
 
-/// Stores writes pending on a checkpoint. A write whose (task, index) is stored already is
-/// kept as it is when its index is >= 0 (a task's writes are replayed, not repeated), and
-/// replaced by a new revision when it is negative (LangGraph's special channels).
+/// Stores the writes (index, bytes) of one task pending on a checkpoint: one record. When
+/// the task has a record already, writes with an index >= 0 are not stored again (a task
+/// replayed writes the same), and negative ones go to the next revision, where they
+/// replace the earlier ones.
 pub async fn put_writes(
     store: &Store,
     thread: &str,
     ns: &str,
     id: &str,
-    writes: Vec<Write>,
+    task: &str,
+    writes: Vec<(i64, Vec<u8>)>,
 ) -> Result<()> {
     check("checkpoint id", id)?;
-    let prefix = writes_prefix(thread, ns, id);
-    for (task, idx, data) in writes {
-        check("task id", &task)?;
-        let rec = GraphRecord {
-            thread: thread.into(),
-            ns: ns.into(),
-            checkpoint_id: id.into(),
-            write: Some((task.clone(), idx)),
-            data: ByteBuf(data),
-        };
-        let bytes = encode_record(&rec)?;
-        let base = format!("{prefix}{}.{idx}", encode(&task));
-        let mut rev = 0u32;
-        loop {
-            let key = if rev == 0 {
-                base.clone()
-            } else {
-                format!("{base}.{rev}")
-            };
-            if create(store, &key, bytes.clone()).await? || idx >= 0 {
-                break;
-            }
-            rev += 1;
-            if rev > 10_000 {
-                return Err(Error::Contention {
-                    exec_id: format!("graph {thread}"),
-                    attempts: rev,
-                });
+    check("task id", task)?;
+    let base = format!("{}{}", writes_prefix(thread, ns, id), encode(task));
+    let mut rec = GraphRecord {
+        thread: thread.into(),
+        ns: ns.into(),
+        checkpoint_id: id.into(),
+        task: Some(task.into()),
+        data: ByteBuf(Vec::new()),
+        writes: writes.into_iter().map(|(i, b)| (i, ByteBuf(b))).collect(),
+    };
+    for rev in 0..10_000u32 {
+        if rev == 1 {
+            rec.writes.retain(|(i, _)| *i < 0);
+            if rec.writes.is_empty() {
+                return Ok(());
             }
         }
+        if create(store, &format!("{base}.{rev}"), encode_record(&rec)?).await? {
+            return Ok(());
+        }
     }
-    Ok(())
+    Err(Error::Contention {
+        exec_id: format!("graph {thread}"),
+        attempts: 10_000,
+    })
 }
 
 /// The writes pending on each of `ids` (all of the namespace's when `ids` is None), in key
@@ -267,8 +262,8 @@ pub async fn writes(
         }
         _ => store.list(base.trim_end_matches('/')).await?,
     };
-    // The newest revision of each (checkpoint, task, index).
-    let mut newest: std::collections::BTreeMap<(String, String, i64), (u32, String)> =
+    // Each (checkpoint, task)'s records in revision order.
+    let mut records: std::collections::BTreeMap<(String, String), Vec<(u32, String)>> =
         std::collections::BTreeMap::new();
     for key in listing {
         let Some(rest) = key.strip_prefix(&base) else {
@@ -283,31 +278,51 @@ pub async fn writes(
                 continue;
             }
         }
-        let Some((task, idx, rev)) = parse_write_name(name) else {
+        let Some((task, rev)) = parse_write_name(name) else {
             continue;
         };
-        let slot = newest.entry((cid, task, idx)).or_insert((rev, key.clone()));
-        if rev >= slot.0 {
-            *slot = (rev, key);
-        }
+        records
+            .entry((cid, task))
+            .or_default()
+            .push((rev, key.clone()));
     }
-    let keys: Vec<String> = newest.values().map(|(_, k)| k.clone()).collect();
-    let found = store.get_many(&keys).await?;
+    let keys: Vec<String> = records
+        .values_mut()
+        .flat_map(|revs| {
+            revs.sort_unstable();
+            revs.iter().map(|(_, k)| k.clone())
+        })
+        .collect();
+    let mut found = store.get_many(&keys).await?.into_iter().zip(keys);
     let mut out: Vec<(String, Vec<Write>)> = Vec::new();
-    for (((cid, task, idx), (_, key)), bytes) in newest.into_iter().zip(found) {
-        let Some(bytes) = bytes else { continue }; // deleted meanwhile
-        let rec = decode_record(&key, &bytes, thread, ns)?;
-        if rec.checkpoint_id != cid || rec.write != Some((task.clone(), idx)) {
-            return Err(Error::Corrupt {
-                key,
-                exec_id: None,
-                checkpoint: None,
-                reason: "a LangGraph write stored under another checkpoint or task".into(),
-            });
+    for ((cid, task), revs) in records {
+        // index -> bytes: the first for an index >= 0, the last for a negative one
+        let mut merged: std::collections::BTreeMap<i64, Vec<u8>> =
+            std::collections::BTreeMap::new();
+        for _ in 0..revs.len() {
+            let Some((bytes, key)) = found.next() else {
+                break;
+            };
+            let Some(bytes) = bytes else { continue }; // deleted meanwhile
+            let rec = decode_record(&key, &bytes, thread, ns)?;
+            if rec.checkpoint_id != cid || rec.task.as_deref() != Some(task.as_str()) {
+                return Err(Error::Corrupt {
+                    key,
+                    exec_id: None,
+                    checkpoint: None,
+                    reason: "LangGraph writes stored under another checkpoint or task".into(),
+                });
+            }
+            for (idx, data) in rec.writes {
+                if idx < 0 || !merged.contains_key(&idx) {
+                    merged.insert(idx, data.0);
+                }
+            }
         }
+        let writes = merged.into_iter().map(|(i, d)| (task.clone(), i, d));
         match out.last_mut() {
-            Some((last, list)) if *last == cid => list.push((task, idx, rec.data.0)),
-            _ => out.push((cid, vec![(task, idx, rec.data.0)])),
+            Some((last, list)) if *last == cid => list.extend(writes),
+            _ => out.push((cid, writes.collect())),
         }
     }
     Ok(out)
@@ -387,8 +402,8 @@ mod tests {
 
     #[test]
     fn write_names_parse() {
-        assert_eq!(parse_write_name("t1.0"), Some(("t1".into(), 0, 0)));
-        assert_eq!(parse_write_name("t!d1.-3.2"), Some(("t.1".into(), -3, 2)));
+        assert_eq!(parse_write_name("t1.0"), Some(("t1".into(), 0)));
+        assert_eq!(parse_write_name("t!d1.2"), Some(("t.1".into(), 2)));
         assert_eq!(parse_write_name("t1"), None);
     }
 }

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from conftest import cli_json, ledger, run_cli, write_script
@@ -205,8 +205,13 @@ def test_functional_api_tasks_finished_before_a_crash_are_not_run_again(
 from kitaru import flow  # noqa: E402
 from kitaru.adapters.langgraph import KitaruSaver, durable  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.graph.message import add_messages  # noqa: E402
 
 SEEN: list[str] = []
+
+
+class Conversation(TypedDict):
+    messages: Annotated[list[Any], add_messages]
 
 
 class Doc(TypedDict):
@@ -309,3 +314,59 @@ def test_saver_as_a_plain_checkpointer_keeps_history_and_shares_unchanged_values
     assert saver.store.graph_threads() == ["chat-1"]
     saver.delete_thread("chat-1")
     assert g.get_state(cfg).values == {}
+
+
+def test_a_growing_conversation_is_stored_as_deltas_and_read_back_whole() -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    def reply(s: Conversation) -> dict[str, Any]:
+        return {"messages": [AIMessage(content=f"answer {len(s['messages'])} " + "x" * 600)]}
+
+    b = StateGraph(Conversation)
+    b.add_node("reply", reply)
+    b.add_edge(START, "reply")
+    b.add_edge("reply", END)
+    saver = KitaruSaver()
+    g = b.compile(checkpointer=saver)
+    cfg: Any = {"configurable": {"thread_id": "long-chat"}}
+    for i in range(40):
+        g.invoke({"messages": [HumanMessage(content=f"question {i} " + "y" * 600)]}, cfg)
+
+    # Another saver (as in another process: nothing cached) reads the same history.
+    cold = b.compile(checkpointer=KitaruSaver())
+    ours = [h.values for h in g.get_state_history(cfg)]
+    theirs = [h.values for h in cold.get_state_history(cfg)]
+    assert theirs == ours
+    final = cold.get_state(cfg).values["messages"]
+    assert len(final) == 80 and final[-1].content.startswith("answer 79 ")
+    # Stored: about the conversation once (plus a whole copy every 32 versions), not the
+    # ~40 whole copies a checkpointer that stores each version whole keeps.
+    whole = sum(
+        len(saver.serde.dumps_typed(h.values.get("messages", []))[1])
+        for h in g.get_state_history(cfg)
+    )
+    _, blob_bytes = saver.store.usage("blobs")
+    _, record_bytes = saver.store.usage("graph")
+    assert blob_bytes + record_bytes < whole / 5, (blob_bytes, record_bytes, whole)
+
+
+def test_threads_are_listed_and_inspected_through_the_client() -> None:
+    from kitaru import KitaruClient
+
+    saver = KitaruSaver()
+    g = doc_graph.copy(update={"checkpointer": saver})
+    os.environ["KITARU_LLM_MOCK_RESPONSE"] = "s"
+    try:
+        with pytest.raises(Exception, match="inside a @flow"):
+            g.invoke({"text": "t", "summary": ""}, {"configurable": {"thread_id": "docs-1"}})
+    finally:
+        del os.environ["KITARU_LLM_MOCK_RESPONSE"]
+    (thread,) = KitaruClient().graphs.list()
+    assert thread.thread_id == "docs-1" and thread.namespaces == [""]
+    assert thread.checkpoints == 3 and thread.size > 0  # input, start, after draft
+    cps = KitaruClient().graphs.get("docs-1")
+    assert [c.step for c in cps] == [1, 0, -1]
+    assert cps[0].parent_id == cps[1].checkpoint_id and cps[0].source == "loop"
+    assert cps[0].pending_writes == 1 and "text" in cps[0].channels  # summarize's error
+    assert thread.latest_checkpoint_id == cps[0].checkpoint_id
+    assert KitaruClient().graphs.get("no-such-thread") == []

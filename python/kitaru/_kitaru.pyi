@@ -376,7 +376,8 @@ class Store:
         thread: str,
         ns: str,
         checkpoint_id: str,
-        writes: builtins.list[tuple[str, int, bytes]],
+        task_id: str,
+        writes: builtins.list[tuple[int, bytes]],
         *,
         awaitable: Literal[False] = False,
     ) -> None: ...
@@ -386,7 +387,8 @@ class Store:
         thread: str,
         ns: str,
         checkpoint_id: str,
-        writes: builtins.list[tuple[str, int, bytes]],
+        task_id: str,
+        writes: builtins.list[tuple[int, bytes]],
         *,
         awaitable: Literal[True],
     ) -> Awaitable[None]: ...

@@ -1005,6 +1005,13 @@ class KitaruClient:
         self.artifacts = ArtifactsAPI(self.executions)
 
     @property
+    def graphs(self) -> Any:
+        """The LangGraph threads kept in the store by `KitaruSaver` (`GraphsAPI`)."""
+        from ._graphs import GraphsAPI
+
+        return GraphsAPI(self.executions._store)
+
+    @property
     def memories(self) -> Any:
         """`kitaru.memory` with an explicit scope, and its maintenance (`MemoriesAPI`)."""
         from ._memory_admin import MemoriesAPI

@@ -318,10 +318,10 @@ impl PyStore {
         thread: String,
         ns: String,
         checkpoint_id: String,
-        data: Vec<u8>,
+        data: &Bound<'_, PyBytes>,
         awaitable: bool,
     ) -> Awaitable<'py> {
-        let store = self.inner.clone();
+        let (store, data) = (self.inner.clone(), data.as_bytes().to_vec());
         let fut =
             async move { graph::put_checkpoint(&store, &thread, &ns, &checkpoint_id, data).await };
         finish(py, awaitable, fut, plain)
@@ -362,20 +362,28 @@ impl PyStore {
         })
     }
 
-    /// LangGraph: stores writes (task id, index, bytes) pending on a checkpoint.
-    #[pyo3(signature = (thread, ns, checkpoint_id, writes, *, awaitable = false))]
+    /// LangGraph: stores a task's writes (index, bytes) pending on a checkpoint.
+    #[pyo3(signature = (thread, ns, checkpoint_id, task_id, writes, *, awaitable = false))]
+    #[allow(clippy::too_many_arguments)]
     fn graph_put_writes<'py>(
         &self,
         py: Python<'py>,
         thread: String,
         ns: String,
         checkpoint_id: String,
-        writes: Vec<(String, i64, Vec<u8>)>,
+        task_id: String,
+        writes: Vec<(i64, Bound<'_, PyBytes>)>,
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
-        let fut =
-            async move { graph::put_writes(&store, &thread, &ns, &checkpoint_id, writes).await };
+        // Bytes are copied out as slices (extracting `Vec<u8>` would go byte by byte).
+        let writes: Vec<(i64, Vec<u8>)> = writes
+            .iter()
+            .map(|(i, b)| (*i, b.as_bytes().to_vec()))
+            .collect();
+        let fut = async move {
+            graph::put_writes(&store, &thread, &ns, &checkpoint_id, &task_id, writes).await
+        };
         finish(py, awaitable, fut, none)
     }
 

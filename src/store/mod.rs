@@ -707,6 +707,15 @@ impl Store {
             return Ok(hash);
         }
         let key = layout::blob_key(&hash);
+        // A small blob on a local disk: created right here (staged file and hard link, still
+        // create-only), without `object_store`'s task hop.
+        if let Some(done) = self.put_create_local_now(&key, &bytes) {
+            if !done? {
+                self.verify_or_rewrite(&key, &hash, bytes).await?;
+            }
+            self.known_blobs.lock().insert(hash);
+            return Ok(hash);
+        }
         // Large blobs: ask first, so a re-save of big content sends no bytes.
         let exists = bytes.len() > layout::BLOB_HEAD_THRESHOLD && {
             self.count(Request::Head);

@@ -6,7 +6,9 @@ GCS, Azure). A checkpoint record holds LangGraph's serialized checkpoint (withou
 values), its metadata, its parent's id and a reference per channel: small values inline,
 larger ones as content-addressed blobs, so an unchanged channel — or the same value in
 another checkpoint or thread — is stored once. A channel that did not change refers to the
-value stored when it last did (no new bytes at all).
+value stored when it last did (no new bytes at all). A list that grows (a conversation's
+messages) is stored as a delta: the new items and a reference to the list before, whole
+again every 32 versions, so a 100-turn chat stores its messages about once, not 100 times.
 
 Values are serialized by LangGraph's own serializer protocol (`JsonPlusSerializer`,
 without its pickle fallback unless you pass a serializer that has it).
@@ -48,6 +50,9 @@ INLINE = 512
 _FORMAT = 1
 # (thread, ns, channel, version) -> reference, for channels that did not change.
 _REF_CACHE = 4096
+# A list stored as a delta of the one before at most this many times in a row; then whole.
+MAX_DELTA_DEPTH = 32
+_LOADED_CACHE = 64
 
 
 def _pack(value: Any) -> bytes:
@@ -56,6 +61,16 @@ def _pack(value: Any) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     return ormsgpack.unpackb(data)
+
+
+def _extends(new: list[Any], old: list[Any]) -> bool:
+    """Whether `new` starts with the items of `old` (the same objects, or equal ones)."""
+    if len(new) < len(old):
+        return False
+    try:
+        return all(a is b or bool(a == b) for a, b in zip(new, old, strict=False))
+    except Exception:  # items whose == is not a plain yes/no (arrays): store it whole
+        return False
 
 
 def _config(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -81,6 +96,10 @@ class KitaruSaver(BaseCheckpointSaver[int]):
             store = _config.get_store(store)
         self.store = store
         self._refs: OrderedDict[tuple[str, str, str, Any], list[Any]] = OrderedDict()
+        # (thread, ns, channel) -> (the list it held last, its reference, delta depth)
+        self._last: dict[tuple[str, str, str], tuple[list[Any], list[Any], int]] = {}
+        # delta blob -> the list it stands for (a chain is read once per process)
+        self._loaded: OrderedDict[str, list[Any]] = OrderedDict()
 
     # --- references to channel values ---------------------------------------------------
 
@@ -90,16 +109,49 @@ class KitaruSaver(BaseCheckpointSaver[int]):
         while len(self._refs) > _REF_CACHE:
             self._refs.popitem(last=False)
 
-    def _value_ref(self, value: Any) -> Steps:
+    def _value_ref(self, value: Any, last: tuple[str, str, str] | None = None) -> Steps:
+        """A reference to `value`, stored: inline, a blob, or — for a list that extends the
+        list this channel held last (a conversation growing by a few messages per step) —
+        a delta blob holding only the new items and a reference to the earlier list."""
+        if last is not None and type(value) is list:
+            prev = self._last.get(last)
+            if prev is not None and prev[2] < MAX_DELTA_DEPTH:
+                items, base, depth = prev
+                if _extends(value, items):
+                    kind, tail = self.serde.dumps_typed(value[len(items) :])
+                    digest = yield "put_blob", (_pack({"base": base, "kind": kind, "tail": tail}),)
+                    ref = ["d", digest, depth + 1]
+                    self._last[last] = (list(value), ref, depth + 1)
+                    self._loaded[digest] = list(value)
+                    return ref
         kind, data = self.serde.dumps_typed(value)
         if len(data) <= INLINE:
-            return ["i", kind, data]
-        digest = yield "put_blob", (data,)
-        return ["b", kind, digest]
+            ref = ["i", kind, data]
+        else:
+            digest = yield "put_blob", (data,)
+            ref = ["b", kind, digest]
+        if last is not None:
+            if type(value) is list:
+                self._last[last] = (list(value), ref, 0)
+            else:
+                self._last.pop(last, None)
+        return ref
 
     def _load_ref(self, ref: list[Any]) -> Steps:
         if ref[0] == "i":
             return self.serde.loads_typed((ref[1], ref[2]))
+        if ref[0] == "d":
+            hit = self._loaded.get(ref[1])
+            if hit is not None:
+                self._loaded.move_to_end(ref[1])
+                return list(hit)
+            node = _unpack(bytes((yield "get_blob", (ref[1],))))
+            base = yield from self._load_ref(node["base"])
+            value = [*base, *self.serde.loads_typed((node["kind"], node["tail"]))]
+            self._loaded[ref[1]] = list(value)
+            while len(self._loaded) > _LOADED_CACHE:
+                self._loaded.popitem(last=False)
+            return value
         data = yield "get_blob", (ref[2],)
         return self.serde.loads_typed((ref[1], bytes(data)))
 
@@ -120,7 +172,7 @@ class KitaruSaver(BaseCheckpointSaver[int]):
         fresh: dict[str, list[Any]] = {}
         for ch, ver in new_versions.items():
             if ch in values:
-                ref = yield from self._value_ref(values[ch])
+                ref = yield from self._value_ref(values[ch], (thread, ns, ch))
             else:
                 ref = ["e"]
             fresh[ch] = [ver, ref]
@@ -186,8 +238,8 @@ class KitaruSaver(BaseCheckpointSaver[int]):
         for idx, (channel, value) in enumerate(writes):
             ref = yield from self._value_ref(value)
             data = _pack({"c": channel, "r": ref, "p": task_path})
-            out.append((task_id, WRITES_IDX_MAP.get(channel, idx), data))
-        yield "graph_put_writes", (thread, ns, conf["checkpoint_id"], out)
+            out.append((WRITES_IDX_MAP.get(channel, idx), data))
+        yield "graph_put_writes", (thread, ns, conf["checkpoint_id"], task_id, out)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -325,7 +377,11 @@ class KitaruSaver(BaseCheckpointSaver[int]):
                 if raw is not None:
                     yield "graph_put_checkpoint", (target, ns, cid, raw)
             for cid, ws in (yield "graph_writes", (source, ns, None)):
-                yield "graph_put_writes", (target, ns, cid, list(ws))
+                by_task: dict[str, list[tuple[int, bytes]]] = {}
+                for task_id, idx, data in ws:
+                    by_task.setdefault(task_id, []).append((idx, data))
+                for task_id, items in by_task.items():
+                    yield "graph_put_writes", (target, ns, cid, task_id, items)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Steps:
         if strategy not in ("keep_latest", "delete"):
