@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai examples-04 clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph examples-04 clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -65,6 +65,9 @@ bench-memory: build-release dev-deps ## kitaru.memory benchmarks, local and Seaw
 bench-pydantic-ai: build-release dev-deps ## KitaruDurability vs PydanticAI's DBOSDurability (installs dbos; results: benches/README.md)
 	$(BIN)/python -m pip install -q "dbos>=3.4"
 	cd benches && ../$(BIN)/python bench_pydantic_ai.py
+
+bench-langgraph: build-release dev-deps ## KitaruSaver vs LangGraph's SqliteSaver on a 100-turn chat (results: benches/README.md)
+	cd benches && ../$(BIN)/python bench_langgraph.py
 
 bench-rust: ## Rust micro-benchmarks of the core (divan)
 	cargo bench --bench core
