@@ -830,3 +830,24 @@ def test_a_model_retry_from_a_tool_is_recorded_and_replayed(
     # again (a second call would have answered "tidetide"), only the failed request did.
     assert SEEN == ["model 1"]
     assert KitaruClient().executions.result(handle.exec_id) == "done: say it twice"
+
+
+def test_the_input_digest_ignores_message_clocks_but_not_a_users_timestamps() -> None:
+    from datetime import datetime
+
+    from kitaru.adapters.pydantic_ai._durability import input_digest
+    from pydantic_ai.messages import ModelRequest, ToolCallPart, UserPromptPart
+
+    def request(text: str, day: int) -> list[Any]:
+        return [ModelRequest(parts=[UserPromptPart(text, timestamp=datetime(2026, 1, day))])]
+
+    # when a message was made is not an input: a resumed run makes it anew
+    assert input_digest(("m", request("hi", 1))) == input_digest(("m", request("hi", 2)))
+    assert input_digest(("m", request("hi", 1))) != input_digest(("m", request("bye", 1)))
+    # a tool argument named `timestamp` is the user's data: it counts
+    assert input_digest(("book", {"timestamp": "2026-01-01"})) != input_digest(
+        ("book", {"timestamp": "2026-01-02"})
+    )
+    call = [ModelResponse(parts=[ToolCallPart("book", {"timestamp": "2026-01-01"}, "c1")])]
+    moved = [ModelResponse(parts=[ToolCallPart("book", {"timestamp": "2026-01-02"}, "c1")])]
+    assert input_digest(("m", call)) != input_digest(("m", moved))

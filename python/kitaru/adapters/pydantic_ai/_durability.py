@@ -16,7 +16,6 @@ kitaru.
 
 from __future__ import annotations
 
-import re
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -134,10 +133,7 @@ def _message_digest(msg: Any) -> str:
     hit = _MESSAGE_DIGESTS.get(key)
     if hit is not None and hit[0]() is msg:
         return hit[1]
-    from ..._kitaru import blake3_digest
-
-    data = to_json(msg, fallback=_opaque, bytes_mode="base64")
-    digest = bytes(blake3_digest(_CLOCK.sub(b"", data))).hex()
+    digest = _digest_hex(msg)
     try:
         # Dropped when the message is: its id may then name another object.
         ref = weakref.ref(msg, lambda _r: _MESSAGE_DIGESTS.pop(key, None))
@@ -147,10 +143,37 @@ def _message_digest(msg: Any) -> str:
     return digest
 
 
-# `timestamp` fields are when a message part was made in this process, so a resumed run
-# makes them anew: they are not an input. (In JSON a key's quotes are never escaped, so
-# this cannot match inside a string value.)
-_CLOCK = re.compile(rb'"timestamp":"[^"]*",?')
+# Keys that hold a user's data inside PydanticAI's messages and events: not walked.
+_USER_DATA = frozenset({"args", "content", "tool_args", "deps", "metadata"})
+
+
+def _strip_clock(value: Any) -> Any:
+    """PydanticAI's messages, parts and events without their `timestamp` fields (when a
+    part was made in this process: a resumed run makes them anew, so they are not an
+    input). Only PydanticAI's own objects lose it — a dict with `part_kind`, `event_kind`,
+    or a request's/response's `kind` —, never a user's data (tool arguments, contents)."""
+    if isinstance(value, list):
+        return [_strip_clock(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    ours = (
+        "part_kind" in value
+        or "event_kind" in value
+        or (value.get("kind") in ("request", "response") and "parts" in value)
+    )
+    return {
+        k: (v if k in _USER_DATA else _strip_clock(v))
+        for k, v in value.items()
+        if not (ours and k == "timestamp")
+    }
+
+
+def _digest_hex(value: Any) -> str:
+    """A message's or an event's digest, its clock left out."""
+    from ..._kitaru import blake3_digest
+
+    plain = to_jsonable_python(value, fallback=_opaque, bytes_mode="base64")
+    return bytes(blake3_digest(to_json(_strip_clock(plain)))).hex()
 
 
 def input_digest(parts: tuple[Any, ...]) -> bytes:
@@ -158,11 +181,12 @@ def input_digest(parts: tuple[Any, ...]) -> bytes:
 
     A resumed run asks for the same unit with the same digest, so it gets the stored
     result; changed inputs (another prompt, other tool arguments, other deps) give another
-    digest, and the unit runs again instead of answering with a stale result."""
+    digest, and the unit runs again instead of answering with a stale result. Messages and
+    events are hashed without their clocks; everything else as it is."""
     from ..._kitaru import blake3_digest
 
-    data = to_json([_project(p) for p in parts], fallback=_opaque, bytes_mode="base64")
-    return bytes(blake3_digest(_CLOCK.sub(b"", data)))
+    projected = [_digest_hex(p) if hasattr(p, "event_kind") else _project(p) for p in parts]
+    return bytes(blake3_digest(to_json(projected, fallback=_opaque, bytes_mode="base64")))
 
 
 # --- the cost ledger ---------------------------------------------------------------------
