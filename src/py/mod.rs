@@ -37,6 +37,39 @@ where
     Ok(py.detach(|| runtime::block_on(fut).and_then(|r| r))?)
 }
 
+/// `finish` for a small call on a quick store (`Store::is_quick`): the core future is
+/// first polled with the GIL held, so a call that needs no waiting (a small create on a
+/// local disk) is done at once, without releasing the GIL and waiting to get it back —
+/// which, when another Python thread is busy, costs far more than the call (LangGraph
+/// calls its checkpointer from background threads). Otherwise as `finish`.
+fn finish_quick<'py, T, F>(
+    py: Python<'py>,
+    quick: bool,
+    awaitable: bool,
+    fut: F,
+    convert: fn(Python<'_>, T) -> PyResult<Py<PyAny>>,
+) -> Awaitable<'py>
+where
+    F: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    if !quick || awaitable {
+        return finish(py, awaitable, fut, convert);
+    }
+    let mut fut = Box::pin(fut);
+    let rt = runtime::get()?;
+    let first = {
+        let _in_runtime = rt.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        fut.as_mut().poll(&mut cx)
+    };
+    let value = match first {
+        std::task::Poll::Ready(result) => result?,
+        std::task::Poll::Pending => py.detach(|| runtime::block_on(fut))??,
+    };
+    convert(py, value).map(|v| v.into_bound(py))
+}
+
 /// The one shape of an I/O binding: the core future runs blocking with the GIL released,
 /// or (`awaitable`) becomes an awaitable: done at once when the future needs no waiting,
 /// else on kitaru's runtime, so async flows never block their event loop on the store.

@@ -9,7 +9,7 @@ use pyo3::IntoPyObjectExt;
 
 use super::records::{raw, value_tuple, StartRecord};
 use super::runner::PyRunner;
-use super::{finish, none, plain, run, to_py, Awaitable};
+use super::{finish, finish_quick, none, plain, run, to_py, Awaitable};
 use crate::execution::{self, Intent, RawValue, Runner};
 use crate::graph;
 use crate::memory;
@@ -322,9 +322,10 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let (store, data) = (self.inner.clone(), data.as_bytes().to_vec());
+        let quick = store.is_quick();
         let fut =
             async move { graph::put_checkpoint(&store, &thread, &ns, &checkpoint_id, data).await };
-        finish(py, awaitable, fut, plain)
+        finish_quick(py, quick, awaitable, fut, plain)
     }
 
     /// LangGraph: a namespace's checkpoint ids, oldest first.
@@ -337,8 +338,9 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         let fut = async move { graph::checkpoint_ids(&store, &thread, &ns).await };
-        finish(py, awaitable, fut, plain)
+        finish_quick(py, quick, awaitable, fut, plain)
     }
 
     /// LangGraph: the stored bytes of each checkpoint id (None where there is none).
@@ -352,14 +354,21 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         let fut = async move { graph::get_checkpoints(&store, &thread, &ns, &ids).await };
-        finish(py, awaitable, fut, |py, found: Vec<Option<Vec<u8>>>| {
-            let out: Vec<Option<Bound<'_, PyBytes>>> = found
-                .iter()
-                .map(|b| b.as_ref().map(|b| PyBytes::new(py, b)))
-                .collect();
-            out.into_py_any(py)
-        })
+        finish_quick(
+            py,
+            quick,
+            awaitable,
+            fut,
+            |py, found: Vec<Option<Vec<u8>>>| {
+                let out: Vec<Option<Bound<'_, PyBytes>>> = found
+                    .iter()
+                    .map(|b| b.as_ref().map(|b| PyBytes::new(py, b)))
+                    .collect();
+                out.into_py_any(py)
+            },
+        )
     }
 
     /// LangGraph: stores a task's writes (index, bytes) pending on a checkpoint.
@@ -376,6 +385,7 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         // Bytes are copied out as slices (extracting `Vec<u8>` would go byte by byte).
         let writes: Vec<(i64, Vec<u8>)> = writes
             .iter()
@@ -384,7 +394,7 @@ impl PyStore {
         let fut = async move {
             graph::put_writes(&store, &thread, &ns, &checkpoint_id, &task_id, writes).await
         };
-        finish(py, awaitable, fut, none)
+        finish_quick(py, quick, awaitable, fut, none)
     }
 
     /// LangGraph: the writes pending on `ids` (every checkpoint's when None):
@@ -399,9 +409,11 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         let fut = async move { graph::writes(&store, &thread, &ns, ids.as_deref()).await };
-        finish(
+        finish_quick(
             py,
+            quick,
             awaitable,
             fut,
             |py, found: Vec<(String, Vec<graph::Write>)>| {
@@ -429,13 +441,14 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         let fut = async move {
             match thread {
                 None => graph::threads(&store).await,
                 Some(t) => graph::namespaces(&store, &t).await,
             }
         };
-        finish(py, awaitable, fut, plain)
+        finish_quick(py, quick, awaitable, fut, plain)
     }
 
     /// LangGraph: deletes a thread, a namespace of it, or checkpoints of a namespace (with
@@ -450,9 +463,10 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let quick = store.is_quick();
         let fut =
             async move { graph::delete(&store, &thread, ns.as_deref(), ids.as_deref()).await };
-        finish(py, awaitable, fut, plain)
+        finish_quick(py, quick, awaitable, fut, plain)
     }
 
     /// Every scope holding keys, with its number of live keys.
@@ -623,8 +637,9 @@ impl PyStore {
         awaitable: bool,
     ) -> Awaitable<'py> {
         let (store, bytes) = (self.inner.clone(), raw(String::new(), data).bytes);
+        let quick = store.is_quick();
         let fut = async move { Ok(layout::hex(&store.put_blob(bytes).await?)) };
-        finish(py, awaitable, fut, plain)
+        finish_quick(py, quick, awaitable, fut, plain)
     }
 
     /// The blob with blake3 hash `hash` (hex), verified against it; `exec_id` names the

@@ -310,6 +310,12 @@ impl Store {
 
     /// Whether this is a local directory (where a run appends its checkpoint records to a
     /// segment instead of writing a key per record).
+    /// Whether small writes on this store finish in microseconds: a local disk without
+    /// fsync (bindings may then do them without handing the GIL over and back).
+    pub fn is_quick(&self) -> bool {
+        self.local_dir.is_some() && !self.fsync
+    }
+
     pub fn is_local(&self) -> bool {
         self.local_dir.is_some()
     }
