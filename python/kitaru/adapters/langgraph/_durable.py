@@ -77,10 +77,12 @@ class _FlowSaver(KitaruSaver):
         out = {"task_id": task_id, "node": node, "channels": channels}
         return unit, digest, out
 
-    # A step's checkpoint is stored only once the writes of its tasks (and their records in
-    # the flow) are: LangGraph stores writes in the background, and with durability "sync"
-    # it waits for the checkpoint before the next step, so nothing of a finished step can
-    # be missing after a crash in the next one.
+    # A step's checkpoint waits for the writes calls of that step that are under way (and
+    # their records in the flow): LangGraph submits a task's writes when the task ends and
+    # the checkpoint when the step does, both to background threads, and with durability
+    # "sync" it waits for the checkpoint before the next step. (Which of the two background
+    # threads starts first is the scheduler's; if the checkpoint wins, a crash right after
+    # can lose a node's record in the flow, never its result: the checkpoint holds it.)
 
     def _begin(self, config: RunnableConfig) -> str:
         cid = str(config["configurable"].get("checkpoint_id"))
