@@ -213,7 +213,8 @@ class KitaruSaver(BaseCheckpointSaver[int]):
         ids: list[str] = [parent] if parent else []
         found = yield "graph_get_checkpoints", (thread, ns, ids)
         records = [_unpack(b) for b in found if b is not None]
-        if any(ch not in records[0]["ch"] for ch in missing) if records else True:
+        in_parent = records[0]["ch"] if records else {}
+        if any(in_parent.get(ch, [None])[0] != ver for ch, ver in missing.items()):
             all_ids = yield "graph_checkpoint_ids", (thread, ns)
             more = yield "graph_get_checkpoints", (thread, ns, list(reversed(all_ids)))
             records += [_unpack(b) for b in more if b is not None]
