@@ -541,3 +541,12 @@ def test_an_async_flow_suspends_on_a_wait_and_resumes() -> None:
     client.executions.input(handle.exec_id, wait="go", value=None)
     client.executions.resume(handle.exec_id)
     assert handle.wait() == "went"
+
+
+def test_a_json_schema_dict_is_checked_when_the_wait_is_made() -> None:
+    from kitaru.errors import KitaruUsageError
+    from kitaru.wait import describe_schema
+
+    assert describe_schema({"type": "boolean"}) == ('{"type": "boolean"}', None)
+    with pytest.raises(KitaruUsageError, match="not a usable JSON Schema"):
+        describe_schema({"type": "nonsense"})

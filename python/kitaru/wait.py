@@ -46,13 +46,20 @@ def describe_schema(schema: Any) -> tuple[str | None, str | None]:
     import json
 
     if isinstance(schema, dict):  # a JSON Schema as it is (e.g. a LangGraph interrupt's)
-        from . import _schema
+        import jsonschema
 
-        _schema.errors(schema, None, "?")  # a schema that cannot check anything fails here
         try:
-            return json.dumps(schema), None
-        except (TypeError, ValueError) as exc:
-            raise KitaruUsageError(f"wait() schema {schema!r} is not JSON: {exc}") from exc
+            schema_json = json.dumps(schema)
+            jsonschema.validators.validator_for(
+                schema, default=jsonschema.Draft202012Validator
+            ).check_schema(schema)
+        except (TypeError, ValueError, jsonschema.SchemaError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            raise KitaruUsageError(
+                f"wait() schema {schema!r} is not a usable JSON Schema ({reason}); give a type "
+                "(bool, a pydantic model, ...) or a JSON Schema such as {'type': 'boolean'}."
+            ) from None
+        return schema_json, None
 
     from pydantic import TypeAdapter
 
