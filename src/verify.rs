@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::journal::record::{self, Record};
 use crate::journal::types::*;
+use crate::progress::{tick, Progress};
 use crate::store::layout::{self, ExecKey};
 use crate::store::Store;
 use crate::suspend;
@@ -85,12 +86,25 @@ async fn read_each(
 }
 
 pub async fn verify(store: &Store) -> Result<Report> {
+    verify_with(store, None).await
+}
+
+/// `verify`, counting its work on `progress` (phases: blobs, executions, journals, cache).
+pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<Report> {
     let mut report = Report::default();
+    let phase = |name, total: usize| {
+        if let Some(p) = progress {
+            p.phase(name, total as u64);
+        }
+    };
+    phase("listing blobs", 0);
     let mut present: HashSet<[u8; 32]> = HashSet::new();
     let mut manifests: Vec<(String, [u8; 32])> = Vec::new();
     let blob_keys = store.list("blobs").await?;
+    phase("blobs", blob_keys.len());
     for chunk in blob_keys.chunks(256) {
         let values = store.get_many(chunk).await?;
+        tick(progress, chunk.len() as u64);
         for (key, bytes) in chunk.iter().zip(values) {
             let Some(bytes) = bytes else { continue };
             report.blobs += 1;
@@ -129,7 +143,11 @@ pub async fn verify(store: &Store) -> Result<Report> {
         }
     }
     let mut refs: Vec<(String, [u8; 32])> = Vec::new();
-    for exec_id in store.list_dirs(layout::EXECUTIONS).await? {
+    phase("listing executions", 0);
+    let exec_ids = store.list_dirs(layout::EXECUTIONS).await?;
+    phase("executions", exec_ids.len());
+    for exec_id in exec_ids {
+        tick(progress, 1);
         report.executions += 1;
         let keys = store.list(&layout::exec_prefix(&exec_id)).await?;
         let values = read_each(store, &keys, &mut report).await?;
@@ -220,7 +238,10 @@ pub async fn verify(store: &Store) -> Result<Report> {
         }
     }
     // Deltas: every one must rebuild to its digest from the bases in its execution.
-    for exec_id in store.list_dirs(layout::EXECUTIONS).await? {
+    let exec_ids = store.list_dirs(layout::EXECUTIONS).await?;
+    phase("journals", exec_ids.len());
+    for exec_id in exec_ids {
+        tick(progress, 1);
         let journal =
             match crate::journal::Journal::load(store, &exec_id, crate::journal::Scope::Full).await
             {
@@ -261,7 +282,9 @@ pub async fn verify(store: &Store) -> Result<Report> {
     }
     // Cache entries: each must read back, under its own key.
     let cache_keys = store.list(&format!("{}/", layout::CACHE)).await?;
+    phase("cache entries", cache_keys.len());
     let values = read_each(store, &cache_keys, &mut report).await?;
+    tick(progress, cache_keys.len() as u64);
     for (key, bytes) in cache_keys.iter().zip(values) {
         let Some(bytes) = bytes else { continue };
         if key.ends_with(".log") {

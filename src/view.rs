@@ -429,13 +429,32 @@ pub struct ListFilter {
 /// Execution summaries, newest first. Reads only the state events of the executions it
 /// looks at, and stops once `limit` match.
 pub async fn list(store: &Store, filter: &ListFilter) -> Result<Vec<ExecutionView>> {
+    list_with(store, filter, None).await
+}
+
+/// `list`, counting on `progress` the executions read (phases: listing, reading).
+pub async fn list_with(
+    store: &Store,
+    filter: &ListFilter,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<Vec<ExecutionView>> {
+    if let Some(p) = progress {
+        p.phase("listing executions", 0);
+    }
     let mut ids = store.list_dirs(layout::EXECUTIONS).await?;
     ids.reverse();
+    if let Some(p) = progress {
+        // at most `limit` when nothing is filtered out; all of them otherwise
+        let plain = filter.flow.is_none() && filter.status.is_none();
+        let reads = filter.limit.filter(|_| plain).map_or(ids.len(), |l| l.min(ids.len()));
+        p.phase("reading executions", reads as u64);
+    }
     let mut out = Vec::new();
     let limit = filter.limit.unwrap_or(usize::MAX);
     for chunk in ids.chunks(32) {
         let views =
             futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
+        crate::progress::tick(progress, chunk.len() as u64);
         for (id, view) in chunk.iter().zip(views) {
             let view = match view {
                 Ok(v) => v,

@@ -416,6 +416,30 @@ fn verify_accepts_chunked_values() {
 }
 
 #[test]
+fn verify_counts_its_work_on_a_progress() {
+    rt().block_on(async {
+        let store = Store::open("memory://verify-progress", StoreOptions::default())
+            .await
+            .unwrap();
+        for i in 0..5u8 {
+            store.put_blob(Bytes::from(vec![i; 100])).await.unwrap();
+        }
+        let progress = kitaru::progress::Progress::default();
+        let report = kitaru::verify::verify_with(&store, Some(&progress))
+            .await
+            .unwrap();
+        assert_eq!(report.blobs, 5);
+        // the last phase is the cache's, done; the blobs were counted in theirs
+        let (phase, done, total, number) = progress.read();
+        assert_eq!((phase, done, total, number), ("cache entries", 0, 0, 6));
+        let counted = kitaru::progress::Progress::default();
+        counted.phase("blobs", 5);
+        kitaru::progress::tick(Some(&counted), 5);
+        assert_eq!(counted.read(), ("blobs", 5, 5, 1));
+    });
+}
+
+#[test]
 fn usage_counts_only_the_store_root() {
     rt().block_on(async {
         let a = Store::open("memory://usage", StoreOptions::default())

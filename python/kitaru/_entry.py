@@ -116,3 +116,59 @@ def load_flow(entry: dict[str, Any], flow_type: type) -> Any:
             f"{module_name}.{qualname} is not a @flow (found {type(obj).__name__})."
         )
     return obj
+
+
+def load_target(target: str, flow_type: type) -> Any:
+    """The flow a run target names: ``<module or file.py>:<attribute>`` (Kitaru 0.4's
+    target of `kitaru_executions_run`). A file is loaded as a recorded script is (module
+    `__kitaru_main__`: its ``if __name__ == "__main__":`` block does not run, and the
+    execution records the script); a module is imported by name, from the current
+    directory too. `KitaruUsageError` says which part is wrong and how to write it."""
+    from .errors import KitaruUsageError
+
+    where, _, attr = target.rpartition(":") if isinstance(target, str) else ("", "", "")
+    where, attr = where.strip(), attr.strip()
+    if not where or not attr:
+        raise KitaruUsageError(
+            f"A target looks like <module_or_file.py>:<flow>, e.g. agents/research.py:research "
+            f"or my_pkg.flows:research; got {target!r}."
+        )
+    cwd = os.getcwd()
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = os.path.abspath(os.path.expanduser(where))
+        if not os.path.isfile(path):
+            raise KitaruUsageError(
+                f"No such file {path} (target {target!r}; a relative path starts at {cwd}). "
+                "Give the path of the .py file that defines the flow."
+            )
+        module, label = _load_script(path), path
+    else:
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (where + ".").startswith(exc.name + "."):
+                raise _import_failed(f"module {where!r}", exc) from exc
+            raise KitaruUsageError(
+                f"No module named {where!r} (target {target!r}) importable from {cwd}. Give a "
+                "module on the path (my_pkg.flows:research) or the path of a .py file."
+            ) from None
+        except Exception as exc:
+            raise _import_failed(f"module {where!r}", exc) from exc
+        label = where
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            flows = sorted(n for n, v in vars(module).items() if isinstance(v, flow_type))
+            raise KitaruUsageError(
+                f"{label} has no attribute {attr!r} (target {target!r}). Its flows: "
+                f"{', '.join(flows) or 'none'}."
+            )
+    if not isinstance(obj, flow_type):
+        raise KitaruUsageError(
+            f"{label}:{attr} is a {type(obj).__name__}, not a kitaru flow (target {target!r}). "
+            "Name a function decorated with @flow."
+        )
+    return obj

@@ -28,6 +28,7 @@ __all__ = [
     "RECORD_FORMAT_VERSION",
     "VERSION",
     "CallDecision",
+    "Progress",
     "Ready",
     "Runner",
     "Store",
@@ -111,6 +112,7 @@ class Store:
         flow: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        progress: Progress | None = None,
         awaitable: Literal[False] = False,
     ) -> builtins.list[ExecutionView]: ...
     @overload
@@ -120,6 +122,7 @@ class Store:
         flow: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        progress: Progress | None = None,
         awaitable: Literal[True],
     ) -> Awaitable[builtins.list[ExecutionView]]: ...
     @overload
@@ -449,13 +452,25 @@ class Store:
         self, hash: str, exec_id: str | None = None, *, awaitable: Literal[True]
     ) -> Awaitable[bytes]: ...
     @overload
-    def verify(self, *, awaitable: Literal[False] = False) -> VerifyReport: ...
+    def verify(
+        self, *, progress: Progress | None = None, awaitable: Literal[False] = False
+    ) -> VerifyReport: ...
     @overload
-    def verify(self, *, awaitable: Literal[True]) -> Awaitable[VerifyReport]: ...
+    def verify(
+        self, *, progress: Progress | None = None, awaitable: Literal[True]
+    ) -> Awaitable[VerifyReport]: ...
     @overload
     def keys(self, prefix: str, *, awaitable: Literal[False] = False) -> builtins.list[str]: ...
     @overload
     def keys(self, prefix: str, *, awaitable: Literal[True]) -> Awaitable[builtins.list[str]]: ...
+
+@final
+class Progress:
+    """How far a `Store.verify` or `Store.list` has come; read from another thread."""
+
+    def __init__(self) -> None: ...
+    def read(self) -> tuple[str, int, int, int]:
+        """(phase, done, total, phase number); total 0: not known yet."""
 
 @final
 class Ready:

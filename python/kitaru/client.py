@@ -670,9 +670,18 @@ class ExecutionsAPI:
         return self._execution(self._store.inspect(_check_id(exec_id), full=True))
 
     def list(
-        self, *, flow: str | None = None, status: str | None = None, limit: int | None = None
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        progress: Any = None,
     ) -> list[Execution]:
-        """Execution summaries, newest first."""
+        """Execution summaries, newest first.
+
+        `progress` (a `kitaru._kitaru.Progress`) counts the executions read, for a display
+        on another thread while a big store is listed.
+        """
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
@@ -684,7 +693,7 @@ class ExecutionsAPI:
                 raise KitaruUsageError(
                     f"Unknown status {status!r}; use one of {', '.join(s.value for s in ExecutionStatus)}."
                 ) from None
-        views = self._store.list(flow=flow, status=status, limit=limit)
+        views = self._store.list(flow=flow, status=status, limit=limit, progress=progress)
         return [self._execution(v) for v in views]
 
     def latest(self, *, flow: str | None = None, status: str | None = None) -> Execution:

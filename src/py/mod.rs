@@ -151,6 +151,7 @@ fn store_kind(location: &str) -> PyResult<&'static str> {
 #[pymodule]
 fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
+    m.add_class::<store::PyProgress>()?;
     m.add_class::<runner::PyRunner>()?;
     m.add_class::<runner::PyDecision>()?;
     m.add_class::<asyncrt::Ready>()?;

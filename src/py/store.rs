@@ -136,13 +136,15 @@ impl PyStore {
     }
 
     /// Execution summaries, newest first.
-    #[pyo3(signature = (*, flow = None, status = None, limit = None, awaitable = false))]
+    #[pyo3(signature = (*, flow = None, status = None, limit = None, progress = None, awaitable = false))]
+    #[allow(clippy::too_many_arguments)]
     fn list<'py>(
         &self,
         py: Python<'py>,
         flow: Option<String>,
         status: Option<String>,
         limit: Option<usize>,
+        progress: Option<PyRef<'py, PyProgress>>,
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
@@ -151,10 +153,11 @@ impl PyStore {
             status,
             limit,
         };
+        let progress = progress.map(|p| p.inner.clone());
         finish(
             py,
             awaitable,
-            async move { view::list(&store, &filter).await },
+            async move { view::list_with(&store, &filter, progress.as_deref()).await },
             to_py,
         )
     }
@@ -660,13 +663,20 @@ impl PyStore {
     }
 
     /// Reads every record and blob: what is corrupt, dangling or out of sequence.
-    #[pyo3(signature = (*, awaitable = false))]
-    fn verify<'py>(&self, py: Python<'py>, awaitable: bool) -> Awaitable<'py> {
+    /// `progress` counts the work done, for a display on another thread.
+    #[pyo3(signature = (*, progress = None, awaitable = false))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<PyRef<'py, PyProgress>>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
         let store = self.inner.clone();
+        let progress = progress.map(|p| p.inner.clone());
         finish(
             py,
             awaitable,
-            async move { crate::verify::verify(&store).await },
+            async move { crate::verify::verify_with(&store, progress.as_deref()).await },
             to_py,
         )
     }
@@ -681,5 +691,25 @@ impl PyStore {
             async move { store.list(&prefix).await },
             plain,
         )
+    }
+}
+
+/// How far a `verify` or `list` has come: read it from another thread while the call runs.
+#[pyclass(frozen, name = "Progress", module = "kitaru._kitaru")]
+#[derive(Default)]
+pub struct PyProgress {
+    inner: Arc<crate::progress::Progress>,
+}
+
+#[pymethods]
+impl PyProgress {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// (phase, done, total, phase number); total 0: not known yet.
+    fn read(&self) -> (&'static str, u64, u64, usize) {
+        self.inner.read()
     }
 }

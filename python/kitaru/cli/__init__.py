@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..errors import KitaruError
-from . import cache, executions, memory, models, stack, status, store
+from . import cache, executions, memory, models, stack, status, store, ui
 from ._common import Exit, Output
 
 __all__ = ["main"]
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     store.add_parsers(sub, common, common_st)
     cache.add_parsers(sub, common, common_st)
     memory.add_parsers(sub, common, common_st)
+    ui.add_parsers(sub, common, common_st)
     stack.add_parsers(sub, common)
     models.add_parsers(sub, common)
     return p
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": status.cmd_info,
         "model": models.cmd_model,
         "secrets": models.cmd_secrets,
+        "ui": ui.cmd_ui,
     }
     try:
         handlers[args.group](args, out)

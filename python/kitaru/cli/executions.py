@@ -109,7 +109,12 @@ def cmd_executions(args: argparse.Namespace, out: Output) -> None:
 
 def _executions_action(client: Any, args: argparse.Namespace, out: Output) -> None:
     if args.action == "list":
-        items = client.executions.list(flow=args.flow, status=args.status, limit=args.limit)
+        from ._progress import progress
+
+        with progress("listing") as p:
+            items = client.executions.list(
+                flow=args.flow, status=args.status, limit=args.limit, progress=p
+            )
         out.items(items, lambda: _list_text(items))
     elif args.action == "get":
         e = client.executions.get(args.exec_id)
@@ -286,18 +291,23 @@ def _logs(client: Any, args: argparse.Namespace, out: Output) -> None:
     if not args.follow:
         out.items(entries, lambda: "\n".join(fmt(e) for e in entries) or "No log entries found.")
         return
-    seen = 0
+    from ._progress import StatusLine, timed
+
+    seen, line, began = 0, StatusLine(), time.monotonic()
     while True:
         # Status first, then logs: every batch written before the execution stopped is in
         # the read that follows (reading them the other way round loses the last batches
         # when it stops in between, a window that a network store makes wide).
         status = client.executions.get(args.exec_id).status.value
         entries = client.executions.logs(args.exec_id, checkpoint=args.checkpoint, source=source)
+        if len(entries) > seen:
+            line.clear()
         for e in entries[seen:]:
             print(json.dumps({"command": out.command, "event": "log", "item": to_jsonable(e)}) if out.json else fmt(e),
                   flush=True)  # fmt: skip
         seen = len(entries)
         if status in ("completed", "failed", "cancelled", "waiting"):
+            line.clear()
             item = {
                 "status": status,
                 "recovery_command": f"kitaru executions retry {args.exec_id}"
@@ -326,6 +336,10 @@ def _logs(client: Any, args: argparse.Namespace, out: Output) -> None:
             if status in ("failed", "cancelled"):
                 raise Exit(1)
             return
+        if not out.json:
+            line.show(
+                f"… {status}, {seen} log line(s), following for {timed(began)} (Ctrl-C stops)"
+            )
         time.sleep(args.interval)
 
 

@@ -97,19 +97,25 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     out.item(item, text)
 
 
-def cmd_info(args: argparse.Namespace, out: Output) -> None:
+def info_item(where: dict[str, Any]) -> dict[str, Any]:
+    """`kitaru info`'s payload (also `kitaru-mcp`'s `kitaru_info`) for the store `where`
+    (`store_where`'s dict: its URL already redacted)."""
     import platform
 
     from .. import _files
     from .._kitaru import LAYOUT_VERSION, RECORD_FORMAT_VERSION, VERSION
 
-    item = {
+    return {
         "kitaru": VERSION,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "store_layout_version": LAYOUT_VERSION,
         "record_format_version": RECORD_FORMAT_VERSION,
-        **store_where(args),
+        **where,
         "config_dir": _files.config_dir(),
     }
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> None:
+    item = info_item(store_where(args))
     out.item(item, lambda: "\n".join(f"{k:<22} {v}" for k, v in item.items()))

@@ -47,7 +47,10 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
 
         out.item(info, info_text)
     elif args.action == "verify":
-        report = store.verify()
+        from ._progress import progress
+
+        with progress("verifying") as p:
+            report = store.verify(progress=p)
 
         def text() -> str:
             lines = [
