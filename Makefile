@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph examples-04 clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph bench-ui examples-04 clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -71,6 +71,9 @@ bench-pydantic-ai: build-release dev-deps ## KitaruDurability vs PydanticAI's DB
 
 bench-langgraph: build-release dev-deps ## KitaruSaver vs LangGraph's SqliteSaver on a 100-turn chat (results: benches/README.md)
 	cd benches && ../$(BIN)/python bench_langgraph.py
+
+bench-ui: build-release dev-deps ## the dashboard on a store of 10,000 executions (results: benches/README.md)
+	$(BIN)/python benches/bench_ui.py
 
 bench-rust: ## Rust micro-benchmarks of the core (divan)
 	cargo bench --bench core
