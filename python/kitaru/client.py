@@ -900,6 +900,51 @@ class ExecutionsAPI:
                 break
         return out
 
+    def recover(
+        self,
+        *,
+        flows: builtins.list[str] | None = None,
+        max_attempts: int = 3,
+        backoff_s: float = 5.0,
+        resume_answered: bool = True,
+        dry_run: bool = False,
+    ) -> builtins.list[Any]:
+        """One recovery pass, in this process: retries every execution whose runner died
+        (up to `max_attempts` runs in all, spaced by `backoff_s` doubling) and resumes every
+        waiting execution whose waits are all answered (unless `resume_answered=False`).
+
+        Returns a `kitaru._recovery.Recovery` per execution looked at, with what was done
+        and why (and with `dry_run`, what would be). An execution another process claims
+        first is left to it; one whose flow cannot be loaded here says why. `kitaru
+        worker` runs this pass in a loop, each run in a child process.
+        """
+        from . import _recovery
+
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise KitaruUsageError(
+                f"max_attempts must be a positive integer, got {max_attempts!r}."
+            )
+        if not isinstance(backoff_s, (int, float)) or isinstance(backoff_s, bool) or backoff_s < 0:
+            raise KitaruUsageError(f"backoff_s must be a number >= 0, got {backoff_s!r}.")
+        found = _recovery.plan(self.list(), flows=flows, max_attempts=max_attempts,
+                               backoff_s=float(backoff_s), resume_answered=resume_answered)  # fmt: skip
+        if dry_run:
+            return found
+        done = []
+        for r in found:
+            if r.action != "skip":
+                try:
+                    outcome = self._rerun(r.exec_id, r.action).status.value
+                except Exception as exc:  # the run's own failure, a lost claim, a load error
+                    after = self.get(r.exec_id)
+                    # a new run (this one, failing in the flow's code, or another process's
+                    # that claimed it first) shows as its status; else nothing ran
+                    outcome = (after.status.value if _recovery.runs_of(after) > r.runs
+                               else f"not run: {type(exc).__name__}: {exc}")  # fmt: skip
+                r = dataclasses.replace(r, outcome=outcome)
+            done.append(r)
+        return done
+
     def cancel(self, exec_id: str) -> Execution:
         """Cancel an execution; a running one stops at its next checkpoint boundary."""
         self._store.cancel(_check_id(exec_id), "cancelled by user")

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..errors import KitaruError
-from . import cache, executions, memory, models, stack, status, store, ui
+from . import cache, executions, memory, models, stack, status, store, ui, worker
 from ._common import Exit, Output
 
 __all__ = ["main"]
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_parsers(sub, common, common_st)
     memory.add_parsers(sub, common, common_st)
     ui.add_parsers(sub, common, common_st)
+    worker.add_parsers(sub, common, common_st)
     stack.add_parsers(sub, common)
     models.add_parsers(sub, common)
     return p
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": models.cmd_model,
         "secrets": models.cmd_secrets,
         "ui": ui.cmd_ui,
+        "worker": worker.cmd_worker,
     }
     try:
         handlers[args.group](args, out)

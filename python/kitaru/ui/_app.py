@@ -26,11 +26,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._jobs import Jobs
 from ..client import Execution, ExecutionsAPI, KitaruClient
 from ..errors import KitaruError, KitaruWaitValidationError
 from . import _forms, _render
 from ._auth import TokenGate, same
-from ._jobs import Jobs
 
 HERE = Path(__file__).parent
 STATUSES = ("running", "waiting", "completed", "failed", "cancelled")

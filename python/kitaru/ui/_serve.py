@@ -27,8 +27,8 @@ def serve(
         from ..errors import KitaruFeatureNotAvailableError
 
         raise KitaruFeatureNotAvailableError(_MISSING) from exc
+    from .._jobs import child_env
     from ._app import Settings, build_app
-    from ._jobs import child_env
 
     env = child_env()
     # Values are shown from their bytes and pickles never loaded here, whatever the

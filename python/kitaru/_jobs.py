@@ -1,12 +1,13 @@
-"""Runs the dashboard starts: `kitaru executions retry|resume|replay` in a child process.
+"""Runs started on someone's behalf (the dashboard's buttons, `kitaru worker`):
+`kitaru executions retry|resume|replay` in a child process.
 
-A run executes the flow's code, so it happens in its own process, not the dashboard's:
-a flow that crashes, hangs or prints cannot take the dashboard with it, two runs of
+A run executes the flow's code, so it happens in its own process, not the dashboard's or
+the worker's: a flow that crashes, hangs or prints cannot take them with it, two runs of
 different scripts do not share one interpreter's modules, and the run is the same one a
 person gets from the CLI (the lease, its logs in the store, its exit code). The child
-runs in the directory `kitaru ui` was started in, with its environment, so it imports the
-flow as the CLI would there. What it prints goes to a file kept for this launch; a page
-shows its last lines when it fails.
+runs in the directory the parent was started in, with its environment, so it imports the
+flow as the CLI would there. What it prints goes to a file kept for the parent's life;
+the parent shows its last lines when it fails.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ class Job:
 
 
 class Jobs:
-    """The runs this dashboard started, by execution."""
+    """The runs this process started, by execution."""
 
-    def __init__(self, stack: str | None, env: dict[str, str], cwd: str) -> None:
+    def __init__(self, stack: str | None, env: dict[str, str], cwd: str, name: str = "ui") -> None:
         self._stack, self._env, self._cwd = stack, env, cwd
-        self._dir = Path(tempfile.mkdtemp(prefix="kitaru-ui-"))
+        self._dir = Path(tempfile.mkdtemp(prefix=f"kitaru-{name}-"))
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._jobs: list[Job] = []
@@ -82,19 +83,34 @@ class Jobs:
         with self._lock:
             return [j for j in self._jobs if j.exec_id == exec_id]
 
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs)
+
+    def forget(self, job: Job) -> None:
+        """Drops a finished run (a long-lived parent keeps only what it still shows)."""
+        job.proc.poll()
+        with self._lock:
+            self._jobs = [j for j in self._jobs if j is not job]
+        job.log.unlink(missing_ok=True)
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs if j.returncode is None]
+
     def get(self, number: int) -> Job | None:
         with self._lock:
             return next((j for j in self._jobs if j.number == number), None)
 
     def close(self) -> None:
-        """Leaves running children running (a run is the execution's, not the dashboard's);
+        """Leaves running children running (a run is the execution's, not its starter's);
         only waits for those that already ended so none is left a zombie."""
         with self._lock:
             for j in self._jobs:
                 j.proc.poll()
 
 
-def child_env() -> dict[str, str]:
-    """The environment runs get: the dashboard's own, unbuffered so a failure's last lines
-    reach the log."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+def child_env(**defaults: str) -> dict[str, str]:
+    """The environment runs get: the parent's own (with `defaults` where it sets nothing),
+    unbuffered so a failure's last lines reach the log."""
+    return {**defaults, **os.environ, "PYTHONUNBUFFERED": "1"}
