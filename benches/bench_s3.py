@@ -9,7 +9,8 @@ disk:
    over every call of `--repeat` flows), and requests per checkpoint by kind;
 2. a 100-turn growing conversation (every turn returns the whole history, ~1 KB more per
    turn): bytes stored under the store's prefix per byte of the final history (goal <= 2x);
-3. resume: requests and time to claim a failed execution of N finished checkpoints.
+3. resume: requests and time to claim a failed execution of N finished checkpoints (its
+   journal packed when the run ended), and of one whose runner died (no pack).
 """
 
 from __future__ import annotations
@@ -164,13 +165,53 @@ def resume(n: int) -> dict[str, Any]:
     return {"checkpoints": n, "claim_ms": round(elapsed * 1000, 1), "requests": counts}
 
 
+_DIES_AFTER = """
+import os, sys
+from kitaru import checkpoint, flow
+
+@checkpoint
+def step(i: int) -> dict:
+    return {"i": i, "text": "x" * 100}
+
+@flow
+def dies_after(n: int) -> None:
+    for i in range(n):
+        step(i)
+    os._exit(3)  # the runner dies: no end event, so no pack
+
+dies_after.run(int(sys.argv[1]))
+"""
+
+
+def resume_after_crash(n: int) -> dict[str, Any]:
+    """The claim of an execution whose runner died after `n` checkpoints: its records are
+    read one by one (a pack is written when a run ends, which a dead runner never does)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _DIES_AFTER, str(n)], env=os.environ)
+    assert proc.returncode == 3, proc.returncode
+    exec_id = kitaru.KitaruClient().executions.list(limit=1)[0].exec_id
+    store = _config.get_store()
+    store.reset_request_counts()
+    t0 = time.perf_counter()
+    runner = store.claim(exec_id, "retry", 60_000)
+    elapsed = time.perf_counter() - t0
+    counts = store.request_counts()
+    runner.release()
+    return {"checkpoints": n, "claim_ms": round(elapsed * 1000, 1), "requests": counts}
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    if args.only == "resume":
+        return {"resume": resume(args.checkpoints),
+                "resume_after_crash": resume_after_crash(args.checkpoints)}  # fmt: skip
     return {
         "per_checkpoint": per_checkpoint(args.checkpoints, args.repeat),
         "per_checkpoint_cache_off": per_checkpoint(args.checkpoints, args.repeat, cache=False),
         "conversation": conversation(args.turns),
         "large_documents": large_documents(10),
         "resume": resume(args.checkpoints),
+        "resume_after_crash": resume_after_crash(args.checkpoints),
     }
 
 
@@ -179,6 +220,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--only", choices=["resume"], help="run only this part")
     args = parser.parse_args()
     os.environ["KITARU_LEASE_TTL"] = "3600"  # no heartbeat inside the measurements
     results: dict[str, Any] = {}

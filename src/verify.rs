@@ -208,6 +208,15 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
                 Some(ExecKey::Log) => {
                     let _ = check::<LogRecord>(&bytes, key, &mut report);
                 }
+                Some(ExecKey::Pack(_)) => {
+                    if let Err(why) = crate::journal::pack::decode(&bytes) {
+                        report.findings.push(Finding {
+                            kind: "corrupt",
+                            key: key.clone(),
+                            detail: format!("a pack that cannot be used ({why}); its records are read one by one"),
+                        });
+                    }
+                }
                 Some(ExecKey::Other) | None => report.findings.push(Finding {
                     kind: "corrupt",
                     key: key.clone(),

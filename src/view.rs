@@ -446,7 +446,10 @@ pub async fn list_with(
     if let Some(p) = progress {
         // at most `limit` when nothing is filtered out; all of them otherwise
         let plain = filter.flow.is_none() && filter.status.is_none();
-        let reads = filter.limit.filter(|_| plain).map_or(ids.len(), |l| l.min(ids.len()));
+        let reads = filter
+            .limit
+            .filter(|_| plain)
+            .map_or(ids.len(), |l| l.min(ids.len()));
         p.phase("reading executions", reads as u64);
     }
     let mut out = Vec::new();

@@ -564,3 +564,95 @@ fn a_delta_whose_base_is_damaged_is_a_corruption_error() {
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     });
 }
+
+fn gets(store: &Store) -> u64 {
+    store
+        .request_counts()
+        .snapshot()
+        .into_iter()
+        .find(|(k, _)| *k == "get")
+        .map(|(_, n)| n)
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_ended_run_is_packed_and_a_full_read_is_one_get_plus_what_came_after() {
+    rt().block_on(async {
+        let store = crate::memory_store("packs").await;
+        let r = Runner::start(store.clone(), start_info(), 30_000)
+            .await
+            .unwrap();
+        let exec_id = r.exec_id().to_string();
+        for i in 0..50 {
+            record(&r, &format!("step_{i}"), &format!("out {i}")).await;
+        }
+        r.fail(failure("crashed")).await.unwrap();
+        let before = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
+        let keys = store.list(&layout::exec_prefix(&exec_id)).await.unwrap();
+        let packs: Vec<_> = keys.iter().filter(|k| k.contains("/pack/")).collect();
+        assert_eq!(packs.len(), 1, "{keys:?}");
+
+        // a full read: the pack, plus the lease heartbeat keys (never packed)
+        store.request_counts().reset();
+        let j = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
+        let leases = keys.iter().filter(|k| k.contains("/lease/")).count() as u64;
+        assert_eq!(gets(&store), 1 + leases);
+        assert_eq!(j.checkpoints.len(), 50);
+        assert_eq!(j.states.len(), before.states.len());
+
+        // a retry adds records after the pack: read from their own keys, then packed anew
+        let r2 = Runner::claim(store.clone(), &exec_id, Intent::Retry, 30_000)
+            .await
+            .unwrap();
+        record(&r2, "after", "new").await;
+        let mid = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
+        assert_eq!(mid.checkpoints.len(), 51);
+        r2.complete(raw("done")).await.unwrap();
+        let keys = store.list(&layout::exec_prefix(&exec_id)).await.unwrap();
+        let packs: Vec<_> = keys.iter().filter(|k| k.contains("/pack/")).collect();
+        assert_eq!(packs.len(), 1, "the superseded pack is dropped: {keys:?}");
+        let v = view::inspect(&store, &exec_id, true).await.unwrap();
+        assert_eq!((v.status, v.checkpoints.len()), ("completed", 51));
+
+        // a damaged pack is ignored: the records are read one by one, nothing is lost
+        let pack = packs[0].clone();
+        store.delete(&pack).await.unwrap();
+        assert!(store
+            .put_create(
+                &pack,
+                Bytes::from_static(b"KITPACK1 damaged..............................")
+            )
+            .await
+            .unwrap());
+        let j = Journal::load(&store, &exec_id, Scope::Full).await.unwrap();
+        assert_eq!(j.checkpoints.len(), 51);
+        let report = kitaru::verify::verify(&store).await.unwrap();
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.key == pack && f.detail.contains("pack")),
+            "{:?}",
+            report.findings
+        );
+    });
+}
+
+#[test]
+fn pack_bytes_are_bounded_and_checked() {
+    use kitaru::journal::pack;
+    let a = Bytes::from_static(b"record a");
+    let b = Bytes::from_static(b"");
+    let bytes = Bytes::from(pack::encode(&[("k/a", &a), ("k/b", &b)]));
+    let got = pack::decode(&bytes).unwrap();
+    assert_eq!((got["k/a"].clone(), got["k/b"].clone()), (a, b));
+    let mut flipped = bytes.to_vec();
+    flipped[12] ^= 1;
+    assert!(pack::decode(&Bytes::from(flipped)).is_err());
+    // a length past the end, with a hash that matches: refused, not read out of bounds
+    let mut body = b"KITPACK1".to_vec();
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    let hash = blake3::hash(&body);
+    body.extend_from_slice(hash.as_bytes());
+    assert!(pack::decode(&Bytes::from(body)).is_err());
+}

@@ -271,6 +271,9 @@ class FlowRun(Ledger, Lineage):
     is_async = False
     # The flow's id, `module.qualname` (set by the flow; the default scope of memory)
     flow_id = ""
+    # The OpenTelemetry tracer of this run, None when spans are off (`kitaru._otel`; set
+    # by the flow when the run starts)
+    tracer: Any = None
 
     def __init__(
         self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None

@@ -115,7 +115,7 @@ async def arun_unit(
     async def do(_op: object, _arg: None) -> Any:
         return await body()
 
-    return await run_async(_steps(call, digest, after), run.runner, do)  # type: ignore[no-any-return]
+    return await run_async(call.traced(_steps(call, digest, after)), run.runner, do)  # type: ignore[no-any-return]
 
 
 def run_unit(
@@ -128,5 +128,5 @@ def run_unit(
     """`arun_unit` for a blocking `body`."""
     call = _call(run, unit)
     return run_sync(  # type: ignore[no-any-return]
-        _steps(call, digest, after), run.runner, lambda _op, _arg: body()
+        call.traced(_steps(call, digest, after)), run.runner, lambda _op, _arg: body()
     )

@@ -272,7 +272,7 @@ class Checkpoint(Generic[P, R]):
 
     def _run_sync(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return run_sync(
-            self._steps(call, args, kwargs),
+            call.traced(self._steps(call, args, kwargs)),
             call.run.runner,
             lambda _op, _arg: self._func(*args, **kwargs),
         )
@@ -281,7 +281,8 @@ class Checkpoint(Generic[P, R]):
         async def body(_op: object, _arg: None) -> Any:
             return await self._func(*args, **kwargs)  # type: ignore[misc]
 
-        return await run_async(self._steps(call, args, kwargs), call.run.runner, body)
+        steps = call.traced(self._steps(call, args, kwargs))
+        return await run_async(steps, call.run.runner, body)
 
 
 # The step of a call that runs its body (`Checkpoint._steps`).
@@ -298,6 +299,7 @@ class _Call:
     __slots__ = (
         "call_id",
         "cp",
+        "decision",
         "digest",
         "explicit",
         "ordered",
@@ -318,6 +320,15 @@ class _Call:
         self.parents: list[str] = []
         self.stored: tuple[str, bytes] = ("", b"")
 
+    def traced(self, steps: Steps) -> Steps:
+        """`steps` of this call, inside a ``checkpoint <name>`` span when the run exports
+        OpenTelemetry spans (`kitaru._otel`)."""
+        if self.run.tracer is None:
+            return steps
+        from . import _otel
+
+        return _otel.call_steps(self, steps)
+
     def decide(self, digest: bytes | None) -> Steps:
         """(True, stored value) when a stored result answers this call, else (False, None).
 
@@ -336,6 +347,7 @@ class _Call:
         if d.pending:
             d = yield "settle_call", (d,)
         self.call_id = d.call_id
+        self.decision = d
         if d.notice is not None:
             _warn(d.notice, d.notice_kind)
         if not d.reuse:

@@ -550,6 +550,10 @@ class FlowDefinition(Generic[P, R]):
         if '"replay"' in (runner.options_json or ""):
             # its reused calls carry their source's model calls: count what they saved
             run._had_llm = True
+        if "opentelemetry.trace" in sys.modules:  # imported by whoever set up OpenTelemetry
+            from . import _otel
+
+            run.tracer = _otel.tracer()
         try:
             run.set_budget(self.budget_usd, budget)
         except BaseException:
@@ -594,7 +598,9 @@ class FlowDefinition(Generic[P, R]):
         _begin(run)
         try:
             run_sync(
-                self._passes(run, retries), runner, lambda _op, _arg: self._func(*args, **kwargs)
+                _traced(run, self._passes(run, retries)),
+                runner,
+                lambda _op, _arg: self._func(*args, **kwargs),
             )
         finally:
             _end(run)
@@ -623,7 +629,7 @@ class FlowDefinition(Generic[P, R]):
 
         _begin(run)
         try:
-            await run_async(self._passes(run, retries), runner, body)
+            await run_async(_traced(run, self._passes(run, retries)), runner, body)
         finally:
             _end(run)
 
@@ -747,6 +753,15 @@ def _quietly(steps: Steps) -> Steps:
         yield from steps
     except Exception:
         pass
+
+
+def _traced(run: FlowRun, steps: Steps) -> Steps:
+    """`steps` of a run, inside a ``flow <name>`` span when the run exports spans."""
+    if run.tracer is None:
+        return steps
+    from . import _otel
+
+    return _otel.flow_steps(run, steps)
 
 
 def _begin(run: FlowRun) -> None:

@@ -142,6 +142,10 @@ def wait(
     request = WaitRequest(name=wait_name, question=question, schema_json=schema_json,
                           schema_type=type_ref, metadata_json=meta_json)  # fmt: skip
     steps = _waiting(run, request, schema, seconds)
+    if run.tracer is not None:
+        from . import _otel
+
+        steps = _otel.wait_steps(run, wait_name, steps, _READ)
     if run.is_async and _on_event_loop():
         # In an async flow, `await kitaru.wait(...)`: other tasks run while it waits.
         return _finish_async(steps, run, schema, wait_name)

@@ -322,6 +322,13 @@ impl Runner {
         self.seal_or_warn().await;
         let r = self.append_own(event).await;
         self.stop_heartbeat().await;
+        if r.is_ok() && !self.lease.store.is_local() {
+            // the next full read of the execution is then one GET (journal/pack.rs)
+            let exec_id = self.exec_id();
+            if let Err(e) = crate::journal::pack::write(&self.lease.store, exec_id).await {
+                tracing::warn!(exec_id, error = %e, "the journal was not packed (read record by record)");
+            }
+        }
         r
     }
 

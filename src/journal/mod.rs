@@ -2,6 +2,7 @@
 //! with one listing and concurrent reads (the cost of a resume does not grow in round
 //! trips with the number of checkpoints).
 
+pub mod pack;
 pub mod record;
 pub mod types;
 
@@ -85,19 +86,24 @@ impl Journal {
         ids::validate_exec_id(exec_id)?;
         // One listing of the whole execution (one request per 1,000 keys on object stores);
         // a summary then reads only the keys it needs.
-        let keys = store.list(&layout::exec_prefix(exec_id)).await?;
-        let wanted: Vec<String> = keys
-            .into_iter()
+        let keys_all = store.list(&layout::exec_prefix(exec_id)).await?;
+        let wanted: Vec<String> = keys_all
+            .iter()
+            .cloned()
             .filter(|k| match layout::classify(exec_id, k) {
                 // Logs are read by `load_logs`, not by the journal.
-                None | Some(ExecKey::Other | ExecKey::Log) => false,
+                None | Some(ExecKey::Other | ExecKey::Log | ExecKey::Pack(_)) => false,
                 Some(ExecKey::State(_) | ExecKey::Lease(_) | ExecKey::Wait | ExecKey::Answer) => {
                     true
                 }
                 Some(_) => scope == Scope::Full,
             })
             .collect();
-        let values = store.get_many(&wanted).await?;
+        let values = if scope == Scope::Full {
+            read_with_pack(store, exec_id, &keys_all, &wanted).await?
+        } else {
+            store.get_many(&wanted).await?
+        };
         let mut journal = Journal {
             exec_id: exec_id.to_string(),
             ..Default::default()
@@ -187,7 +193,7 @@ impl Journal {
                 let seal: SealRecord = decode_at(key, &exec_id, &bytes)?;
                 self.seals.insert(seq, seal);
             }
-            Some(ExecKey::Log | ExecKey::Other) | None => {}
+            Some(ExecKey::Log | ExecKey::Other | ExecKey::Pack(_)) | None => {}
         }
         Ok(())
     }
@@ -511,6 +517,43 @@ impl Journal {
 }
 
 /// The captured output of an execution, in the order it was written.
+/// The values of `wanted` (keys of `listed`), taken from the execution's newest pack
+/// where it has them and read one by one otherwise.
+async fn read_with_pack(
+    store: &Store,
+    exec_id: &str,
+    listed: &[String],
+    wanted: &[String],
+) -> Result<Vec<Option<Bytes>>> {
+    let Some(pack_key) = pack::newest(exec_id, listed) else {
+        return store.get_many(wanted).await;
+    };
+    let packed = match store.get(pack_key).await {
+        Ok(Some(bytes)) => match pack::decode(&bytes) {
+            Ok(records) => records,
+            Err(why) => {
+                tracing::warn!(key = %pack_key, why, "a pack cannot be used; reading its records");
+                HashMap::new()
+            }
+        },
+        // superseded and dropped since the listing, or unreadable: the records are there
+        Ok(None) | Err(_) => HashMap::new(),
+    };
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|k| !packed.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut read = store.get_many(&missing).await?.into_iter();
+    Ok(wanted
+        .iter()
+        .map(|k| match packed.get(k) {
+            Some(v) => Some(v.clone()),
+            None => read.next().flatten(),
+        })
+        .collect())
+}
+
 pub async fn load_logs(store: &Store, exec_id: &str) -> Result<Vec<LogRecord>> {
     ids::validate_exec_id(exec_id)?;
     let keys = store.list(&layout::log_prefix(exec_id)).await?;

@@ -121,6 +121,10 @@ pub fn segment_key(exec_id: &str, claim_seq: u64) -> String {
 }
 
 /// What the run of claim `claim_seq` committed, sealed by itself when it ended.
+pub fn pack_key(exec_id: &str, last_state_seq: u64) -> String {
+    format!("{EXECUTIONS}/{exec_id}/pack/{last_state_seq:08}")
+}
+
 pub fn seal_key(exec_id: &str, claim_seq: u64) -> String {
     format!("{EXECUTIONS}/{exec_id}/seal/{claim_seq:08}")
 }
@@ -182,6 +186,9 @@ pub enum ExecKey<'a> {
     Wait,
     Answer,
     Log,
+    /// A pack of the execution's records (`journal/pack.rs`), covering state events up to
+    /// this sequence number.
+    Pack(u64),
     Other,
 }
 
@@ -214,6 +221,7 @@ pub fn classify<'a>(exec_id: &str, key: &'a str) -> Option<ExecKey<'a>> {
         "answer" => ExecKey::Answer,
         "log" => ExecKey::Log,
         "seal" => name.parse().map(ExecKey::Seal).unwrap_or(ExecKey::Other),
+        "pack" => name.parse().map(ExecKey::Pack).unwrap_or(ExecKey::Other),
         _ => ExecKey::Other,
     })
 }

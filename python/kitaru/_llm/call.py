@@ -103,6 +103,22 @@ def _steps(prep: Prepared, c: _Run) -> Any:
         c.call_name = c.call.call_id
         if found:
             return prep.finish(stored, c.call_name, reused=True)
+    live = _live(prep, c)
+    if c.run.tracer is not None:
+        from .. import _otel
+
+        live = _otel.chat_steps(c, live, _SEND)
+    value = yield from live
+    args = c.record_args()
+    if args is not None:
+        yield "record_checkpoint", (args,)
+        yield from c.call.done()
+    return value
+
+
+def _live(prep: Prepared, c: _Run) -> Any:
+    """The part of `_steps` that reaches the provider: last checks, the request, the
+    checked answer (with its ledger entry)."""
     yield from c.begin()
     try:
         if prep.mock:
@@ -116,17 +132,12 @@ def _steps(prep: Prepared, c: _Run) -> Any:
             data = yield _SEND, (ep, body, prep.timeout or _providers.default_timeout())
             latency = (time.perf_counter() - t0) * 1000
             resp, source = _providers.parse(ep, data, prep.req), ep.credential_source
-        value = yield from c.answered(resp, latency, source)
+        return (yield from c.answered(resp, latency, source))
     except Exception as exc:
         yield from c.failed(exc)
         raise
     finally:
         c.end()
-    args = c.record_args()
-    if args is not None:
-        yield "record_checkpoint", (args,)
-        yield from c.call.done()
-    return value
 
 
 class _Step:
@@ -256,6 +267,12 @@ class _Run:
         """The record `Runner.record_checkpoint` stores, for a flow-body call."""
         return None if self.call is None else self.call.record(self.out)
 
+    def steps(self) -> Any:
+        """This call's steps (`_steps`); a flow-body call's inside its checkpoint's span when
+        the run exports OpenTelemetry spans."""
+        steps = _steps(self.prep, self)
+        return steps if self.call is None else self.call.traced(steps)
+
 
 def _call(
     prompt: str | list[dict[str, Any]],
@@ -319,7 +336,7 @@ def llm(*args: Any, **kwargs: Any) -> Any:
 
         return _providers.send(*arg)
 
-    return run_sync(_steps(c.prep, c), c.run.runner, send)
+    return run_sync(c.steps(), c.run.runner, send)
 
 
 @_parameters_of(_call)
@@ -340,4 +357,4 @@ async def _allm(run: FlowRun, prep: Prepared, c: _Run) -> Any:
 
         return await _providers.send_async(*arg)
 
-    return await run_async(_steps(prep, c), run.runner, send)
+    return await run_async(c.steps(), run.runner, send)
