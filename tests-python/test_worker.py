@@ -229,3 +229,30 @@ def test_recover_in_process_and_a_flow_that_cannot_be_loaded(tmp_path: Path) -> 
     assert [e["event"] for e in events] == ["retry", "not_run"]
     assert events[1]["exec_id"] == second and "no longer exists" in events[1]["message"]
     assert get(second, tmp_path, env)["status"] == "failed"
+
+
+def test_a_worker_loads_no_code_from_outside_its_directory(tmp_path: Path) -> None:
+    # An execution recorded by a script elsewhere (or a store writer naming any path): a
+    # worker started in the project refuses to load it; nothing of the script runs.
+    outside, project = tmp_path / "outside", tmp_path / "project"
+    outside.mkdir()
+    project.mkdir()
+    exec_id, env = start_and_kill(outside, n=3)
+    ran = tmp_path / "imported"
+    script = outside / "agent.py"
+    script.write_text(f"open({str(ran)!r}, 'w').close()\n" + script.read_text())
+    proc = subprocess.run([sys.executable, "-m", "kitaru.cli", "worker", "--once", "-o", "json"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["retry", "not_run"], events
+    assert "outside the worker's directory" in events[1]["message"]
+    assert not ran.exists()
+    # the same refusal in process, from KitaruClient().executions.recover()
+    code = "import kitaru; print([r.outcome for r in kitaru.KitaruClient().executions.recover()])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "outside the worker" in out.stdout and not ran.exists(), out.stdout + out.stderr
+    # a person may still retry it by hand, from anywhere
+    run_cli("executions", "retry", exec_id, cwd=project, env=env, check=True)
+    assert ran.exists() and get(exec_id, project, env)["status"] == "completed"

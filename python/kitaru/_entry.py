@@ -58,6 +58,11 @@ def _load_script(path: str) -> Any:
     return module
 
 
+def _inside(path: str, root: str) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
 def _working_copy(script: str, recorded_cwd: str | None) -> str:
     """The recorded script, or (when it does not exist here, e.g. on another machine that
     shares the store) the file at the same path relative to this process's directory."""
@@ -78,23 +83,40 @@ def _import_failed(where: str, exc: BaseException) -> KitaruStateError:
     )
 
 
-def load_flow(entry: dict[str, Any], flow_type: type) -> Any:
+def load_flow(entry: dict[str, Any], flow_type: type, root: str | None = None) -> Any:
     """The flow recorded as `entry` (module, qualname, script, cwd); `flow_type` is
-    `FlowDefinition`, given by the caller (the flow module imports this one)."""
+    `FlowDefinition`, given by the caller (the flow module imports this one).
+
+    With `root` (or ``KITARU_WORKER_ROOT``), only a script under `root` is loaded and a
+    module is imported from this process's directory and installed packages, never from
+    the directory the execution recorded: for runs nobody chose by hand (recovery).
+    """
 
     module_name, qualname = entry["module"], entry["qualname"]
     script = entry.get("script")
+    # Set by `kitaru worker` for the runs it starts on its own: only code under this
+    # directory (or installed) is loaded, since no person chose the execution.
+    root = root or os.environ.get("KITARU_WORKER_ROOT") or None
     if module_name == "__main__":
         if not script:
             raise KitaruStateError(
                 "This execution's flow was defined in an interactive session, so no other process can "
                 "import it; define flows in a module or script to resume them."
             )
-        module = _load_script(_working_copy(script, entry.get("cwd")))
+        path = _working_copy(script, entry.get("cwd"))
+        if root is not None and not _inside(path, root):
+            raise KitaruStateError(
+                f"The flow's script {path} is outside the worker's directory {root}; a worker "
+                "loads only code under the directory it runs in. Start `kitaru worker` in the "
+                "project that holds the script, or retry this execution by hand."
+            )
+        module = _load_script(path)
     else:
-        for path in (os.getcwd(), entry.get("cwd")):
-            if path and path not in sys.path:
-                sys.path.insert(0, path)
+        # a worker's runs import from its own directory only, never one the store names
+        recorded = None if root is not None else entry.get("cwd")
+        for where in (os.getcwd(), recorded):
+            if where and where not in sys.path:
+                sys.path.insert(0, where)
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

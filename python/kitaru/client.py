@@ -794,7 +794,9 @@ class ExecutionsAPI:
         (ca, ta, da), (cb, tb, db) = totals(ea), totals(eb)
         return ExecutionDiff(a, b, checkpoints, ca, cb, ta, tb, da, db)
 
-    def _rerun(self, exec_id: str, intent: str, budget_usd: float | None = None) -> Execution:
+    def _rerun(
+        self, exec_id: str, intent: str, budget_usd: float | None = None, root: str | None = None
+    ) -> Execution:
         from . import _entry
         from .flow import FlowDefinition, _check_budget
 
@@ -804,7 +806,7 @@ class ExecutionsAPI:
         entry, tag, data = store.start_record(exec_id)
         if not entry:
             raise KitaruUsageError(f"Execution {exec_id} has no recorded entry point.")
-        definition = _entry.load_flow(entry, FlowDefinition)
+        definition = _entry.load_flow(entry, FlowDefinition, root)
         if budget_usd is not None:
             budget_usd = _check_budget(budget_usd, intent)
         saved = serde.loads(
@@ -916,8 +918,12 @@ class ExecutionsAPI:
         Returns a `kitaru._recovery.Recovery` per execution looked at, with what was done
         and why (and with `dry_run`, what would be). An execution another process claims
         first is left to it; one whose flow cannot be loaded here says why. `kitaru
-        worker` runs this pass in a loop, each run in a child process.
+        worker` runs this pass in a loop, each run in a child process. Only flows under the
+        current directory (or installed) are loaded: a script or directory the store names
+        elsewhere is refused, since no person chose these runs.
         """
+        import os
+
         from . import _recovery
 
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
@@ -934,7 +940,8 @@ class ExecutionsAPI:
         for r in found:
             if r.action != "skip":
                 try:
-                    outcome = self._rerun(r.exec_id, r.action).status.value
+                    # nobody chose these runs: only code under this directory is loaded
+                    outcome = self._rerun(r.exec_id, r.action, root=os.getcwd()).status.value
                 except Exception as exc:  # the run's own failure, a lost claim, a load error
                     after = self.get(r.exec_id)
                     # a new run (this one, failing in the flow's code, or another process's

@@ -60,39 +60,32 @@ pub fn decode(bytes: &Bytes) -> std::result::Result<HashMap<String, Bytes>, &'st
     }
     let mut out = HashMap::new();
     let mut at = MAGIC.len();
-    let take =
-        |at: &mut usize, n: usize| -> std::result::Result<std::ops::Range<usize>, &'static str> {
-            let end = at
-                .checked_add(n)
-                .filter(|&e| e <= body.len())
-                .ok_or("a record runs past its end")?;
-            let range = *at..end;
-            *at = end;
-            Ok(range)
-        };
+    // the next `n` bytes of the body, or an error when the body ends first
+    let take = |at: &mut usize, n: usize| -> std::result::Result<&[u8], &'static str> {
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= body.len())
+            .ok_or("a record runs past its end")?;
+        let part = &body[*at..end];
+        *at = end;
+        Ok(part)
+    };
+    let length = |at: &mut usize| -> std::result::Result<usize, &'static str> {
+        let b = take(at, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
     while at < body.len() {
-        let r = take(&mut at, 4)?;
-        let klen = u32::from_le_bytes([
-            body[r.start],
-            body[r.start + 1],
-            body[r.start + 2],
-            body[r.start + 3],
-        ]) as usize;
+        let klen = length(&mut at)?;
         if klen > MAX_KEY {
             return Err("a key is longer than any kitaru writes");
         }
-        let key = std::str::from_utf8(&body[take(&mut at, klen)?])
+        let key = std::str::from_utf8(take(&mut at, klen)?)
             .map_err(|_| "a key is not UTF-8")?
             .to_string();
-        let r = take(&mut at, 4)?;
-        let vlen = u32::from_le_bytes([
-            body[r.start],
-            body[r.start + 1],
-            body[r.start + 2],
-            body[r.start + 3],
-        ]) as usize;
-        let value = bytes.slice(take(&mut at, vlen)?);
-        out.insert(key, value);
+        let vlen = length(&mut at)?;
+        let start = at;
+        take(&mut at, vlen)?;
+        out.insert(key, bytes.slice(start..at));
     }
     Ok(out)
 }

@@ -48,7 +48,10 @@ def fmt_time(t: datetime | None) -> str:
 def fmt_duration(start: datetime | None, end: datetime | None) -> str:
     if start is None:
         return "-"
-    secs = ((end or datetime.now(timezone.utc)) - start).total_seconds()
+    return fmt_seconds(((end or datetime.now(timezone.utc)) - start).total_seconds())
+
+
+def fmt_seconds(secs: float) -> str:
     if secs < 1:
         return f"{secs * 1000:.0f}ms"
     if secs < 120:

@@ -63,7 +63,10 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> None:
     flows = [f.strip() for f in args.flows.split(",") if f.strip()] if args.flows else None
     api = client_for(args).executions
     # Runs that reach a new wait suspend at once: the worker resumes them when answered.
-    jobs = Jobs(stack_arg(args), child_env(KITARU_WAIT_TIMEOUT="0"), os.getcwd(), "worker")
+    # Runs load only code under this directory (`_entry.load_flow`): nobody chose the
+    # execution, so a path or directory the store names is not trusted.
+    env = {**child_env(KITARU_WAIT_TIMEOUT="0"), "KITARU_WORKER_ROOT": os.getcwd()}
+    jobs = Jobs(stack_arg(args), env, os.getcwd(), "worker")
     said: set[tuple[str, str]] = set()
     cooling: dict[str, int] = {}
     started: dict[int, int] = {}  # job number -> runs the execution had before it

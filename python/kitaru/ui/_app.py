@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._jobs import Jobs
+from ..cli._common import fmt_seconds, fmt_time
 from ..client import Execution, ExecutionsAPI, KitaruClient
 from ..errors import KitaruError, KitaruWaitValidationError
 from . import _forms, _render
@@ -48,10 +49,6 @@ class Settings:
     env: dict[str, str]
 
 
-def _fmt_time(t: datetime | None) -> str:
-    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else "–"
-
-
 def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     if a is None:
         return None
@@ -59,15 +56,7 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
 
 
 def _fmt_secs(s: float | None) -> str:
-    if s is None:
-        return "–"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
+    return "–" if s is None else fmt_seconds(s)
 
 
 def fmt_usd(v: float | None) -> str:
@@ -91,7 +80,7 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_fmt_time, secs=_fmt_secs, usd=fmt_usd)
+    env.filters.update(when=fmt_time, secs=_fmt_secs, usd=fmt_usd)
     env.globals["statuses"] = STATUSES
     return env
 
