@@ -406,7 +406,8 @@ def test_in_a_browser_retry_replay_and_diff(
     assert [(c.name, [a.run for a in c.attempts]) for c in e.checkpoints] == [
         ("research", [1]), ("explode", [1, 2]),
     ]  # fmt: skip
-    # replay from explode: a new execution; the page links to it once it exists
+    # replay from explode with changed code: a new execution; the page links to it
+    flows_py.write_text(flows_py.read_text().replace('"fixed: "', '"fixed again: "'))
     page.locator("tr[data-call='explode'] form.replay button").click()
     link = page.locator("li[data-action='replay'] .job-exec a")
     link.wait_for(timeout=60_000)
@@ -417,6 +418,8 @@ def test_in_a_browser_retry_replay_and_diff(
         assert time.monotonic() < deadline, "the replay did not complete"
         time.sleep(0.2)
     page.goto(f"{dashboard.base}/diff?a={failed}&b={replay}")
-    table = page.locator("#diff").inner_text()
-    assert "research" in table and "explode" in table
+    assert page.locator("#diff tr.d-same td.mono").inner_text() == "research"
+    assert page.locator("#diff tr.d-changed td.mono").inner_text() == "explode"
+    assert page.locator("#diff pre.udiff .del").inner_text() == "-fixed: sun"
+    assert page.locator("#diff pre.udiff .add").inner_text() == "+fixed again: sun"
     shot(page, "7-diff")
