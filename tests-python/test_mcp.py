@@ -586,3 +586,37 @@ def test_kitaru_mcp_runs_a_flow_by_target_over_stdio(tmp_path: Path) -> None:
     result = KitaruClient().executions.result(ran["exec_id"])
     assert result == "published: draft about tides"
     assert not (tmp_path / "main_block_ran").exists()
+
+
+def test_the_local_server_tools_start_and_stop_the_dashboard(tmp_path: Path) -> None:
+    import httpx
+
+    write_script(tmp_path, "publish.py", FLOW)
+    env = {**os.environ, "KITARU_WAIT_TIMEOUT": "0"}
+    proc = subprocess.run([sys.executable, "publish.py", "tides"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    exec_id = proc.stdout.split()[-1]
+    server = build_server()
+
+    async def session() -> tuple[dict[str, Any], ...]:
+        async with Client(server) as c:
+            started = _json(await c.call_tool("kitaru_start_local_server", {}))["item"]
+            again = _json(await c.call_tool("kitaru_start_local_server", {}))["item"]
+            with httpx.Client() as h:
+                page = h.get(started["url"], follow_redirects=True)
+                assert page.status_code == 200 and exec_id in page.text
+            refused = httpx.get(started["url"].split("?", 1)[0])  # no token, no cookie
+            stopped = _json(await c.call_tool("kitaru_stop_local_server", {}))["item"]
+            bad = await c.call_tool("kitaru_start_local_server", {"port": 70000})
+            return started, again, stopped, {"refused": refused.status_code,
+                                             "bad": bad.content[0].text}  # fmt: skip
+
+    started, again, stopped, rest = asyncio.run(session())
+    assert started["mode"] == "local" and started["action"] == "started"
+    assert started["url"].startswith("http://127.0.0.1:") and "?token=" in started["url"]
+    assert again == {**started, "action": "already_running"}
+    assert stopped == {"stopped": True, "url": started["url"].split("?", 1)[0]}
+    assert "KitaruUsageError: port must be 0..65535, got 70000" in rest["bad"]
+    assert rest["refused"] == 403  # the link's token is what lets one in
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(started["url"], timeout=5)

@@ -504,7 +504,80 @@ def build_server(stack: str | None = None) -> MCPServer:
             item["packages"] = _package_versions(bool(all), all_packages, packages or [])
         return _item("info", item)
 
+    # --- the dashboard (Kitaru 0.4's "local server") ------------------------------------
+
+    dashboard = _Dashboard(stack)
+
+    @_tool(server, "kitaru_start_local_server")
+    def start_local_server(port: int | None = None, timeout: float = 60) -> dict[str, Any]:
+        """Kitaru 0.4's local server is kitaru's dashboard here: starts `kitaru ui` on this
+        server's store (on 127.0.0.1) and returns its link, which carries the launch token
+        (open it in a browser; whoever has it can use the dashboard). A running one is
+        returned as it is."""
+        return _item("start_local_server", dashboard.start(port, timeout))
+
+    @_tool(server, "kitaru_stop_local_server")
+    def stop_local_server() -> dict[str, Any]:
+        """Stops the dashboard `kitaru_start_local_server` started."""
+        return _item("stop_local_server", dashboard.stop())
+
     return server
+
+
+class _Dashboard:
+    """The `kitaru ui` process a server started (stopped with it)."""
+
+    def __init__(self, stack: str | None) -> None:
+        self.stack, self.url = stack, ""
+        self.proc: Any = None  # subprocess.Popen[str] while one runs
+        self.lock = threading.Lock()
+
+    def start(self, port: int | None, timeout: float) -> dict[str, Any]:
+        import atexit
+        import subprocess
+        import sys
+
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                return {"mode": "local", "url": self.url, "action": "already_running"}
+            if port is not None and not 0 <= port <= 65535:
+                raise KitaruUsageError(f"port must be 0..65535, got {port!r}.")
+            args = [sys.executable, "-m", "kitaru.cli", "ui", "--no-browser",
+                    "--port", str(port if port is not None else 0)]  # fmt: skip
+            if self.stack is not None:
+                args += ["--stack", self.stack]
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            first: list[str] = []
+            reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()),  # type: ignore[union-attr]
+                                      daemon=True)  # fmt: skip
+            reader.start()
+            reader.join(timeout)
+            line = first[0] if first else ""
+            if "kitaru ui: " not in line:
+                proc.kill()
+                rest = proc.communicate(timeout=10)[0] if not reader.is_alive() else ""
+                raise KitaruUsageError(
+                    f"The dashboard did not start within {timeout:g}s: {(line + rest).strip()[-800:]}"
+                )
+            self.proc, self.url = proc, line.split("kitaru ui: ", 1)[1].strip()
+            atexit.register(self._kill)
+            return {"mode": "local", "url": self.url, "action": "started"}
+
+    def stop(self) -> dict[str, Any]:
+        with self.lock:
+            url, running = self.url, self.proc is not None and self.proc.poll() is None
+            self._kill()
+            return {"stopped": running, "url": url.split("?", 1)[0] if url else None}
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=10)
+            except Exception:
+                self.proc.kill()
+        self.proc = None
 
 
 def _package_versions(deps: bool, every: bool, named: list[str]) -> dict[str, str | None]:
