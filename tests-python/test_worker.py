@@ -256,3 +256,49 @@ def test_a_worker_loads_no_code_from_outside_its_directory(tmp_path: Path) -> No
     # a person may still retry it by hand, from anywhere
     run_cli("executions", "retry", exec_id, cwd=project, env=env, check=True)
     assert ran.exists() and get(exec_id, project, env)["status"] == "completed"
+
+
+def _summary(events: list[str], status: str = "failed", origin: str = "runner_died") -> Any:
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from kitaru.errors import FailureOrigin
+
+    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    return SimpleNamespace(
+        exec_id="e1", flow_name="agent", status=SimpleNamespace(value=status),
+        failure=SimpleNamespace(origin=FailureOrigin(origin)), pending_waits=[], waits=[],
+        events=[SimpleNamespace(event=ev, at=t0 + timedelta(seconds=i))
+                for i, ev in enumerate(events)],
+    )  # fmt: skip
+
+
+def test_the_plan_counts_runs_that_died_in_a_row_not_resumes() -> None:
+    from datetime import datetime, timezone
+
+    from kitaru._recovery import plan
+
+    late = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    # waited and was resumed four times, then its runner died once: retried, not given up
+    waited = ["started", "suspended"] + ["resumed", "suspended"] * 3 + ["resumed"]
+    [r] = plan([_summary(waited)], max_attempts=3, now=late)
+    assert (r.action, r.runs) == ("retry", 5)
+    # three runs in a row died: given up, with how to go on by hand
+    [r] = plan([_summary(["started", "retried", "retried"])], max_attempts=3, now=late)
+    assert r.action == "skip" and "last 3 runs" in r.reason and "executions retry e1" in r.reason
+    # a run that ended in between resets the count
+    [r] = plan([_summary(["started", "retried", "failed", "retried", "retried"])],
+               max_attempts=3, now=late)  # fmt: skip
+    assert r.action == "retry"
+    # the second retry waits backoff_s after the last claim, the third twice that
+    soon = _summary(["started", "retried"])
+    claimed = soon.events[-1].at
+    [r] = plan([soon], backoff_s=10, now=claimed.replace(second=claimed.second + 5))
+    assert r.action == "skip" and r.reason.startswith("backing off")
+    [r] = plan([soon], backoff_s=10, now=claimed.replace(second=claimed.second + 11))
+    assert r.action == "retry"
+    # failures of the flow's own code and executions waiting for a person are left alone
+    assert plan([_summary(["started", "failed"], origin="user_code")]) == []
+    asked = _summary(["started", "suspended"], status="waiting")
+    asked.pending_waits = [object()]
+    assert plan([asked]) == []

@@ -7,9 +7,10 @@ failed in its own code stays failed (its flow's ``retries=`` already ran), one t
 for a person keeps waiting.
 
 Retries are bounded and spaced, from what the execution itself records, so any number
-of workers on any number of machines agree without talking to each other: the number of
-runs its journal holds (every claim is an event) against ``max_attempts``, and the time
-of its last claim plus ``backoff_s * 2 ** (runs - 2)`` before the next. Which worker
+of workers on any number of machines agree without talking to each other: the runs in a
+row that died (every claim is an event; a run that ended records its end) against
+``max_attempts``, and the time of the last claim plus ``backoff_s * 2 ** (deaths - 2)``
+before the next. Which worker
 runs it is decided by the claim (a create-only numbered state event): exactly one wins,
 the others' claims fail and they move on.
 """
@@ -41,9 +42,27 @@ class Recovery:
     """after `recover()` ran it here: the status it ended in, or what stopped it"""
 
 
+_RUN_STARTS = ("started", "retried", "resumed")
+_RUN_ENDS = ("completed", "failed", "suspended", "cancelled")
+
+
 def runs_of(e: Any) -> int:
     """How many runs an execution has had (its start and every claim)."""
-    return sum(1 for ev in e.events if ev.event in ("started", "retried", "resumed"))
+    return sum(1 for ev in e.events if ev.event in _RUN_STARTS)
+
+
+def deaths_in_a_row(e: Any) -> int:
+    """How many of the execution's last runs died (began and never recorded an end) with
+    no run between them that ended: what the attempt limit counts, so an execution that
+    waited and was resumed many times is not given up on for its resumes."""
+    died, in_run = 0, False
+    for ev in e.events:
+        if ev.event in _RUN_STARTS:
+            died += in_run  # the run before this one never ended
+            in_run = True
+        elif ev.event in _RUN_ENDS and in_run:
+            died, in_run = 0, False
+    return died + in_run
 
 
 def _last_claim(e: Any) -> datetime | None:
@@ -83,17 +102,18 @@ def plan(
                                 f"one of --flows {', '.join(flows)}"))  # fmt: skip
             continue
         if died:
-            if runs >= max_attempts:
+            dead = deaths_in_a_row(e)
+            if dead >= max_attempts:
                 out.append(Recovery(**rec, action="skip", reason=(
-                    f"gave up: its runner died in each of its {runs} runs (limit "
+                    f"gave up: its runner died in each of its last {dead} runs (limit "
                     f"{max_attempts}); `kitaru executions retry {e.exec_id}` runs it again")))  # fmt: skip
                 continue
             last = _last_claim(e)
-            wait = backoff_s * 2 ** max(runs - 2, 0) if runs > 1 else 0.0
+            wait = backoff_s * 2 ** max(dead - 2, 0) if dead > 1 else 0.0
             if last is not None and (now - last).total_seconds() < wait:
                 due = last.timestamp() + wait
                 out.append(Recovery(**rec, action="skip", reason=(
-                    f"backing off: run {runs + 1} of {max_attempts} is due at "
+                    f"backing off: retry {dead} of {max_attempts - 1} is due at "
                     f"{datetime.fromtimestamp(due, timezone.utc).isoformat(timespec='seconds')}")))  # fmt: skip
                 continue
             out.append(Recovery(**rec, action="retry", reason=f"its runner died (run {runs})"))

@@ -39,7 +39,7 @@ def add_parsers(
     p.add_argument("--interval", type=float, default=5.0, help="seconds between polls (5)")
     p.add_argument(
         "--max-attempts", type=int, default=3,
-        help="runs an execution may have in all before the worker gives up on it (3)",
+        help="runs in a row whose runner died before the worker gives up on it (3)",
     )  # fmt: skip
     p.add_argument(
         "--backoff", type=float, default=5.0,
