@@ -912,8 +912,9 @@ class ExecutionsAPI:
         dry_run: bool = False,
     ) -> builtins.list[Any]:
         """One recovery pass, in this process: retries every execution whose runner died
-        (until `max_attempts` runs in a row have died, spaced by `backoff_s` doubling) and resumes every
-        waiting execution whose waits are all answered (unless `resume_answered=False`).
+        (until `max_attempts` runs in a row have died, spaced by `backoff_s` doubling) and
+        resumes every waiting execution whose waits are all answered (unless
+        `resume_answered=False`).
 
         Returns a `kitaru._recovery.Recovery` per execution looked at, with what was done
         and why (and with `dry_run`, what would be). An execution another process claims
