@@ -54,7 +54,7 @@ def add_parsers(
 def cmd_worker(args: argparse.Namespace, out: Output) -> None:
     from .. import _recovery
     from .._jobs import Jobs, child_env
-    from ..errors import KitaruUsageError
+    from ..errors import KitaruError, KitaruUsageError
 
     if args.interval <= 0 or args.concurrency < 1 or args.max_attempts < 1 or args.backoff < 0:
         raise KitaruUsageError(
@@ -82,8 +82,8 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> None:
     def settle() -> None:
         nonlocal failures
         for job in [j for j in jobs.all() if j.number in started and j.returncode is not None]:
+            e = api.get(job.exec_id)  # first: a failed read leaves the job to the next poll
             before = started.pop(job.number)
-            e = api.get(job.exec_id)
             # the child's own claim names it (a claim's holder is "pid N on host H")
             mine = f"pid {job.proc.pid} on host {socket.gethostname()}"
             claims = [ev for ev in e.events if ev.event in ("retried", "resumed")]
@@ -110,13 +110,21 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> None:
         flush=True,
     )
     while True:
-        settle()
+        try:
+            settle()
+            listed = api.list()
+        except KitaruError as exc:  # the store is unreachable for now: try again later
+            if args.once:
+                raise
+            say("error", "", f"this poll failed, trying again in {args.interval:g}s: {exc}")
+            time.sleep(args.interval)
+            continue
         busy = {j.exec_id for j in jobs.running()}
         for key in list(cooling):
             cooling[key] -= 1
             if cooling[key] <= 0:
                 del cooling[key]
-        for r in _recovery.plan(api.list(), flows=flows, max_attempts=args.max_attempts,
+        for r in _recovery.plan(listed, flows=flows, max_attempts=args.max_attempts,
                                 backoff_s=args.backoff, resume_answered=not args.no_resume):  # fmt: skip
             if r.exec_id in busy or r.exec_id in cooling:
                 continue

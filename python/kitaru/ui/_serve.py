@@ -22,6 +22,8 @@ def serve(
     `port=0` takes a free port. `open_browser` None: open one when stdout is a terminal.
     """
     try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
         import uvicorn
     except ImportError as exc:
         from ..errors import KitaruFeatureNotAvailableError
