@@ -80,6 +80,7 @@ def test_cli_create_list_show_use_delete(no_env_store: Path) -> None:
             "is_active": True,
             "is_default": True,
             "labels": {},
+            "runner": None,
         }
     ]
 

@@ -274,6 +274,9 @@ class FlowRun(Ledger, Lineage):
     # The OpenTelemetry tracer of this run, None when spans are off (`kitaru._otel`; set
     # by the flow when the run starts)
     tracer: Any = None
+    # How concurrent checkpoint calls run elsewhere: a `kitaru._ray.Fanout` on a Ray run,
+    # else None (threads of this process; set by the flow when the run starts)
+    remote: Any = None
 
     def __init__(
         self, runner: Runner, flow_name: str, divergence: str, store: Store | None = None

@@ -19,6 +19,15 @@ def loaded_script() -> str | None:
     return _loaded_script
 
 
+_loading: str | None = None
+
+
+def loading_script() -> str | None:
+    """The script being loaded to run a recorded flow, while its top level runs (a flow
+    started there would start a new execution each time the script is loaded)."""
+    return _loading
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -50,11 +59,15 @@ def _load_script(path: str) -> Any:
     if script_dir not in sys.path:
         sys.path.insert(0, script_dir)
     _loaded_script = path
+    global _loading
+    _loading = path
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(_MAIN_ALIAS, None)
         raise _import_failed(path, exc) from exc
+    finally:
+        _loading = None
     return module
 
 

@@ -49,12 +49,18 @@ class StoreChoice:
     (None when `KITARU_STORE` chose); `source` says which setting chose it, for people.
     """
 
-    __slots__ = ("location", "options", "source", "stack")
+    __slots__ = ("location", "options", "runner", "source", "stack")
 
     def __init__(
-        self, location: str, options: dict[str, str], stack: str | None, source: str
+        self,
+        location: str,
+        options: dict[str, str],
+        stack: str | None,
+        source: str,
+        runner: str | None = None,
     ) -> None:
         self.location, self.options, self.stack, self.source = location, options, stack, source
+        self.runner = runner  # the stack's runner (`kitaru stack create --runner`), if set
 
     def __repr__(self) -> str:
         return (

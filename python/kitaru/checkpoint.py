@@ -173,14 +173,23 @@ class Checkpoint(Generic[P, R]):
         holds the failure."""
         call = self._enter(id, "Concurrent checkpoint execution")  # ids in submission order
         ctx = contextvars.copy_context()
-        if self.is_async:
+        remote = call.run.remote
+        if remote is not None:  # the body runs as a Ray task (kitaru._ray); this thread waits
+            func = self._func
+            fn: Callable[[], Any] = lambda: run_sync(
+                call.traced(self._steps(call, args, kwargs)),
+                call.run.runner,
+                lambda _op, _arg: remote.call(call, func, args, kwargs),
+            )
+        elif self.is_async:
             import asyncio
 
-            fn: Callable[[], Any] = lambda: asyncio.run(self._run_async(call, args, kwargs))
+            fn = lambda: asyncio.run(self._run_async(call, args, kwargs))
         else:
             fn = lambda: self._run_sync(call, args, kwargs)
         deps = _futures_in(after)
-        future = _executor().submit(ctx.run, fn) if not deps else _after(deps, ctx, fn, call)
+        pool = _executor(remote is not None)
+        future = pool.submit(ctx.run, fn) if not deps else _after(deps, ctx, fn, call, pool)
         future.load = future.result  # type: ignore[attr-defined]
         call.run.track(future)
         return future
@@ -531,7 +540,8 @@ def _futures_in(after: Any) -> list[Future[Any]]:
     return [f for item in after for f in _futures_in(item)]  # lists of .map() results too
 
 
-def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call) -> Future[Any]:
+def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call,
+           pool: concurrent.futures.ThreadPoolExecutor) -> Future[Any]:  # fmt: skip
     """A future of `fn`, started in the pool once every one of `deps` is done (no pool
     thread waits for another, so ordering cannot starve the pool)."""
     import concurrent.futures
@@ -564,7 +574,7 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
                 )
                 future.set_exception(err)
                 return
-        inner = _executor().submit(ctx.run, fn)
+        inner = pool.submit(ctx.run, fn)
 
         def copy(done: Future[Any]) -> None:
             failure = RuntimeError("cancelled") if done.cancelled() else done.exception()
@@ -580,21 +590,25 @@ def _after(deps: list[Future[Any]], ctx: Any, fn: Callable[[], Any], call: _Call
     return future
 
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pools: dict[bool, concurrent.futures.ThreadPoolExecutor] = {}
 _pool_lock = _thread.allocate_lock()
 
 
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
+def _executor(remote: bool = False) -> concurrent.futures.ThreadPoolExecutor:
+    """The threads concurrent calls run in: 16 that run bodies here, or (`remote`) 256
+    that only wait for Ray tasks, so the cluster, not this process, bounds the fan-out."""
+    pool = _pools.get(remote)
+    if pool is None:
         import concurrent.futures
 
         with _pool_lock:  # also created from `after=` callbacks, in any thread
-            if _pool is None:
-                _pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=16, thread_name_prefix="kitaru-checkpoint"
+            pool = _pools.get(remote)
+            if pool is None:
+                pool = _pools[remote] = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=256 if remote else 16,
+                    thread_name_prefix="kitaru-ray-call" if remote else "kitaru-checkpoint",
                 )
-    return _pool
+    return pool
 
 
 @overload

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
     from ._kitaru import Runner, Store
     from ._status import ExecutionStatus
+    from ._types import StoreChoice
+    from .stacks import ImageSettings
     from ._views import ExecutionView
 
     P = ParamSpec("P")  # the flow function's parameters
@@ -66,7 +68,7 @@ else:
 __all__ = ["FlowDefinition", "FlowHandle", "flow"]
 
 
-_RESERVED = ("stack", "image", "cache", "retries", "budget_usd")
+_RESERVED = ("stack", "image", "cache", "retries", "budget_usd", "runner")
 
 
 def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: str) -> None:
@@ -93,6 +95,14 @@ def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: s
         )
     if isinstance(image, str) and not image.strip():
         raise KitaruUsageError(f"Flow image must not be empty ({where}).")
+
+
+def _check_runner(runner: Any, where: str) -> str | None:
+    if runner is None:
+        return None
+    from ._ray import check_runner
+
+    return check_runner(runner, where)
 
 
 def _check_budget(budget: Any, where: str) -> float | None:
@@ -141,11 +151,13 @@ class FlowDefinition(Generic[P, R]):
         divergence: str,
         budget_usd: float | None = None,
         allow_pickle: bool = False,
+        runner: str | None = None,
     ) -> None:
         # Not its __code__: calling a flow directly is an error, not a coroutine function.
         copy_identity(self, func, code=False)
         self.budget_usd = budget_usd
         self.allow_pickle = allow_pickle
+        self.runner = runner  # None: configure(runner=), the stack's, else "local"
         self._func = func
         self.name = sanitize_name(getattr(func, "__name__", ""), "flow")
         self.stack, self.image, self.cache = stack, image, cache
@@ -181,12 +193,9 @@ class FlowDefinition(Generic[P, R]):
 
         return execution_defaults().retries or 0
 
-    def _options_json(self, retries: int, stack: str | None, image: Any = None,
-                      cache: bool | None = None, replay: dict[str, Any] | None = None) -> str:  # fmt: skip
-        """The options recorded on an execution: `.run()`'s over ``@flow``'s over
-        ``kitaru.configure()``'s (image settings field by field: the flow's win)."""
-        import json
-
+    def _image_settings(self, image: Any = None) -> ImageSettings | None:
+        """The run's image settings: `.run()`'s over ``@flow``'s over
+        ``kitaru.configure()``'s, field by field (the flow's win)."""
         from .stacks import ImageSettings, execution_defaults
 
         defaults = execution_defaults()
@@ -194,6 +203,29 @@ class FlowDefinition(Generic[P, R]):
         settings = ImageSettings.coerce(chosen, "image") if chosen is not None else None
         if defaults.image is not None:
             settings = defaults.image if settings is None else defaults.image.merged(settings)
+        return settings
+
+    def _runner_for(self, runner: str | None, choice: StoreChoice) -> str:
+        """Where the run goes: `.run(runner=)` > ``@flow(runner=)`` >
+        ``kitaru.configure(runner=)`` > the stack's runner > ``"local"``."""
+        from .stacks import execution_defaults
+
+        for value in (runner, self.runner, execution_defaults().runner, choice.runner):
+            if value is not None:
+                return value
+        return "local"
+
+    def _options_json(self, retries: int, stack: str | None, image: Any = None,
+                      cache: bool | None = None, replay: dict[str, Any] | None = None,
+                      runner: str = "local") -> str:  # fmt: skip
+        """The options recorded on an execution: `.run()`'s over ``@flow``'s over
+        ``kitaru.configure()``'s (image settings field by field: the flow's win)."""
+        import json
+
+        from .stacks import execution_defaults
+
+        defaults = execution_defaults()
+        settings = self._image_settings(image)
         if cache is None:
             cache = self.cache if self.cache is not None else defaults.cache
         opts = {
@@ -203,6 +235,7 @@ class FlowDefinition(Generic[P, R]):
             "stack": stack,
             "cache": True if cache is None else cache,
             "image": settings.recorded() if settings is not None else None,
+            "runner": runner,
         }
         if replay is not None:
             opts["replay"] = replay
@@ -217,8 +250,10 @@ class FlowDefinition(Generic[P, R]):
         image: Any = None,
         cache: bool | None = None,
         replay: dict[str, Any] | None = None,
-    ) -> tuple[Store, StartRecord]:
-        """The store this run uses and what the new execution starts with."""
+        runner: str | None = None,
+    ) -> tuple[Store, StartRecord, StoreChoice, str]:
+        """The store this run uses, what the new execution starts with, which stack chose
+        the store, and the runner."""
         import inspect
 
         from . import _config, _kitaru, serde
@@ -253,6 +288,7 @@ class FlowDefinition(Generic[P, R]):
         else:
             choice = _config.resolve_store(self.stack, "@flow(stack=...)")
         store = _config.get_store(choice.location, choice.options)
+        runner = self._runner_for(runner, choice)
         start = StartRecord(
             flow_name=self.name,
             module=module,
@@ -262,9 +298,9 @@ class FlowDefinition(Generic[P, R]):
             args_serializer=tag,
             args=data,
             kitaru_version=_kitaru.VERSION,
-            options_json=self._options_json(retries, choice.stack, image, cache, replay),
+            options_json=self._options_json(retries, choice.stack, image, cache, replay, runner),
         )
-        return store, start
+        return store, start, choice, runner
 
     # A ParamSpec cannot take extra keyword-only parameters: a call without options is
     # checked against the flow's parameters; one with an option (each overload below
@@ -282,6 +318,8 @@ class FlowDefinition(Generic[P, R]):
     def run(self, *args: Any, retries: int | None, **kwargs: Any) -> FlowHandle[R]: ...
     @overload
     def run(self, *args: Any, budget_usd: float | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    def run(self, *args: Any, runner: str | None, **kwargs: Any) -> FlowHandle[R]: ...
 
     def run(  # type: ignore[misc]  # P.kwargs may not name an option: checked at runtime
         self,
@@ -291,20 +329,26 @@ class FlowDefinition(Generic[P, R]):
         cache: bool | None = None,
         retries: int | None = None,
         budget_usd: float | None = None,
+        runner: str | None = None,
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """Start a new execution and run it in this process; returns its handle when it ends.
 
         ``budget_usd`` overrides the flow's budget for this execution (and its retries).
         ``stack`` names the stack whose store holds the execution (over ``@flow(stack=)``;
-        ``KITARU_STORE`` and ``kitaru.configure(stack=)`` beat both). ``image`` and ``cache``
-        are validated and recorded; remote images arrive in a later release.
+        ``KITARU_STORE`` and ``kitaru.configure(stack=)`` beat both). ``cache`` turns the
+        cross-execution cache on or off for this run. ``runner="ray"`` (over
+        ``@flow(runner=)``, ``kitaru.configure(runner=)`` and the stack's) runs the flow on
+        a Ray cluster instead and returns the handle as soon as the execution exists (see
+        the README, "Ray"); ``image`` settings become its Ray runtime environment.
 
         Type checkers check the arguments against the flow's parameters when no option is
         given; with an option, the arguments are checked when the execution starts.
         """
-        store, start, n, budget = self._begin(".run()", args, kwargs, stack, image, cache,
-                                              retries, budget_usd)  # fmt: skip
+        store, start, n, budget, where = self._begin(".run()", args, kwargs, stack, image,
+                                                     cache, retries, budget_usd, runner)  # fmt: skip
+        if where is not None:
+            return self._submit_to_ray(store, start, n, budget, image, where)
         runner = store.start(start, _lease_ttl_ms())
         self._execute(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
@@ -319,14 +363,37 @@ class FlowDefinition(Generic[P, R]):
         cache: bool | None,
         retries: int | None,
         budget_usd: float | None,
-    ) -> tuple[Store, StartRecord, int, float | None]:
+        runner: str | None = None,
+    ) -> tuple[Store, StartRecord, int, float | None, StoreChoice | None]:
         """Check `.run()`/`.arun()`'s options and prepare the execution's start: (store,
-        start record, flow retries, budget override)."""
+        start record, flow retries, budget override, and the store's stack when the run
+        goes to Ray, else None)."""
+        from . import _entry
+
         _validate_options(stack, image, cache, retries, api)
         budget = _check_budget(budget_usd, api)
+        runner = _check_runner(runner, api)
+        if _entry.loading_script() is not None:
+            raise KitaruUsageError(
+                f"Flow {self.name!r} was started while its script "
+                f"{_entry.loading_script()} was being loaded to resume an execution; start "
+                'flows under `if __name__ == "__main__":` so loading the script only defines them.'
+            )
         n = self.retries if retries is None else retries
-        store, start = self._start(args, kwargs, n, stack, image, cache)
-        return store, start, n, budget
+        store, start, choice, chosen = self._start(args, kwargs, n, stack, image, cache,
+                                                   runner=runner)  # fmt: skip
+        return store, start, n, budget, (choice if chosen == "ray" else None)
+
+    def _submit_to_ray(self, store: Store, start: StartRecord, retries: int,
+                       budget: float | None, image: Any, choice: StoreChoice) -> FlowHandle[R]:  # fmt: skip
+        """`.run()` on Ray: the driver is a Ray task; the handle comes back once the
+        execution exists."""
+        from . import _ray
+
+        env = _ray.runtime_env(self._image_settings(image))
+        exec_id = _ray.submit_flow(self, choice.location, choice.options, start, retries,
+                                   budget, env, _lease_ttl_ms())  # fmt: skip
+        return FlowHandle(exec_id, store, allow_pickle=self.allow_pickle)
 
     @overload
     async def arun(self, *args: P.args, **kwargs: P.kwargs) -> FlowHandle[R]: ...
@@ -340,6 +407,8 @@ class FlowDefinition(Generic[P, R]):
     async def arun(self, *args: Any, retries: int | None, **kwargs: Any) -> FlowHandle[R]: ...
     @overload
     async def arun(self, *args: Any, budget_usd: float | None, **kwargs: Any) -> FlowHandle[R]: ...
+    @overload
+    async def arun(self, *args: Any, runner: str | None, **kwargs: Any) -> FlowHandle[R]: ...
 
     async def arun(  # type: ignore[misc]  # as run()
         self,
@@ -349,11 +418,17 @@ class FlowDefinition(Generic[P, R]):
         cache: bool | None = None,
         retries: int | None = None,
         budget_usd: float | None = None,
+        runner: str | None = None,
         **kwargs: Any,
     ) -> FlowHandle[R]:
         """:meth:`run` for code already inside an event loop (``await flow.arun(...)``)."""
-        store, start, n, budget = self._begin(".arun()", args, kwargs, stack, image, cache,
-                                              retries, budget_usd)  # fmt: skip
+        store, start, n, budget, where = self._begin(".arun()", args, kwargs, stack, image,
+                                                     cache, retries, budget_usd, runner)  # fmt: skip
+        if where is not None:
+            import asyncio
+
+            return await asyncio.to_thread(self._submit_to_ray, store, start, n, budget, image,
+                                           where)  # fmt: skip
         runner = await store.start(start, _lease_ttl_ms(), awaitable=True)
         await self._drive_async(runner, args, kwargs, n, store, budget)
         return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
@@ -441,7 +516,7 @@ class FlowDefinition(Generic[P, R]):
                 "reused": plan["reuse"], "overridden": list(values), "override_values": values}  # fmt: skip
         # From the frontier on a replay runs live: the cache answers nothing unless asked to.
         cache = False if cache is None else cache
-        _, start = self._start(args, kwargs, retries, stack, image, cache, replay=note)
+        _, start, _, _ = self._start(args, kwargs, retries, stack, image, cache, replay=note)
         runner = store.start(start, _lease_ttl_ms())
         try:
             _seed(runner, store, note)
@@ -532,18 +607,24 @@ class FlowDefinition(Generic[P, R]):
         retries: int,
         store: Store | None,
         budget: float | None,
+        ray_env: dict[str, Any] | None = None,
     ) -> None:
-        """Run the body (with flow-level retries) to its end, blocking this thread."""
+        """Run the body (with flow-level retries) to its end, blocking this thread.
+        `ray_env`: the Ray runtime environment of a run submitted by `.run()` (a retry
+        makes it from the recorded image settings)."""
         if self.is_async:
             _no_running_loop(self.name)
             import asyncio
 
-            asyncio.run(self._drive_async(runner, args, kwargs, retries, store, budget))
+            asyncio.run(self._drive_async(runner, args, kwargs, retries, store, budget, ray_env))
         else:
-            self._drive(runner, args, kwargs, retries, store, budget)
+            self._drive(runner, args, kwargs, retries, store, budget, ray_env)
 
-    def _new_run(self, runner: Runner, store: Store | None, budget: float | None) -> FlowRun:
+    def _new_run(self, runner: Runner, store: Store | None, budget: float | None,
+                 ray_env: dict[str, Any] | None = None) -> FlowRun:  # fmt: skip
         run = FlowRun(runner, self.name, self.divergence, store)
+        if '"runner": "ray"' in (runner.options_json or ""):
+            run.remote = _fanout(runner, ray_env)
         run.allow_pickle = self.allow_pickle
         module, qualname, _ = _entry_point(self._func)
         run.flow_id = f"{module}.{qualname}"  # the flow's id, as `Execution.flow_id`
@@ -593,8 +674,9 @@ class FlowDefinition(Generic[P, R]):
         retries: int,
         store: Store | None,
         budget: float | None,
+        ray_env: dict[str, Any] | None = None,
     ) -> None:
-        run = self._new_run(runner, store, budget)
+        run = self._new_run(runner, store, budget, ray_env)
         _begin(run)
         try:
             run_sync(
@@ -613,10 +695,11 @@ class FlowDefinition(Generic[P, R]):
         retries: int,
         store: Store | None,
         budget: float | None,
+        ray_env: dict[str, Any] | None = None,
     ) -> None:
         import asyncio
 
-        run = self._new_run(runner, store, budget)
+        run = self._new_run(runner, store, budget, ray_env)
         run.is_async = True  # wait() in its body is awaited, not blocking the loop
 
         async def body(_op: object, _arg: None) -> Any:
@@ -697,6 +780,18 @@ class FlowDefinition(Generic[P, R]):
         except Exception as exc:
             yield from _record_failure(run, FailureRecord(*failure_of(exc)))
             raise
+
+
+def _fanout(runner: Runner, env: dict[str, Any] | None) -> Any:
+    """How a Ray run's concurrent checkpoint calls reach the cluster (`kitaru._ray`):
+    `env` as given, else the runtime environment of the recorded image settings."""
+    from . import _ray
+
+    if env is None:
+        import json
+
+        env = _ray.runtime_env(json.loads(runner.options_json or "{}").get("image"))
+    return _ray.Fanout(env)
 
 
 def _seed(runner: Runner, store: Store, note: dict[str, Any]) -> None:
@@ -923,6 +1018,7 @@ def flow(
     divergence: str = "rerun",
     budget_usd: float | None = None,
     allow_pickle: bool = False,
+    runner: str | None = None,
 ) -> _FlowDecorator: ...
 
 
@@ -937,6 +1033,7 @@ def flow(
     divergence: str = "rerun",
     budget_usd: float | None = None,
     allow_pickle: bool = False,
+    runner: str | None = None,
 ) -> Any:
     """Mark the function that drives an agent as a durable flow (sync or ``async def``).
 
@@ -960,13 +1057,20 @@ def flow(
             runs again and in its handle's ``wait()``. Off by default: loading a pickle runs
             code chosen by whoever wrote it, so opt in only if you trust everyone who can
             write to the store.
-        image, cache: accepted and validated for Kitaru compatibility; their behaviour
-            arrives in a later release.
+        runner: ``"local"`` (the calling process; its ``.submit()``/``.map()`` calls in
+            threads) or ``"ray"``: ``.run()`` sends the flow to a Ray cluster
+            (``RAY_ADDRESS``, else a local one) and its ``.submit()``/``.map()``/
+            ``.product()`` calls run as Ray tasks; the store must be one every Ray
+            worker reaches. Default: ``kitaru.configure(runner=)``, then the stack's.
+        image: image settings; on Ray they become the tasks' runtime environment
+            (requirements, environment variables, working directory), elsewhere they are
+            recorded. cache: the cross-execution cache default of this flow.
     """
     if not isinstance(allow_pickle, bool):
         raise KitaruUsageError(f"Flow allow_pickle must be True or False, got {allow_pickle!r}.")
     _validate_options(stack, image, cache, retries, "@flow")
     budget = _check_budget(budget_usd, "@flow")
+    chosen_runner = _check_runner(runner, "@flow")
     if divergence not in DIVERGENCE_POLICIES:
         raise KitaruUsageError(
             f"Flow divergence policy must be one of {', '.join(DIVERGENCE_POLICIES)}, got {divergence!r}."
@@ -984,6 +1088,7 @@ def flow(
             divergence=divergence,
             budget_usd=budget,
             allow_pickle=allow_pickle,
+            runner=chosen_runner,
         )
 
     return wrap(func) if func is not None else wrap

@@ -66,6 +66,7 @@ class StackInfo:
     is_active: bool = False
     is_default: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    runner: str | None = None  # where flows on this stack run by default (None: local)
 
     @property
     def id(self) -> str:
@@ -183,6 +184,7 @@ class KitaruConfig:
     image: ImageSettings | None = None
     cache: bool | None = None
     retries: int | None = None
+    runner: str | None = None
 
 
 class _Unset:
@@ -202,6 +204,7 @@ def configure(
     cache: bool | None = _UNSET,
     retries: int | None = _UNSET,
     project: str | None = _UNSET,
+    runner: str | None = _UNSET,
 ) -> KitaruConfig:
     """Set process-local overrides; returns the overrides now in force. ``None`` clears a
     setting; leaving it out keeps the current value.
@@ -215,6 +218,8 @@ def configure(
         cache: default of the cross-execution cache for flows that do not set it (on
             unless something turns it off; see the README).
         retries: default flow-level retries for flows that do not set them.
+        runner: ``"local"`` or ``"ray"`` for flows that do not set their own (over the
+            stack's runner).
         project: a server concept of Kitaru 0.4; kitaru has no server, so a value is
             refused with what to do instead.
     """
@@ -236,6 +241,10 @@ def configure(
         ):
             raise KitaruUsageError(f"configure(retries=) must be an int >= 0, got {retries!r}.")
         changes["retries"] = retries
+    if runner is not _UNSET:
+        from ._ray import check_runner
+
+        changes["runner"] = check_runner(runner, "configure(runner=)")
     _configured = dataclasses.replace(_configured, **changes)
     return _configured
 
@@ -448,7 +457,7 @@ def _info(name: str, data: dict[str, Any]) -> StackInfo:
     spec = data["stacks"][name]
     labels = spec.get("labels") if isinstance(spec.get("labels"), dict) else {}
     return StackInfo(name, spec["location"], dict(spec.get("options", {})), active,
-                     labels=dict(labels))  # fmt: skip
+                     labels=dict(labels), runner=spec.get("runner"))  # fmt: skip
 
 
 def _unknown(name: str, data: dict[str, Any], where: str | None = None) -> KitaruUsageError:
@@ -507,6 +516,7 @@ def create_stack(
     options: dict[str, str] | None = None,
     activate: bool = True,
     labels: dict[str, str] | None = None,
+    runner: str | None = None,
 ) -> StackInfo:
     """Create a stack: a named store location with its object-store options.
 
@@ -519,8 +529,13 @@ def create_stack(
             Credentials are refused: the store reads them from the environment.
         activate: make it the active stack (as ``kitaru stack use`` does).
         labels: free ``key: value`` strings kept with the stack (Kitaru 0.4's labels).
+        runner: where flows started on this stack run unless they choose (``"local"``,
+            ``"ray"``); a Ray stack needs a store every Ray worker reaches.
     """
+    from ._ray import check_runner
+
     name = check_name(name)
+    runner = check_runner(runner, f"stack {name!r}")
     if labels is not None and (
         not isinstance(labels, dict)
         or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in labels.items())
@@ -554,6 +569,8 @@ def create_stack(
         data["stacks"][name] = {"location": location, "options": opts}
         if labels:
             data["stacks"][name]["labels"] = dict(labels)
+        if runner is not None:
+            data["stacks"][name]["runner"] = runner
         if activate:
             data["active"] = name
     return _info(name, data)
@@ -742,4 +759,4 @@ def resolve(stack: str | None = None, source: str = "stack=") -> StoreChoice:
     if name != DEFAULT_STACK and name not in data["stacks"]:
         raise _unknown(name, data, why)
     info = _info(name, data)
-    return StoreChoice(info.location, info.options, name, why)
+    return StoreChoice(info.location, info.options, name, why, info.runner)

@@ -49,6 +49,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="an object_store config key (repeatable); credentials are refused: set them in "
         "the environment",
     )
+    cr.add_argument(
+        "--runner",
+        choices=("local", "ray"),
+        help="where flows on this stack run unless they choose: this process (local, the "
+        "default) or a Ray cluster (ray; RAY_ADDRESS)",
+    )
     cr.add_argument("--no-activate", action="store_true", help="do not make it the active stack")
     dl = sks.add_parser(
         "delete", help="forget a stack (its store is left as it is)", parents=[common]
@@ -116,6 +122,7 @@ def cmd_stack(args: argparse.Namespace, out: Output) -> None:
             allow_http=args.allow_http,
             options=_parse_options(args.option),
             activate=not args.no_activate,
+            runner=args.runner,
         )
         item = {**_stack_item(info), "previous_active_stack": previous}
 
@@ -152,6 +159,8 @@ def _stack_text(info: Any) -> str:
         lines.append(
             f"Options     {', '.join(f'{k}={v}' for k, v in sorted(info.options.items()))}"
         )
+    if info.runner:
+        lines.append(f"Runner      {info.runner}")
     return "\n".join(lines)
 
 
