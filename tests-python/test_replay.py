@@ -328,7 +328,7 @@ PARTIAL = textwrap.dedent(
     note = {"source": source, "from": "write_draft", "frontier": plan["frontier"],
             "reused": plan["reuse"], "overridden": ["research"],
             "override_values": {"research": {"serializer": tag, "blob": store.put_blob(data)}}}
-    _, start = pipeline._start(("kitaru",), {}, 0, None, replay=note)
+    _, start, _, _ = pipeline._start(("kitaru",), {}, 0, None, replay=note)
     runner = store.start(start, 60_000)
     print(runner.exec_id, flush=True)
     os.kill(os.getpid(), 9)

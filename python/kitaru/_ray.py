@@ -71,7 +71,7 @@ def ensure(env: dict[str, Any] | None = None) -> Any:
             if not ray.is_initialized():
                 job = {"working_dir": local_dir} if local_dir else None
                 ray.init(address=os.environ.get("RAY_ADDRESS") or None, runtime_env=job,
-                         ignore_reinit_error=True, logging_level="WARNING")  # fmt: skip
+                         ignore_reinit_error=True, logging_level=30)  # fmt: skip  (WARNING)
                 _job_dir = local_dir
     if (local_dir and local_dir != _job_dir
             and ray.get_runtime_context().get_task_id() is None):  # fmt: skip
@@ -86,7 +86,7 @@ def ensure(env: dict[str, Any] | None = None) -> Any:
     if main is not None and "__kitaru_main__" not in _by_value:
         with _lock:
             if "__kitaru_main__" not in _by_value:
-                ray.cloudpickle.register_pickle_by_value(main)
+                ray.cloudpickle.register_pickle_by_value(main)  # type: ignore[no-untyped-call]
                 _by_value.add("__kitaru_main__")
     return ray
 
@@ -349,7 +349,7 @@ def submit_flow(flow: Any, store_location: str, store_options: dict[str, str], s
     }
     if env is not None:
         opts["runtime_env"] = env
-    task = ray.remote(_drive).options(**opts)
+    task = _remote_drive(ray).options(**opts)
     gen = task.remote(store_location, store_options, start, retries, budget, env, ttl_ms)
     try:
         exec_id: str = ray.get(next(gen))
@@ -357,11 +357,26 @@ def submit_flow(flow: Any, store_location: str, store_options: dict[str, str], s
         cause = exc.cause if isinstance(exc.cause, Exception) else exc
         raise cause from None
     with _lock:
+        # Kept so the driver task's outputs live until it ends; ended ones are let go.
+        done = [k for k, g in _submitted.items()
+                if ray.wait([g.completed()], timeout=0)[0]]  # fmt: skip
+        for k in done:
+            del _submitted[k]
         _submitted[exec_id] = gen
     return exec_id
 
 
-_submitted: dict[str, Any] = {}
+_drive_fn: Any = None
+
+
+def _remote_drive(ray: Any) -> Any:
+    global _drive_fn
+    if _drive_fn is None:
+        _drive_fn = ray.remote(_drive)
+    return _drive_fn
+
+
+_submitted: dict[str, Any] = {}  # the driver tasks this process started, by execution
 
 
 def _drive(location: str, options: dict[str, str], start: Any, retries: int,

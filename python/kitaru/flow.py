@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from ._kitaru import Runner, Store
     from ._status import ExecutionStatus
     from ._types import StoreChoice
-    from .stacks import ImageSettings
     from ._views import ExecutionView
+    from .stacks import ImageSettings
 
     P = ParamSpec("P")  # the flow function's parameters
     R = TypeVar("R")  # its result (awaited, for an async flow)
@@ -349,9 +349,9 @@ class FlowDefinition(Generic[P, R]):
                                                      cache, retries, budget_usd, runner)  # fmt: skip
         if where is not None:
             return self._submit_to_ray(store, start, n, budget, image, where)
-        runner = store.start(start, _lease_ttl_ms())
-        self._execute(runner, args, kwargs, n, store, budget)
-        return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
+        held = store.start(start, _lease_ttl_ms())
+        self._execute(held, args, kwargs, n, store, budget)
+        return FlowHandle(held.exec_id, store, allow_pickle=self.allow_pickle)
 
     def _begin(
         self,
@@ -429,9 +429,9 @@ class FlowDefinition(Generic[P, R]):
 
             return await asyncio.to_thread(self._submit_to_ray, store, start, n, budget, image,
                                            where)  # fmt: skip
-        runner = await store.start(start, _lease_ttl_ms(), awaitable=True)
-        await self._drive_async(runner, args, kwargs, n, store, budget)
-        return FlowHandle(runner.exec_id, store, allow_pickle=self.allow_pickle)
+        held = await store.start(start, _lease_ttl_ms(), awaitable=True)
+        await self._drive_async(held, args, kwargs, n, store, budget)
+        return FlowHandle(held.exec_id, store, allow_pickle=self.allow_pickle)
 
     def replay(
         self,
