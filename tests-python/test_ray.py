@@ -188,10 +188,7 @@ def test_a_killed_ray_worker_costs_only_its_task(tmp_path: Path, ray_head: str) 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     ledger = tmp_path / "ledger.txt"
     try:
-        deadline = time.monotonic() + 120
-        while not any(line.startswith("hang 30 ") for line in _lines(ledger)):
-            assert time.monotonic() < deadline and proc.poll() is None, _lines(ledger)
-            time.sleep(0.05)
+        wait_for_line_prefix(ledger, "hang 30 ", proc)
         victim = int(
             next(line for line in _lines(ledger) if line.startswith("hang 30 ")).split()[2]
         )
