@@ -30,22 +30,9 @@ from typing import Any
 
 from .errors import KitaruFeatureNotAvailableError, KitaruUsageError
 
-RUNNERS = ("local", "ray")
-
 _lock = threading.Lock()
 _by_value: set[str] = set()
 _job_dir: str | None = None  # the working_dir this process's Ray job was started with
-
-
-def check_runner(value: Any, where: str) -> str | None:
-    """`value` if it names a runner (None: not chosen here)."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or value.strip().lower() not in RUNNERS:
-        raise KitaruUsageError(
-            f"Unknown runner {value!r} ({where}); the runners are {', '.join(RUNNERS)}."
-        )
-    return value.strip().lower()
 
 
 def ensure(env: dict[str, Any] | None = None) -> Any:
@@ -70,8 +57,12 @@ def ensure(env: dict[str, Any] | None = None) -> Any:
         with _lock:
             if not ray.is_initialized():
                 job = {"working_dir": local_dir} if local_dir else None
-                ray.init(address=os.environ.get("RAY_ADDRESS") or None, runtime_env=job,
-                         ignore_reinit_error=True, logging_level=30)  # fmt: skip  (WARNING)
+                ray.init(
+                    address=os.environ.get("RAY_ADDRESS") or None,
+                    runtime_env=job,
+                    ignore_reinit_error=True,
+                    logging_level=30,
+                )  # logging_level 30: WARNING
                 _job_dir = local_dir
     if (local_dir and local_dir != _job_dir
             and ray.get_runtime_context().get_task_id() is None):  # fmt: skip
@@ -350,7 +341,9 @@ def submit_flow(flow: Any, store_location: str, store_options: dict[str, str], s
     if env is not None:
         opts["runtime_env"] = env
     task = _remote_drive(ray).options(**opts)
-    gen = task.remote(store_location, store_options, start, retries, budget, env, ttl_ms)
+    gen = task.remote(
+        type(flow), store_location, store_options, start, retries, budget, env, ttl_ms
+    )
     try:
         exec_id: str = ray.get(next(gen))
     except ray.exceptions.RayTaskError as exc:
@@ -379,16 +372,16 @@ def _remote_drive(ray: Any) -> Any:
 _submitted: dict[str, Any] = {}  # the driver tasks this process started, by execution
 
 
-def _drive(location: str, options: dict[str, str], start: Any, retries: int,
+def _drive(flow_type: type, location: str, options: dict[str, str], start: Any, retries: int,
            budget: float | None, env: dict[str, Any] | None, ttl_ms: int) -> Any:  # fmt: skip
     """On a Ray worker: load the flow as a retry would, start its execution, yield its
-    id, run it to its end (the store records how), yield its status."""
+    id, run it to its end (the store records how), yield its status. `flow_type` is
+    `FlowDefinition`, passed by reference (the flow module imports this one)."""
     from . import _config, _entry, serde
-    from .flow import FlowDefinition
 
     entry = {"module": start.module, "qualname": start.qualname, "script": start.script,
              "cwd": start.cwd}  # fmt: skip
-    flow = _entry.load_flow(entry, FlowDefinition)
+    flow = _entry.load_flow(entry, flow_type)
     store = _config.get_store(location, options)
     saved = serde.loads(start.args_serializer, start.args, what=f"arguments of flow {flow.name!r}",
                         allow_pickle=flow.allow_pickle)  # fmt: skip

@@ -100,7 +100,7 @@ def _validate_options(stack: Any, image: Any, cache: Any, retries: Any, where: s
 def _check_runner(runner: Any, where: str) -> str | None:
     if runner is None:
         return None
-    from ._ray import check_runner
+    from .stacks import check_runner
 
     return check_runner(runner, where)
 

@@ -79,6 +79,20 @@ _IMAGE_FIELDS = ("base_image", "requirements", "dockerfile", "build_context_root
                  "image_tag", "target_repository", "user", "platform")  # fmt: skip
 
 
+RUNNERS = ("local", "ray")  # where a flow's driver and its fan-outs run
+
+
+def check_runner(value: Any, where: str) -> str | None:
+    """`value` if it names a runner (None: not chosen here)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in RUNNERS:
+        raise KitaruUsageError(
+            f"Unknown runner {value!r} ({where}); the runners are {', '.join(RUNNERS)}."
+        )
+    return value.strip().lower()
+
+
 def _requirement_name(requirement: str) -> str:
     """The distribution a requirement line names (``kitaru[s3]>=0.1`` -> ``kitaru``)."""
     return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0].lower()
@@ -242,8 +256,6 @@ def configure(
             raise KitaruUsageError(f"configure(retries=) must be an int >= 0, got {retries!r}.")
         changes["retries"] = retries
     if runner is not _UNSET:
-        from ._ray import check_runner
-
         changes["runner"] = check_runner(runner, "configure(runner=)")
     _configured = dataclasses.replace(_configured, **changes)
     return _configured
@@ -532,8 +544,6 @@ def create_stack(
         runner: where flows started on this stack run unless they choose (``"local"``,
             ``"ray"``); a Ray stack needs a store every Ray worker reaches.
     """
-    from ._ray import check_runner
-
     name = check_name(name)
     runner = check_runner(runner, f"stack {name!r}")
     if labels is not None and (

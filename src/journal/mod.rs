@@ -89,7 +89,6 @@ impl Journal {
         let keys_all = store.list(&layout::exec_prefix(exec_id)).await?;
         let wanted: Vec<String> = keys_all
             .iter()
-            .cloned()
             .filter(|k| match layout::classify(exec_id, k) {
                 // Logs are read by `load_logs`, not by the journal.
                 None | Some(ExecKey::Other | ExecKey::Log | ExecKey::Pack(_)) => false,
@@ -98,6 +97,7 @@ impl Journal {
                 }
                 Some(_) => scope == Scope::Full,
             })
+            .cloned()
             .collect();
         let values = if scope == Scope::Full {
             read_with_pack(store, exec_id, &keys_all, &wanted).await?
