@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-memory bench-pydantic-ai bench-langgraph bench-ui bench-ray examples-04 clean
+.PHONY: help demo test test-rust test-python build build-release dev-deps lint bench bench-s3 bench-rust bench-list bench-memory bench-pydantic-ai bench-langgraph bench-ui bench-ray examples-04 clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -80,6 +80,9 @@ bench-ui: build-release dev-deps ## the dashboard on a store of 10,000 execution
 
 bench-rust: ## Rust micro-benchmarks of the core (divan)
 	cargo bench --bench core
+
+bench-list: ## executions list on a store of up to 1,000,000 executions (KITARU_BENCH_LIST_MAX), index vs every id
+	cargo bench --bench list
 
 clean:
 	rm -rf target $(VENV)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod execution;
 pub mod graph;
 pub mod ids;
+pub mod index;
 pub mod journal;
 pub mod lease;
 pub mod memory;

@@ -146,6 +146,7 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
     phase("listing executions", 0);
     let exec_ids = store.list_dirs(layout::EXECUTIONS).await?;
     phase("executions", exec_ids.len());
+    let mut started: Vec<String> = Vec::new();
     for exec_id in exec_ids {
         tick(progress, 1);
         report.executions += 1;
@@ -225,6 +226,9 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
             }
         }
         states.sort_by_key(|s| s.seq);
+        if !states.is_empty() {
+            started.push(exec_id.clone());
+        }
         let gap = states.iter().enumerate().find(|(i, s)| s.seq != *i as u64);
         if let Some((i, _)) = gap {
             report.findings.push(Finding {
@@ -323,6 +327,8 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
             });
         }
     }
+    phase("index", 0);
+    check_index(store, &started, &mut report).await?;
     for (key, hash) in refs {
         if !present.contains(&hash) {
             report.findings.push(Finding {
@@ -336,4 +342,42 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
         }
     }
     Ok(report)
+}
+
+/// The execution index (`crate::index`): entries are empty and well named, and on a store
+/// whose index is complete (layout 3) every execution has its time entry. One listing.
+async fn check_index(store: &Store, started: &[String], report: &mut Report) -> Result<()> {
+    let mut timed: HashSet<String> = HashSet::new();
+    for (key, size) in store.list_sized(crate::index::INDEX).await? {
+        let Some(id) = crate::index::id_of_key(&key) else {
+            report.findings.push(Finding {
+                kind: "corrupt",
+                key,
+                detail: "not an execution index entry".into(),
+            });
+            continue;
+        };
+        if crate::index::entry_key(crate::index::Tree::All, &id).as_deref() == Some(key.as_str()) {
+            timed.insert(id);
+        }
+        if size != 0 {
+            report.findings.push(Finding {
+                kind: "corrupt",
+                key,
+                detail: format!("an index entry holds {size} bytes; kitaru writes them empty"),
+            });
+        }
+    }
+    if store.layout_version() >= layout::LAYOUT_VERSION {
+        for id in started.iter().filter(|id| !timed.contains(*id)) {
+            report.findings.push(Finding {
+                kind: "index",
+                key: layout::exec_prefix(id),
+                detail: "the execution is missing from the execution index (listings do not \
+                         show it); run `kitaru store reindex`"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -424,16 +424,123 @@ pub struct ListFilter {
     pub flow: Option<String>,
     pub status: Option<String>,
     pub limit: Option<usize>,
+    /// Only executions a recovery pass may act on: recorded as running (their runner may
+    /// have died) or waiting (their waits may be answered). The recovery worker's poll.
+    pub recoverable: bool,
 }
 
-/// Execution summaries, newest first. Reads only the state events of the executions it
-/// looks at, and stops once `limit` match.
+/// Execution summaries, newest first. Finds them through the execution index (by flow
+/// or status when filtered), reads the summaries of the ones it looks at, 32 at a time,
+/// and stops once `limit` match: the cost grows with what is asked, not with the store.
 pub async fn list(store: &Store, filter: &ListFilter) -> Result<Vec<ExecutionView>> {
     list_with(store, filter, None).await
 }
 
-/// `list`, counting on `progress` the executions read (phases: listing, reading).
+/// `list`, counting on `progress` the executions read.
 pub async fn list_with(
+    store: &Store,
+    filter: &ListFilter,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<Vec<ExecutionView>> {
+    use crate::index::{self, Tree};
+    use futures::StreamExt;
+
+    if let Err(e) = index::ensure(store).await {
+        // A store this process may not write (read-only credentials): list the slow way.
+        tracing::warn!(store = store.url(), error = %e, "could not index the store");
+    }
+    if store.layout_version() < layout::LAYOUT_VERSION {
+        return list_every(store, filter, progress).await;
+    }
+    let trees: Vec<Tree<'_>> = match (&filter.flow, &filter.status) {
+        _ if filter.recoverable => vec![Tree::Active],
+        (Some(flow), _) => vec![Tree::Flow(flow)],
+        (None, Some(status)) => index::trees_for_status(status),
+        (None, None) => vec![Tree::All],
+    };
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    // Without a filter every summary read is one listed; with one, some are skipped.
+    let plain = filter.flow.is_none() && filter.status.is_none();
+    if let Some(p) = progress {
+        p.phase(
+            "reading executions",
+            filter.limit.filter(|_| plain).unwrap_or(0) as u64,
+        );
+    }
+    let mut ids = index::scan_any(store, &trees).fuse();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    loop {
+        let want = if plain {
+            (limit - out.len()).min(32)
+        } else {
+            32
+        };
+        let mut batch = Vec::with_capacity(want);
+        while batch.len() < want {
+            match ids.next().await {
+                // an execution under two states (a crash between the writes of a state
+                // change) is read once
+                Some(id) => {
+                    let id = id?;
+                    if seen.insert(id.clone()) {
+                        batch.push(id);
+                    }
+                }
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        if !summaries_into(store, filter, &batch, progress, limit, &mut out).await? {
+            return Ok(out);
+        }
+    }
+}
+
+/// Reads the summaries of `ids` concurrently and adds those that match `filter` to `out`;
+/// false once `out` holds `limit`.
+async fn summaries_into(
+    store: &Store,
+    filter: &ListFilter,
+    ids: &[String],
+    progress: Option<&crate::progress::Progress>,
+    limit: usize,
+    out: &mut Vec<ExecutionView>,
+) -> Result<bool> {
+    let views = futures::future::join_all(ids.iter().map(|id| inspect(store, id, false))).await;
+    crate::progress::tick(progress, ids.len() as u64);
+    for (id, view) in ids.iter().zip(views) {
+        let view = match view {
+            Ok(v) => v,
+            // A directory (or an index entry) with no state event yet: an execution
+            // being created, or one whose start failed.
+            Err(crate::Error::ExecutionNotFound { .. }) => continue,
+            Err(crate::Error::InvalidName { .. }) => continue,
+            // One damaged execution does not hide the others: it is listed as failed,
+            // with the damage as its failure (`get` names the same error).
+            Err(e @ crate::Error::Corrupt { .. }) => ExecutionView::damaged(id, &e),
+            Err(e) => return Err(e),
+        };
+        if filter.flow.as_ref().is_some_and(|f| *f != view.flow_name) {
+            continue;
+        }
+        if filter.status.as_ref().is_some_and(|s| s != view.status) {
+            continue;
+        }
+        out.push(view);
+        if out.len() >= limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `list` on a store whose index is not complete (an older layout this process could
+/// not upgrade): every execution directory is listed, then read newest first. Public for
+/// the benchmark that compares it with the index (benches/list.rs).
+pub async fn list_every(
     store: &Store,
     filter: &ListFilter,
     progress: Option<&crate::progress::Progress>,
@@ -455,30 +562,8 @@ pub async fn list_with(
     let mut out = Vec::new();
     let limit = filter.limit.unwrap_or(usize::MAX);
     for chunk in ids.chunks(32) {
-        let views =
-            futures::future::join_all(chunk.iter().map(|id| inspect(store, id, false))).await;
-        crate::progress::tick(progress, chunk.len() as u64);
-        for (id, view) in chunk.iter().zip(views) {
-            let view = match view {
-                Ok(v) => v,
-                // A directory with no state event yet is an execution being created.
-                Err(crate::Error::ExecutionNotFound { .. }) => continue,
-                Err(crate::Error::InvalidName { .. }) => continue,
-                // One damaged execution does not hide the others: it is listed as failed,
-                // with the damage as its failure (`get` names the same error).
-                Err(e @ crate::Error::Corrupt { .. }) => ExecutionView::damaged(id, &e),
-                Err(e) => return Err(e),
-            };
-            if filter.flow.as_ref().is_some_and(|f| *f != view.flow_name) {
-                continue;
-            }
-            if filter.status.as_ref().is_some_and(|s| s != view.status) {
-                continue;
-            }
-            out.push(view);
-            if out.len() >= limit {
-                return Ok(out);
-            }
+        if !summaries_into(store, filter, chunk, progress, limit, &mut out).await? {
+            break;
         }
     }
     Ok(out)

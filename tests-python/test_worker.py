@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
 
+from kitaru import flow
+
 AGENT = """
 import os, sys, time
 import kitaru
@@ -302,3 +304,26 @@ def test_the_plan_counts_runs_that_died_in_a_row_not_resumes() -> None:
     asked = _summary(["started", "suspended"], status="waiting")
     asked.pending_waits = [object()]
     assert plan([asked]) == []
+
+
+@flow
+def finished_quickly(x: int) -> int:
+    return x
+
+
+@pytest.mark.both_stores
+def test_a_recovery_pass_reads_only_the_running_and_waiting(tmp_path: Path) -> None:
+    # 40 finished executions and one whose runner died: the pass lists the running and
+    # waiting executions' index tree once and reads the one execution there, none of the 40
+    from kitaru import KitaruClient, _config
+
+    for i in range(40):
+        finished_quickly.run(i)
+    exec_id, _ = start_and_kill(tmp_path, n=3)
+    store = _config.get_store()
+    store.reset_request_counts()
+    plan = KitaruClient().executions.recover(dry_run=True)
+    counts = store.request_counts()
+    assert [(r.exec_id, r.action) for r in plan] == [(exec_id, "retry")]
+    assert counts["list"] == 1 + 1, counts  # index/a, then the one execution
+    assert counts["get"] <= 6, counts

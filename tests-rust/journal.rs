@@ -454,6 +454,7 @@ fn list_is_newest_first_and_filters() {
             flow: Some("even".into()),
             status: Some("completed".into()),
             limit: Some(1),
+            ..Default::default()
         };
         let got = view::list(&store, &f).await.unwrap();
         assert_eq!(got.len(), 1);

@@ -6,6 +6,7 @@ mod calls;
 mod fence;
 mod fuzz;
 mod golden;
+mod index;
 mod journal;
 mod memory;
 mod records;

@@ -429,9 +429,9 @@ fn verify_counts_its_work_on_a_progress() {
             .await
             .unwrap();
         assert_eq!(report.blobs, 5);
-        // the last phase is the cache's, done; the blobs were counted in theirs
+        // the last phase is the index's, done; the blobs were counted in theirs
         let (phase, done, total, number) = progress.read();
-        assert_eq!((phase, done, total, number), ("cache entries", 0, 0, 6));
+        assert_eq!((phase, done, total, number), ("index", 0, 0, 7));
         let counted = kitaru::progress::Progress::default();
         counted.phase("blobs", 5);
         kitaru::progress::tick(Some(&counted), 5);

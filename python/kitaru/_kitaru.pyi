@@ -17,6 +17,7 @@ from kitaru._views import (
     ExecutionView,
     MemoryEntryView,
     MemoryScopeView,
+    ReindexReport,
     ReplayPlan,
     VerifyReport,
     WaitView,
@@ -113,6 +114,7 @@ class Store:
         status: str | None = None,
         limit: int | None = None,
         progress: Progress | None = None,
+        recoverable: bool = False,
         awaitable: Literal[False] = False,
     ) -> builtins.list[ExecutionView]: ...
     @overload
@@ -123,6 +125,7 @@ class Store:
         status: str | None = None,
         limit: int | None = None,
         progress: Progress | None = None,
+        recoverable: bool = False,
         awaitable: Literal[True],
     ) -> Awaitable[builtins.list[ExecutionView]]: ...
     @overload
@@ -459,6 +462,14 @@ class Store:
     def verify(
         self, *, progress: Progress | None = None, awaitable: Literal[True]
     ) -> Awaitable[VerifyReport]: ...
+    @overload
+    def reindex(
+        self, *, progress: Progress | None = None, awaitable: Literal[False] = False
+    ) -> ReindexReport: ...
+    @overload
+    def reindex(
+        self, *, progress: Progress | None = None, awaitable: Literal[True]
+    ) -> Awaitable[ReindexReport]: ...
     @overload
     def keys(self, prefix: str, *, awaitable: Literal[False] = False) -> builtins.list[str]: ...
     @overload

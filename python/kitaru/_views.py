@@ -164,6 +164,13 @@ class VerifyReport(TypedDict):
     findings: list[Finding]
 
 
+class ReindexReport(TypedDict):
+    """What `kitaru store reindex` did (`src/index.rs`)."""
+
+    executions: int
+    missing: int
+
+
 class ReplayPlan(TypedDict):
     """What a replay takes over from its source (`src/replay.rs`)."""
 

@@ -933,7 +933,9 @@ class ExecutionsAPI:
             )
         if not isinstance(backoff_s, (int, float)) or isinstance(backoff_s, bool) or backoff_s < 0:
             raise KitaruUsageError(f"backoff_s must be a number >= 0, got {backoff_s!r}.")
-        found = _recovery.plan(self.list(), flows=flows, max_attempts=max_attempts,
+        # one listing of the running and waiting executions, not a read of every one
+        views = [self._execution(v) for v in self._store.list(recoverable=True)]
+        found = _recovery.plan(views, flows=flows, max_attempts=max_attempts,
                                backoff_s=float(backoff_s), resume_answered=resume_answered)  # fmt: skip
         if dry_run:
             return found

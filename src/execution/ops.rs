@@ -112,7 +112,18 @@ pub(super) async fn append_event_in(
             )
             .await?
         {
+            let from = journal
+                .state()
+                .ok()
+                .and_then(|s| crate::index::indexed_state(&s));
             journal.states.push(rec);
+            if let Some(to) = journal
+                .state()
+                .ok()
+                .and_then(|s| crate::index::indexed_state(&s))
+            {
+                crate::index::note_state(store, exec_id, from, to).await;
+            }
             return Ok((seq, journal));
         }
     }

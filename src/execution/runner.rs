@@ -72,6 +72,9 @@ impl Runner {
         let exec_id = ids::new_exec_id();
         let lease = lease::new_claim(ttl_ms);
         let token = lease.token;
+        // Index entries first: an entry with no execution behind it is skipped by
+        // listings, an execution no listing finds would be lost to them.
+        crate::index::note_start(&store, &exec_id, &start.flow_name).await?;
         let rec = StateRecord {
             seq: 0,
             at_us: now_us(),
@@ -293,6 +296,12 @@ impl Runner {
             event,
         };
         let key = layout::state_key(&self.lease.exec_id, seq);
+        let to = match &rec.event {
+            Event::Completed { .. } => Some("completed"),
+            Event::Failed { .. } => Some("failed"),
+            Event::Suspended { .. } => Some("waiting"),
+            _ => None,
+        };
         if self
             .lease
             .store
@@ -300,6 +309,10 @@ impl Runner {
             .await?
         {
             *self.lease.next_seq.lock() = seq + 1;
+            if let Some(to) = to {
+                let store = &self.lease.store;
+                crate::index::note_state(store, &self.lease.exec_id, Some("running"), to).await;
+            }
             return Ok(());
         }
         // Someone appended first (a cancel or a takeover): say which.

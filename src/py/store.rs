@@ -135,8 +135,9 @@ impl PyStore {
         finish(py, awaitable, fut, to_py)
     }
 
-    /// Execution summaries, newest first.
-    #[pyo3(signature = (*, flow = None, status = None, limit = None, progress = None, awaitable = false))]
+    /// Execution summaries, newest first (`recoverable`: only those recorded as running
+    /// or waiting, what a recovery pass looks at).
+    #[pyo3(signature = (*, flow = None, status = None, limit = None, progress = None, recoverable = false, awaitable = false))]
     #[allow(clippy::too_many_arguments)]
     fn list<'py>(
         &self,
@@ -145,6 +146,7 @@ impl PyStore {
         status: Option<String>,
         limit: Option<usize>,
         progress: Option<PyRef<'py, PyProgress>>,
+        recoverable: bool,
         awaitable: bool,
     ) -> Awaitable<'py> {
         let store = self.inner.clone();
@@ -152,6 +154,7 @@ impl PyStore {
             flow,
             status,
             limit,
+            recoverable,
         };
         let progress = progress.map(|p| p.inner.clone());
         finish(
@@ -677,6 +680,25 @@ impl PyStore {
             py,
             awaitable,
             async move { crate::verify::verify_with(&store, progress.as_deref()).await },
+            to_py,
+        )
+    }
+
+    /// Writes the execution index entries that are missing and drops stale ones (every
+    /// execution read once); marks the index complete.
+    #[pyo3(signature = (*, progress = None, awaitable = false))]
+    fn reindex<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<PyRef<'py, PyProgress>>,
+        awaitable: bool,
+    ) -> Awaitable<'py> {
+        let store = self.inner.clone();
+        let progress = progress.map(|p| p.inner.clone());
+        finish(
+            py,
+            awaitable,
+            async move { crate::index::reindex(&store, progress.as_deref()).await },
             to_py,
         )
     }

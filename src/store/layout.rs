@@ -15,10 +15,15 @@
 //! executions/<exec id>/wait/<name>          a wait the flow reached (create-only)
 //! executions/<exec id>/answer/<name>        its answer or abort (create-only: the first wins)
 //! executions/<exec id>/log/<seq:08>-<n:06>  captured output of the run of claim <seq>
+//! index/<tree>/<6 hex>/<3 hex>/<32 hex>     an empty entry of the execution index (`crate::index`)
 //! ```
 
+/// 3: the execution index (`index/`, `crate::index`) is complete: every execution has
+/// its entries. Written on a new store, and on an older one once `index::ensure` has
+/// indexed what it held.
+pub const LAYOUT_VERSION: u32 = 3;
 /// 2: retries and resumes are `Claimed` events that fence the runs before them.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const FENCED_VERSION: u32 = 2;
 pub const LAYOUT_MARKER: &str = "kitaru-store.json";
 
 /// Blobs larger than this are looked up (HEAD) before they are uploaded.
@@ -34,7 +39,11 @@ pub const INLINE_LIMIT: usize = 16 * 1024;
 pub const EXECUTIONS: &str = "executions";
 
 pub fn layout_marker_bytes() -> Vec<u8> {
-    format!("{{\"format\": \"kitaru-store\", \"version\": {LAYOUT_VERSION}}}\n").into_bytes()
+    marker_bytes(LAYOUT_VERSION)
+}
+
+pub fn marker_bytes(version: u32) -> Vec<u8> {
+    format!("{{\"format\": \"kitaru-store\", \"version\": {version}}}\n").into_bytes()
 }
 
 pub fn parse_layout_marker(bytes: &[u8]) -> Option<u32> {

@@ -366,3 +366,104 @@ pub fn sweep_staging(dir: &Path) {
         }
     }
 }
+
+/// Creates the empty file `key` (and its directories); an existing one is left alone.
+/// Empty files take an inode and no data block.
+pub fn put_empty(dir: &Path, key: &str) -> Result<()> {
+    let path = dir.join(key);
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map(|_| ())
+    };
+    let made = match create() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err("put", key, e))?;
+            }
+            create()
+        }
+        other => other,
+    };
+    match made {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("put", key, e)),
+    }
+}
+
+/// The keys under a prefix of a local store in key order, read lazily: a directory is
+/// read (and sorted) only when the walk enters it, so the first keys of a big tree cost a
+/// few directory reads. Keys and directory names compare as in an object store listing
+/// because index names are fixed-width hex (a name never ends where another continues).
+pub struct Scan {
+    root: PathBuf,
+    /// (directory relative to the root, its entries sorted: name and whether a dir)
+    stack: Vec<(String, std::vec::IntoIter<(String, bool)>)>,
+    start: Option<String>,
+}
+
+impl Scan {
+    pub fn new(root: PathBuf, prefix: String) -> Scan {
+        Scan {
+            root,
+            stack: Vec::new(),
+            start: Some(prefix),
+        }
+    }
+
+    fn enter(&mut self, rel: String) -> Result<()> {
+        let entries = match std::fs::read_dir(self.root.join(&rel)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("list", &rel, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &rel, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if is_staged(&name) {
+                continue;
+            }
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            names.push((name, is_dir));
+        }
+        names.sort_unstable();
+        self.stack.push((rel, names.into_iter()));
+        Ok(())
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        if let Some(prefix) = self.start.take() {
+            if let Err(e) = self.enter(prefix) {
+                return Some(Err(e));
+            }
+        }
+        loop {
+            let (rel, entries) = self.stack.last_mut()?;
+            let Some((name, is_dir)) = entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if !is_dir {
+                return Some(Ok(key));
+            }
+            if let Err(e) = self.enter(key) {
+                return Some(Err(e));
+            }
+        }
+    }
+}

@@ -193,12 +193,27 @@ pub struct Store {
     fsync: bool,
     known_blobs: Mutex<HashSet<[u8; 32]>>,
     redactor: Redactor,
-    counts: RequestCounts,
+    counts: Arc<RequestCounts>,
+    /// The layout version the marker names (3 once the execution index is complete).
+    version: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+/// `location` relative to the store root `root`.
+fn relative_to(root: &Path, location: &Path) -> String {
+    let (full, root) = (location.as_ref(), root.as_ref());
+    if root.is_empty() {
+        full.to_string()
+    } else {
+        full.strip_prefix(root)
+            .map(|s| s.trim_start_matches('/'))
+            .unwrap_or(full)
+            .to_string()
     }
 }
 
@@ -245,7 +260,8 @@ impl Store {
             fsync: options.fsync,
             known_blobs: Mutex::new(HashSet::new()),
             redactor,
-            counts: RequestCounts::default(),
+            counts: Default::default(),
+            version: Default::default(),
         });
         let marker = store.check_layout().await?;
         if let Some(dir) = &store.local_dir {
@@ -276,7 +292,8 @@ impl Store {
             fsync: false,
             known_blobs: Mutex::new(HashSet::new()),
             redactor: Redactor::default(),
-            counts: RequestCounts::default(),
+            counts: Default::default(),
+            version: Default::default(),
         });
         let marker = store.check_layout().await?;
         store.verify_create_only(marker).await?;
@@ -339,6 +356,9 @@ impl Store {
             }
             let bytes = Bytes::from(layout::layout_marker_bytes());
             if self.put_create(marker, bytes.clone()).await? {
+                // A new store: its index is complete (it is empty).
+                self.version
+                    .store(layout::LAYOUT_VERSION, Ordering::Release);
                 return Ok(bytes);
             }
         }
@@ -366,14 +386,83 @@ impl Store {
             }
             .into());
         }
-        if version < layout::LAYOUT_VERSION {
+        if version < layout::FENCED_VERSION {
             // Everything older is still read; what this version writes is not readable by
             // older releases, which the new marker makes them say instead of misreading.
-            let bytes = Bytes::from(layout::layout_marker_bytes());
+            // (Version 3 is written by `index::ensure` once the index is complete.)
+            let bytes = Bytes::from(layout::marker_bytes(layout::FENCED_VERSION));
             self.put_overwrite(marker, bytes.clone()).await?;
+            self.version
+                .store(layout::FENCED_VERSION, Ordering::Release);
             return Ok(bytes);
         }
+        self.version.store(version, Ordering::Release);
         Ok(found)
+    }
+
+    /// The layout version of this store's marker, as read when it was opened (or as
+    /// raised since by [`Store::raise_layout`]).
+    pub fn layout_version(&self) -> u32 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Rewrites the layout marker to name `version` (a newer one than it names): for the
+    /// upgrade that makes older releases refuse the store.
+    pub async fn raise_layout(&self, version: u32) -> Result<()> {
+        if version > self.layout_version() {
+            self.put_overwrite(layout::LAYOUT_MARKER, layout::marker_bytes(version))
+                .await?;
+            self.version.store(version, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Creates the empty object `key` (an index entry); an existing one is left as it is.
+    pub async fn put_marker(&self, key: &str) -> Result<()> {
+        if let Some(dir) = &self.local_dir {
+            self.count(Request::Put);
+            return local::put_empty(dir, key);
+        }
+        self.put_create(key, Bytes::new()).await.map(|_| ())
+    }
+
+    /// Every key under `prefix`, in key order, read as the stream is consumed: on object
+    /// stores one listing request per 1,000 keys taken (they list in key order), on a
+    /// local store one directory read per directory entered, each sorted. A caller that
+    /// needs the first few keys of a big prefix pays for those only.
+    pub fn scan(&self, prefix: &str) -> futures::stream::BoxStream<'static, Result<String>> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        if let Some(dir) = &self.local_dir {
+            self.count(Request::List);
+            return stream::iter(local::Scan::new(dir.clone(), prefix)).boxed();
+        }
+        let os = match self.os() {
+            Ok(os) => os,
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+        };
+        let (root, url, redactor) = (self.root.clone(), self.url.clone(), self.redactor.clone());
+        let listed = os.list(Some(&self.path(&prefix)));
+        let mut taken = 0u64;
+        self.count(Request::List);
+        let counts = self.counts_handle();
+        listed
+            .map(move |item| {
+                taken += 1;
+                if taken % LIST_PAGE == 0 {
+                    counts.add(Request::List, 1);
+                }
+                match item {
+                    Ok(meta) => Ok(relative_to(&root, &meta.location)),
+                    Err(e) => Err(StoreError::Backend {
+                        op: "list",
+                        key: prefix.clone(),
+                        url: url.clone(),
+                        detail: redactor.clean(&e.to_string()),
+                    }
+                    .into()),
+                }
+            })
+            .boxed()
     }
 
     /// Checks that a create-only put of an existing key is refused: every mutable pointer
@@ -427,16 +516,11 @@ impl Store {
     }
 
     fn relative(&self, location: &Path) -> String {
-        let full = location.as_ref();
-        let root = self.root.as_ref();
-        if root.is_empty() {
-            full.to_string()
-        } else {
-            full.strip_prefix(root)
-                .map(|s| s.trim_start_matches('/'))
-                .unwrap_or(full)
-                .to_string()
-        }
+        relative_to(&self.root, location)
+    }
+
+    fn counts_handle(&self) -> Arc<RequestCounts> {
+        self.counts.clone()
     }
 
     fn backend(&self, op: &'static str, key: &str, source: object_store::Error) -> Error {
@@ -605,6 +689,40 @@ impl Store {
             .add(Request::List, (keys.len() as u64 / LIST_PAGE) + 1);
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    /// Every key under `prefix` with its size in bytes, sorted (one listing, no reads).
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        if let Some(dir) = &self.local_dir {
+            let keys = self.list(prefix).await?;
+            return Ok(keys
+                .into_iter()
+                .map(|k| {
+                    let size = std::fs::metadata(dir.join(&k))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    (k, size)
+                })
+                .collect());
+        }
+        let metas: Vec<object_store::ObjectMeta> = match self
+            .os()?
+            .list(Some(&self.path(prefix)))
+            .try_collect()
+            .await
+        {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(self.backend("list", prefix, e)),
+        };
+        self.counts
+            .add(Request::List, (metas.len() as u64 / LIST_PAGE) + 1);
+        let mut out: Vec<(String, u64)> = metas
+            .iter()
+            .map(|m| (self.relative(&m.location), m.size))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// The smallest key under `prefix`, or None: on object stores the first key of the

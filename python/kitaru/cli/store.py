@@ -1,4 +1,4 @@
-"""`kitaru store ...`: where the store is, verify it, dump raw records."""
+"""`kitaru store ...`: where the store is, verify it, reindex it, dump raw records."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def add_parsers(
     sts.add_parser("info", help="where the store is, and which stack chose it", parents=common_st)
     sts.add_parser(
         "verify", help="re-read and re-hash everything; exit 1 on any problem", parents=common_st
+    )
+    sts.add_parser(
+        "reindex",
+        help="write the execution index entries that are missing (listings find executions "
+        "through it); reads every execution once",
+        parents=common_st,
     )
     d = sts.add_parser(
         "dump",
@@ -78,6 +84,16 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
         out.item(report, text)
         if report["findings"]:
             raise Exit(1)
+    elif args.action == "reindex":
+        from ._progress import progress
+
+        with progress("indexing") as p:
+            done = store.reindex(progress=p)
+        out.item(
+            done,
+            lambda: f"Indexed {done['executions']} executions in {store.url} "
+            f"({done['missing']} had entries missing).",
+        )
     elif args.action == "dump":
         key = args.key
         if "/" not in key:  # an execution id: every record of it
