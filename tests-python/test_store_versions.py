@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_json, run_cli
 from kitaru import KitaruClient, flow
 

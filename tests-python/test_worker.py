@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
-
 from kitaru import flow
 
 AGENT = """

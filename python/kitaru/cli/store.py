@@ -91,8 +91,10 @@ def cmd_store(args: argparse.Namespace, out: Output) -> None:
             done = store.reindex(progress=p)
         out.item(
             done,
-            lambda: f"Indexed {done['executions']} executions in {store.url} "
-            f"({done['missing']} had entries missing).",
+            lambda: (
+                f"Indexed {done['executions']} executions in {store.url} "
+                f"({done['missing']} had entries missing)."
+            ),
         )
     elif args.action == "dump":
         key = args.key
