@@ -174,11 +174,10 @@ pub fn scan_any(store: &Store, trees: &[Tree<'_>]) -> BoxStream<'static, Result<
                 let mut best: Option<(usize, String)> = None;
                 for (i, s) in streams.iter_mut().enumerate() {
                     match std::pin::Pin::new(s).peek().await {
-                        Some(Ok(id)) => {
-                            if best.as_ref().is_none_or(|(_, b)| id > b) {
-                                best = Some((i, id.clone()));
-                            }
+                        Some(Ok(id)) if best.as_ref().is_none_or(|(_, b)| id > b) => {
+                            best = Some((i, id.clone()));
                         }
+                        Some(Ok(_)) => {}
                         Some(Err(_)) => {
                             let err = streams[i].next().await?.err()?;
                             return Some((Err(err), (streams, last)));
