@@ -294,6 +294,10 @@ pub async fn ensure(store: &Store) -> Result<()> {
     if store.layout_version() >= layout::LAYOUT_VERSION {
         return Ok(());
     }
+    // another process may have indexed it since this handle opened it
+    if store.reread_layout().await? >= layout::LAYOUT_VERSION {
+        return Ok(());
+    }
     let done = reindex(store, None).await?;
     tracing::info!(
         store = store.url(),

@@ -406,6 +406,19 @@ impl Store {
         self.version.load(Ordering::Acquire)
     }
 
+    /// Reads the layout marker again (another process may have raised it since this
+    /// handle was opened); returns the version it names now.
+    pub async fn reread_layout(&self) -> Result<u32> {
+        if let Some(version) = self
+            .get(layout::LAYOUT_MARKER)
+            .await?
+            .and_then(|b| layout::parse_layout_marker(&b))
+        {
+            self.version.fetch_max(version, Ordering::AcqRel);
+        }
+        Ok(self.layout_version())
+    }
+
     /// Rewrites the layout marker to name `version` (a newer one than it names): for the
     /// upgrade that makes older releases refuse the store.
     pub async fn raise_layout(&self, version: u32) -> Result<()> {
