@@ -47,7 +47,12 @@ pub fn new_exec_id() -> String {
     b[7] = counter as u8;
     b[8..].copy_from_slice(&rand);
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    uuid_text(u128::from_be_bytes(b))
+}
+
+/// A 128-bit value as a UUID string (`8-4-4-4-12` lowercase hex digits).
+pub fn uuid_text(value: u128) -> String {
+    let h = format!("{value:032x}");
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],

@@ -73,16 +73,7 @@ pub fn id_of_key(key: &str) -> Option<String> {
     if last.len() != 32 {
         return None;
     }
-    let value = !u128::from_str_radix(last, 16).ok()?;
-    let h = format!("{value:032x}");
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
+    Some(crate::ids::uuid_text(!u128::from_str_radix(last, 16).ok()?))
 }
 
 /// The key of `exec_id`'s entry in `tree`.
