@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27" "jsonschema>=4.18"
+	$(BIN)/python -m pip install -q "maturin>=1.9,<2" "pydantic>=2.6" "httpx>=0.27" "jsonschema[format-nongpl]>=4.18" "genai-prices>=0.1"
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml Makefile $(VENV)/.deps

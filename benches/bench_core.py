@@ -58,6 +58,15 @@ FLOW = textwrap.dedent(
         return n
 
     @flow
+    def same(n: int) -> int:
+        # every call with equal inputs (a poll in a loop): cost per call must not grow
+        for i in range(n):
+            t0 = time.perf_counter()
+            step(0)
+            TIMES.append(time.perf_counter() - t0)
+        return n
+
+    @flow
     def many(n: int) -> int:
         for i in range(n):
             t0 = time.perf_counter()
@@ -67,9 +76,18 @@ FLOW = textwrap.dedent(
 
     if __name__ == "__main__":
         mode = sys.argv[1]
-        if mode in ("run", "run-async"):
-            h = (many if mode == "run" else amany).run(int(sys.argv[2]))
+        if mode in ("run", "run-async", "run-same"):
+            h = {"run": many, "run-async": amany, "run-same": same}[mode].run(int(sys.argv[2]))
             print(json.dumps({"exec_id": h.exec_id, "times": TIMES, "status": str(h.status)}))
+        elif mode == "get":
+            import kitaru
+            client = kitaru.KitaruClient()
+            samples = []
+            for _ in range(int(sys.argv[3])):
+                t0 = time.perf_counter()
+                ex = client.executions.get(sys.argv[2])
+                samples.append(time.perf_counter() - t0)
+            print(json.dumps({"samples": samples, "checkpoints": len(ex.checkpoints)}))
         elif mode == "retry":
             import kitaru
             client = kitaru.KitaruClient()
@@ -168,6 +186,20 @@ def resume(tmp: Path, n: int, repeat: int) -> dict[str, float]:
     return {"median_ms": statistics.median(samples) * 1e3, "min_ms": min(samples) * 1e3}
 
 
+def get_execution(tmp: Path, n: int, repeat: int) -> dict[str, float]:
+    """`KitaruClient().executions.get` of a finished execution of `n` checkpoints, in a new
+    process (the first call reads the store; later ones too: nothing is cached)."""
+    env = {**os.environ, "KITARU_STORE": str(tmp / "store-get")}
+    exec_id = json.loads(run([sys.executable, "flow.py", "run", str(n)], env, tmp))["exec_id"]
+    out = json.loads(run([sys.executable, "flow.py", "get", exec_id, str(repeat)], env, tmp))
+    samples = sorted(out["samples"])
+    return {
+        "checkpoints": out["checkpoints"],
+        "first_ms": out["samples"][0] * 1e3,
+        "median_ms": statistics.median(samples) * 1e3,
+    }
+
+
 def write_floor(tmp: Path, n: int) -> dict[str, float]:
     """The bare cost of what one checkpoint must do on disk: write a 200-byte file and
     publish it create-only (hard link + unlink), from Python, in the same directory."""
@@ -215,8 +247,13 @@ def main() -> None:
             "checkpoint_overhead_async_flow": per_checkpoint(
                 tmp, args.checkpoints, args.repeat, fsync=False, mode="run-async"
             ),
+            "checkpoint_overhead_equal_inputs_memory_store": per_checkpoint(
+                tmp, args.checkpoints * 10, args.repeat, fsync=False, store="memory://bench",
+                mode="run-same",
+            ),
             "import": import_time(max(args.repeat * 3, 15)),
             "resume_to_first_live_step": resume(tmp, args.checkpoints, args.repeat),
+            "executions_get_5000_checkpoints": get_execution(tmp, 5000, args.repeat),
         }
     results["checkpoints"] = args.checkpoints
     print(json.dumps(results, indent=2))

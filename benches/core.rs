@@ -12,7 +12,154 @@ use kitaru::journal::{Journal, Scope};
 use kitaru::store::{Store, StoreOptions};
 
 fn main() {
+    ratios();
     divan::main();
+}
+
+/// Sizes the timings cannot show, printed first: what compression saves on typical
+/// outputs, and how much two versions of a value share under each chunker.
+fn ratios() {
+    for (what, data) in [
+        ("chat history (JSON)", chat_json(64 << 10)),
+        ("tool result (JSON records)", records_json(64 << 10)),
+        ("random bytes", noise(64 << 10)),
+    ] {
+        for level in [1, 3, 6] {
+            let z = zstd::bulk::compress(&data, level).unwrap();
+            println!(
+                "zstd level {level}, {what}, 64 KiB: {:.1}x smaller ({} bytes)",
+                data.len() as f64 / z.len() as f64,
+                z.len()
+            );
+        }
+        let kept = kitaru::store::codec::compress(&data).map_or(data.len(), |z| z.len());
+        println!("kitaru codec, {what}: {kept} bytes stored");
+    }
+    // Dedup: a 16 MiB value, then the same with 20 small edits (inserts) spread over it.
+    let base = noise(16 << 20);
+    let mut edited = base.clone();
+    for i in (0..20).rev() {
+        let at = i * (edited.len() / 20) + 12_345;
+        edited.splice(at..at, b"an edit of a few bytes".iter().copied());
+    }
+    let ours = |d: &[u8]| {
+        kitaru::store::cdc::split(d)
+            .into_iter()
+            .map(|r| (blake3::hash(&d[r.clone()]), r.len()))
+            .collect::<Vec<_>>()
+    };
+    let theirs = |d: &[u8]| {
+        fastcdc::v2020::FastCDC::new(d, 16 << 10, 64 << 10, 256 << 10)
+            .map(|c| (blake3::hash(&d[c.offset..c.offset + c.length]), c.length))
+            .collect::<Vec<_>>()
+    };
+    for (name, chunks) in [
+        ("kitaru cdc", [ours(&base), ours(&edited)]),
+        ("fastcdc v2020", [theirs(&base), theirs(&edited)]),
+    ] {
+        let known: std::collections::HashSet<_> = chunks[0].iter().map(|c| c.0).collect();
+        let new_bytes: usize = chunks[1]
+            .iter()
+            .filter(|c| !known.contains(&c.0))
+            .map(|c| c.1)
+            .sum();
+        println!(
+            "{name}: {} chunks (mean {} KiB); the edited copy adds {:.2} MiB of new chunks",
+            chunks[0].len(),
+            base.len() / chunks[0].len() / 1024,
+            new_bytes as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+fn chat_json(n: usize) -> Vec<u8> {
+    let mut out = b"[".to_vec();
+    let mut i = 0;
+    while out.len() < n {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        out.extend_from_slice(
+            format!(
+                r#"{{"role":"{role}","content":"Turn {i}: the agent looked at ticket {} and                  proposes to refund order {} since the parcel arrived damaged."}},"#,
+                1000 + i * 7,
+                50_000 + i * 13
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+fn records_json(n: usize) -> Vec<u8> {
+    let mut out = b"[".to_vec();
+    let mut x: u64 = 7;
+    while out.len() < n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(
+            format!(
+                r#"{{"id":{},"sku":"SKU-{:06}","price":{}.{:02},"in_stock":{},"score":{:.4}}},"#,
+                x % 1_000_000,
+                (x >> 20) % 1_000_000,
+                (x >> 40) % 500,
+                (x >> 8) % 100,
+                x % 3 == 0,
+                (x % 10_000) as f64 / 10_000.0
+            )
+            .as_bytes(),
+        );
+    }
+    out.truncate(n);
+    out
+}
+
+/// zstd at three levels on 64 KiB of chat JSON (the level kitaru uses is `codec::LEVEL`).
+#[divan::bench(args = [1, 3, 6])]
+fn zstd_compress_chat_64kib(bencher: Bencher, level: i32) {
+    let data = chat_json(64 << 10);
+    bencher
+        .counter(divan::counter::BytesCount::new(data.len()))
+        .bench(|| zstd::bulk::compress(black_box(&data), level).unwrap());
+}
+
+/// What kitaru's codec costs per value: compressible JSON, and the trial that finds random
+/// bytes incompressible (then stored raw).
+#[divan::bench(args = ["chat", "random"])]
+fn codec_compress_64kib(bencher: Bencher, what: &str) {
+    let data = if what == "chat" { chat_json(64 << 10) } else { noise(64 << 10) };
+    bencher
+        .counter(divan::counter::BytesCount::new(data.len()))
+        .bench(|| kitaru::store::codec::compress(black_box(&data)));
+}
+
+#[divan::bench]
+fn codec_decompress_chat_64kib(bencher: Bencher) {
+    let data = chat_json(64 << 10);
+    let z = kitaru::store::codec::compress(&data).unwrap();
+    bencher
+        .counter(divan::counter::BytesCount::new(data.len()))
+        .bench(|| kitaru::store::codec::decompress_blob(black_box(&z)).unwrap());
+}
+
+/// A checkpoint record holding a 12 KiB JSON output, framed raw and compressed.
+#[divan::bench(args = [false, true])]
+fn record_encode_12kib_json(bencher: Bencher, compress: bool) {
+    let mut rec = sample_record();
+    rec.output.body = Body::Inline(ByteBuf(chat_json(12 << 10)));
+    bencher.bench(|| record::encode_with(black_box(&rec), compress).unwrap());
+}
+
+/// FastCDC 2020 (the `fastcdc` crate) with our sizes, beside `cdc_split` (ours).
+#[divan::bench(args = [1 << 20, 16 << 20])]
+fn fastcdc_v2020_split(bencher: Bencher, size: usize) {
+    let data = noise(size);
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| {
+            fastcdc::v2020::FastCDC::new(black_box(&data), 16 << 10, 64 << 10, 256 << 10)
+                .map(|c| c.length)
+                .sum::<usize>()
+        });
 }
 
 fn rt() -> tokio::runtime::Runtime {

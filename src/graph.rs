@@ -135,8 +135,8 @@ fn decode_record(key: &str, bytes: &[u8], thread: &str, ns: &str) -> Result<Grap
     Ok(rec)
 }
 
-fn encode_record(rec: &GraphRecord) -> Result<Vec<u8>> {
-    record::encode(rec).map_err(|e| Error::Encode {
+fn encode_record(store: &Store, rec: &GraphRecord) -> Result<Vec<u8>> {
+    record::encode_with(rec, store.compresses()).map_err(|e| Error::Encode {
         exec_id: format!("graph {}", rec.thread),
         call_id: rec.checkpoint_id.clone(),
         reason: e.to_string(),
@@ -169,7 +169,7 @@ pub async fn put_checkpoint(
         data: ByteBuf(data),
         writes: Vec::new(),
     };
-    create(store, &checkpoint_key(thread, ns, id), encode_record(&rec)?).await
+    create(store, &checkpoint_key(thread, ns, id), encode_record(store, &rec)?).await
 }
 
 /// The checkpoint ids of a thread's namespace, oldest first.
@@ -236,7 +236,7 @@ pub async fn put_writes(
                 return Ok(());
             }
         }
-        if create(store, &format!("{base}.{rev}"), encode_record(&rec)?).await? {
+        if create(store, &format!("{base}.{rev}"), encode_record(store, &rec)?).await? {
             return Ok(());
         }
     }

@@ -279,14 +279,15 @@ pub async fn reindex(
 }
 
 /// Makes the index of an older store complete, once: a store of layout 2 or older is
-/// indexed (one summary read per execution) and its marker raised to 3, after which
-/// older releases refuse it instead of writing executions the index would not list.
+/// indexed (one summary read per execution) and its marker raised to the current layout,
+/// after which older releases refuse it instead of writing executions the index would
+/// not list.
 pub async fn ensure(store: &Store) -> Result<()> {
-    if store.layout_version() >= layout::LAYOUT_VERSION {
+    if store.layout_version() >= layout::INDEXED_VERSION {
         return Ok(());
     }
     // another process may have indexed it since this handle opened it
-    if store.reread_layout().await? >= layout::LAYOUT_VERSION {
+    if store.reread_layout().await? >= layout::INDEXED_VERSION {
         return Ok(());
     }
     let done = reindex(store, None).await?;

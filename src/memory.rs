@@ -401,7 +401,7 @@ pub async fn write(
             flow_id: writer.flow_id.clone(),
             flow_name: writer.flow_name.clone(),
         };
-        let bytes = record::encode(&rec).map_err(|e| Error::Encode {
+        let bytes = record::encode_with(&rec, store.compresses()).map_err(|e| Error::Encode {
             exec_id: writer.execution_id.clone().unwrap_or_default(),
             call_id: format!("memory {}", addr.key),
             reason: e.to_string(),

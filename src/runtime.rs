@@ -6,7 +6,8 @@
 //! that do not exist in the child).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Once};
 
 use parking_lot::Mutex;
 use tokio::runtime::{Builder, Runtime};
@@ -15,9 +16,33 @@ use crate::error::{Error, Result};
 
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
+/// This process's id, remembered (`getpid` is a system call on every checkpoint's path
+/// otherwise: glibc stopped caching it) and forgotten in a forked child by a
+/// `pthread_atfork` handler, registered before the first id is remembered.
+static PID: AtomicU32 = AtomicU32::new(0);
+static AT_FORK: Once = Once::new();
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+pub fn pid() -> u32 {
+    let known = PID.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
 /// The runtime of this process, created on first use.
 pub fn get() -> Result<Arc<Runtime>> {
-    let pid = std::process::id();
+    let pid = pid();
     let mut slot = RUNTIME.lock();
     if let Some((owner, rt)) = slot.as_ref() {
         if *owner == pid {

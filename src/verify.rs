@@ -110,7 +110,7 @@ pub async fn verify_with(store: &Store, progress: Option<&Progress>) -> Result<R
             report.blobs += 1;
             let name = layout::blob_hash_of_key(key);
             match name {
-                Some(hash) if blake3::hash(&bytes).as_bytes() == &hash => {
+                Some(hash) if crate::store::content_of(&hash, &bytes).is_some() => {
                     present.insert(hash);
                 }
                 Some(hash) if crate::store::cdc::Manifest::decode(&bytes).is_some() => {
@@ -368,7 +368,7 @@ async fn check_index(store: &Store, started: &[String], report: &mut Report) -> 
             });
         }
     }
-    if store.layout_version() >= layout::LAYOUT_VERSION {
+    if store.layout_version() >= layout::INDEXED_VERSION {
         for id in started.iter().filter(|id| !timed.contains(*id)) {
             report.findings.push(Finding {
                 kind: "index",

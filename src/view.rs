@@ -449,7 +449,7 @@ pub async fn list_with(
         // A store this process may not write (read-only credentials): list the slow way.
         tracing::warn!(store = store.url(), error = %e, "could not index the store");
     }
-    if store.layout_version() < layout::LAYOUT_VERSION {
+    if store.layout_version() < layout::INDEXED_VERSION {
         return list_every(store, filter, progress).await;
     }
     let trees: Vec<Tree<'_>> = match (&filter.flow, &filter.status) {

@@ -155,6 +155,16 @@ def fake_llm() -> Any:
         server.close()
 
 
+def stored_files(root: Path) -> list[tuple[Path, bytes]]:
+    """Every file under a store with its compression undone (`stored_plain`), so a search
+    for a secret also looks inside compressed records, packs and blobs."""
+    from kitaru._kitaru import stored_plain
+
+    if not root.exists():
+        return []
+    return [(p, stored_plain(p.read_bytes())) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
 def write_script(directory: Path, name: str, source: str) -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(source))

@@ -103,7 +103,7 @@ def test_init_status_info(tmp_path: Path) -> None:
 
     info = cli_json("info")["item"]
     assert (
-        info["kitaru"] and info["store_layout_version"] == 3 and info["record_format_version"] == 1
+        info["kitaru"] and info["store_layout_version"] == 4 and info["record_format_version"] == 2
     )
 
 

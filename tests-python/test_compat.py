@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import kitaru
 import pytest
+from conftest import stored_files
 from kitaru import KitaruClient, checkpoint, flow
 from kitaru.runtime import _get_current_execution_id, _is_inside_checkpoint, _is_inside_flow
 
@@ -308,6 +309,5 @@ def test_a_literal_credential_in_image_settings_never_reaches_the_store(
         "GH_TOKEN": "{{ GH_TOKEN }}",  # a reference, resolved where the image is built
         "MODE": "prod",
     }
-    for path in Path(str(isolated_store)).rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path
+    for path, data in stored_files(Path(str(isolated_store))):
+        assert secret.encode() not in data, path

@@ -169,12 +169,12 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -
     try:
         env = {**os.environ, "KITARU_STORE": str(mnt / "store")}
         script = write_script(tmp_path, "fill.py", """
-            import json
+            import json, random
             from kitaru import checkpoint, flow
 
             @checkpoint
             def chunk(i: int) -> bytes:
-                return bytes([i % 251]) * 40_000
+                return random.Random(i).randbytes(40_000)  # incompressible: fills the disk
 
             @flow
             def fill(n: int) -> int:
@@ -204,7 +204,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -
         # everything stored before the disk filled up is intact and readable
         assert len(view["checkpoints"]) >= 3
         first = store.checkpoint_output(exec_id, "chunk")
-        assert first is not None and first[1] == bytes([0]) * 40_000
+        assert first is not None and first[1] == random.Random(0).randbytes(40_000)
         assert store.verify()["findings"] == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

@@ -19,6 +19,7 @@ from typing import Any
 
 import kitaru
 import pytest
+from conftest import stored_files
 from fake_llm import ANTHROPIC_KEY, OPENAI_KEY, FakeLLM, Reply
 from kitaru import KitaruClient, checkpoint, flow
 from kitaru.errors import (
@@ -30,7 +31,7 @@ from kitaru.errors import (
 from pydantic import BaseModel
 
 MINI = "openai/gpt-4o-mini"
-MINI_PRICES = (0.15, 0.60)  # USD per million tokens (kitaru's price table)
+MINI_PRICES = (0.15, 0.60)  # USD per million tokens (genai-prices' table)
 
 
 # --- flows and tools used by the tests -----------------------------------------------------
@@ -174,9 +175,8 @@ def price(tin: int, tout: int, prices: tuple[float, float]) -> float:
 
 
 def store_files(store: Path) -> Iterator[bytes]:
-    for root, _, files in os.walk(store):
-        for f in files:
-            yield Path(root, f).read_bytes()
+    for _, data in stored_files(store):
+        yield data
 
 
 # --- usage and context errors --------------------------------------------------------------
@@ -1427,18 +1427,25 @@ def test_price_override_per_alias_is_used_for_the_cost(
     assert [c.alias for c in ex.llm_calls] == ["cheap", None]
 
 
-def test_price_table_matches_dated_model_names(llm: FakeLLM) -> None:
+def test_prices_come_from_genai_prices_and_unknown_models_stay_unknown(llm: FakeLLM) -> None:
     from kitaru._llm import models as _models
 
-    assert _models.price_of("openai", "gpt-4o-mini-2024-07-18", None) == MINI_PRICES
-    assert _models.price_of("openai", "gpt-4o-2024-08-06", None) == (2.50, 10.0)
-    assert _models.price_of("anthropic", "claude-opus-4-1-20250805", None) == (15.0, 75.0)
-    assert _models.price_of("openai", "gpt-3.5-turbo-0125", None) == (0.50, 1.50)
-    # another model that merely starts with a known name is unknown, not under-priced
-    assert _models.price_of("openai", "gpt-4o-minimal", None) is None
-    assert _models.price_of("openai", "o3-pro", None) is None
-    assert _models.price_of("ollama", "anything", None) == (0.0, 0.0)
-    assert _models.price_of("openrouter", "openai/gpt-4o-mini", None) == MINI_PRICES
+    def per_million(provider: str, model: str) -> float | None:
+        return _models.cost_of(provider, model, None, 1_000_000, 1_000_000)
+
+    # dated snapshots priced as their model (genai-prices matches them)
+    assert per_million("openai", "gpt-4o-mini-2024-07-18") == pytest.approx(sum(MINI_PRICES))
+    assert per_million("openai", "gpt-4o-2024-08-06") == pytest.approx(2.50 + 10.0)
+    assert per_million("anthropic", "claude-opus-4-1-20250805") == pytest.approx(15.0 + 75.0)
+    assert per_million("openrouter", "openai/gpt-4o-mini") == pytest.approx(sum(MINI_PRICES))
+    # a model that merely starts with a known name is unknown, never priced as zero
+    assert per_million("openai", "gpt-4o-minimal") is None
+    assert per_million("openai", "no-such-model") is None
+    assert per_million("ollama", "anything") == 0.0  # a local model costs nothing
+    assert _models.cost_of("openai", "gpt-4o-mini", None, None, 10) is None  # no usage
+    # an alias's own prices win over the table
+    alias = _models.ModelAlias("mine", "openai/gpt-4o-mini", input_price=1.0, output_price=2.0)
+    assert _models.cost_of("openai", "gpt-4o-mini", alias, 1_000_000, 500_000) == 2.0
     llm.queue(Reply(text="x", usage=(2_000_000, 1_000_000)))
     _, exec_id = in_flow(lambda: kitaru.llm("hi", model="openai/gpt-4o-mini-2024-07-18"))
     [call] = execution(exec_id).llm_calls
@@ -1656,9 +1663,8 @@ def test_credentials_in_a_base_url_go_to_a_header_not_to_logs_or_the_store(
     assert llm.requests[0].headers["authorization"].startswith("Basic ")
     logs = [e.message for e in KitaruClient().executions.logs(exec_id)]
     assert any("HTTP Request: POST http://127.0.0.1" in m for m in logs), logs
-    for path in isolated_store.rglob("*"):
-        if path.is_file():
-            assert b"TopSecretPassw0rd" not in path.read_bytes(), path
+    for path, data in stored_files(isolated_store):
+        assert b"TopSecretPassw0rd" not in data, path
 
 
 @flow
@@ -1671,11 +1677,7 @@ def _leaks(
 ) -> list[str]:
     """Where any of `secrets` shows up: a file under the store, `executions get/list -o json`."""
     found = [
-        f"{path}: {s}"
-        for path in store.rglob("*")
-        if path.is_file()
-        for s in secrets
-        if s.encode() in path.read_bytes()
+        f"{path}: {s}" for path, data in stored_files(store) for s in secrets if s.encode() in data
     ]
     for args in (("executions", "get", exec_id), ("executions", "list")):
         code, out, err = cli(capsys, *args, "-o", "json")

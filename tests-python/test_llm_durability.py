@@ -12,7 +12,7 @@ from typing import Any
 
 import kitaru
 import pytest
-from conftest import cli_json, ledger, run_cli, wait_for_line, write_script
+from conftest import cli_json, ledger, run_cli, stored_files, wait_for_line, write_script
 from fake_llm import OPENAI_KEY, FakeLLM, Reply
 
 AGENT = """
@@ -148,7 +148,7 @@ def test_crash_after_llm_call_retry_does_not_call_the_model_again(
 
 
 def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
-    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+    return stored_files(root)
 
 
 def test_secrets_never_reach_the_store_logs_or_errors(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_json, ledger, run_cli, write_script
+from conftest import cli_json, ledger, run_cli, stored_files, write_script
 from fake_llm import OPENAI_KEY, FakeLLM, Reply
 
 pytest.importorskip("pydantic_ai")
@@ -311,9 +311,8 @@ def test_openai_model_over_http_no_request_repeated_after_a_crash(
     text = run_cli("executions", "get", exec_id, cwd=tmp_path, env=env, check=True).stdout
     assert "researcher__model.request" in text and "spent on 3 calls" in text
     # the API key never reached the store
-    for path in (tmp_path / "store").rglob("*") if (tmp_path / "store").exists() else ():
-        if path.is_file():
-            assert OPENAI_KEY.encode() not in path.read_bytes(), path
+    for path, data in stored_files(tmp_path / "store"):
+        assert OPENAI_KEY.encode() not in data, path
 
 
 def test_budget_stops_the_agent_at_its_next_durable_unit(tmp_path: Path, fake_llm: FakeLLM) -> None:

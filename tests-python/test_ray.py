@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_json, run_cli, write_script
+from conftest import cli_json, run_cli, stored_files, write_script
 from s3server import S3Server
 
 S3_ONLY = pytest.mark.parametrize("store_backend", ["s3"], indirect=True)
@@ -319,7 +319,7 @@ def test_image_settings_become_the_runtime_env_and_llm_costs_reach_the_ledger(
     assert len(view["llm_calls"]) == 2
     assert all(c.get("cost_usd") for c in view["llm_calls"]) and view["llm_cost"]["cost_usd"] > 0
     # the secrets passed by reference reached the tasks but never the store
-    stored = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    stored = b"".join(data for _, data in stored_files(tmp_path / "store"))
     assert secret.encode() not in stored and b"tok-abc-secret-987" not in stored
     assert b"{{ MY_TOKEN }}" in stored  # the reference is what the execution records
 

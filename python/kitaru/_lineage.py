@@ -33,9 +33,13 @@ class Lineage:
         """`value` is the output of `call_id`, stored as (`tag`, `data`)."""
         if isinstance(value, _SCALARS):
             return
-        try:
-            check: Any = weakref.ref(value)
-        except TypeError:
+        check: Any = None
+        if type(value).__weakrefoffset__:  # str, list, dict... take none: no raise and catch
+            try:
+                check = weakref.ref(value)
+            except TypeError:
+                pass
+        if check is None:
             from ._kitaru import blake3_digest
 
             check = blake3_digest(tag.encode() + b"\0" + data)

@@ -62,7 +62,11 @@ def errors(schema: Any, value: Any, wait_name: str = "?") -> list[str]:
     try:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
-        validator = cls(schema, registry=referencing.Registry())
+        # Formats are asserted (date-time, date, uuid, email, uri...), as pydantic checks
+        # them in the flow's process; the checkers come with `jsonschema[format-nongpl]`.
+        validator = cls(
+            schema, registry=referencing.Registry(), format_checker=cls.FORMAT_CHECKER
+        )
         found = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     except RecursionError:
         raise KitaruWaitValidationError(

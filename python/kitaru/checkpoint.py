@@ -77,6 +77,9 @@ class Checkpoint(Generic[P, R]):
             mark_coroutine_function(self)
         self._signature: inspect.Signature | None = None
         self._fast_params = _simple_params(func)
+        # Every parameter in order, for the commonest call: all given by position.
+        fast = self._fast_params
+        self._param_names = None if fast is None else (*fast[0], *fast[1])
 
     def __repr__(self) -> str:
         return f"<kitaru checkpoint {self.name!r}>"
@@ -228,6 +231,9 @@ class Checkpoint(Generic[P, R]):
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The call's arguments by parameter name, defaults filled in (f(1) == f(x=1))."""
+        every = self._param_names
+        if every is not None and not kwargs and len(args) == len(every):
+            return dict(zip(every, args, strict=True))
         fast = self._fast_params
         if fast is not None:
             names, defaults = fast

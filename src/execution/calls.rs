@@ -179,6 +179,60 @@ impl Decision {
 struct Stored {
     name: String,
     digest: Option<[u8; 32]>,
+    explicit: bool,
+}
+
+/// The auto-numbered stored calls of one (checkpoint name, input digest), in call order,
+/// and how many of the first ones are known to be handed out in pass `pass`. Handing out
+/// and recording are amortized O(log n) whatever the number of calls with equal inputs (a
+/// poll in a loop, a fan-out over one argument): a scan of the whole list per call made a
+/// long run quadratic.
+#[derive(Debug, Default)]
+struct SameInputs {
+    ids: Vec<String>,
+    claimed_prefix: usize,
+    pass: u32,
+}
+
+impl SameInputs {
+    fn insert(&mut self, call_id: &str) {
+        let key = (occurrence(call_id), call_id);
+        if let Err(at) = self
+            .ids
+            .binary_search_by(|i| (occurrence(i), i.as_str()).cmp(&key))
+        {
+            self.ids.insert(at, call_id.to_string());
+            self.claimed_prefix = self.claimed_prefix.min(at);
+        }
+    }
+
+    fn remove(&mut self, call_id: &str) {
+        let key = (occurrence(call_id), call_id);
+        if let Ok(at) = self
+            .ids
+            .binary_search_by(|i| (occurrence(i), i.as_str()).cmp(&key))
+        {
+            self.ids.remove(at);
+            self.claimed_prefix = self.claimed_prefix.min(at);
+        }
+    }
+
+    /// The first id, in call order, not in `claimed` (ids are only ever added to `claimed`
+    /// within a pass, so the prefix skipped once stays skipped).
+    fn first_unclaimed(&mut self, claimed: &HashSet<String>, pass: u32) -> Option<&String> {
+        if self.pass != pass {
+            self.pass = pass;
+            self.claimed_prefix = 0;
+        }
+        while self
+            .ids
+            .get(self.claimed_prefix)
+            .is_some_and(|i| claimed.contains(i))
+        {
+            self.claimed_prefix += 1;
+        }
+        self.ids.get(self.claimed_prefix)
+    }
 }
 
 /// The calls of one run: what the journal holds, what this run recorded, and the ids taken
@@ -188,7 +242,7 @@ pub(super) struct CallBook {
     flow_name: String,
     stored: HashMap<String, Stored>,
     /// Auto-numbered stored calls by (checkpoint name, input digest), in call order.
-    by_inputs: HashMap<(String, [u8; 32]), Vec<String>>,
+    by_inputs: HashMap<(String, [u8; 32]), SameInputs>,
     /// Outputs recorded by this run: a later pass reuses them without a read.
     done: HashMap<String, RawValue>,
     /// Results a replay took over from its source execution (recorded by this run before
@@ -201,6 +255,9 @@ pub(super) struct CallBook {
     taken: HashSet<String>,
     /// Stored results handed to a call of this pass: each goes to one call only.
     claimed: HashSet<String>,
+    /// Per checkpoint name, the last number `fresh` gave out in this pass (every lower one
+    /// is taken or stored, and both only grow within a pass).
+    fresh_from: HashMap<String, u32>,
 }
 
 impl CallBook {
@@ -223,23 +280,23 @@ impl CallBook {
         let entry = Stored {
             name: name.to_string(),
             digest,
+            explicit,
         };
         // A call recorded again (a rerun after a divergence) is found by its new inputs
         // only: left under its old ones, a later pass calling with those inputs would be
         // handed the output of the new ones.
         if let Some(old) = self.stored.insert(call_id.to_string(), entry) {
             if let Some(d) = old.digest {
-                if let Some(ids) = self.by_inputs.get_mut(&(old.name, d)) {
-                    ids.retain(|i| i != call_id);
+                if let Some(same) = self.by_inputs.get_mut(&(old.name, d)) {
+                    same.remove(call_id);
                 }
             }
         }
         if let (Some(d), false) = (digest, explicit) {
-            let ids = self.by_inputs.entry((name.to_string(), d)).or_default();
-            if !ids.iter().any(|i| i == call_id) {
-                ids.push(call_id.to_string());
-                ids.sort_by(|a, b| occurrence(a).cmp(&occurrence(b)));
-            }
+            self.by_inputs
+                .entry((name.to_string(), d))
+                .or_default()
+                .insert(call_id);
         }
     }
 
@@ -248,6 +305,7 @@ impl CallBook {
         self.occurrences.clear();
         self.taken.clear();
         self.claimed.clear();
+        self.fresh_from.clear();
         self.pass += 1;
         self.pass
     }
@@ -276,11 +334,12 @@ impl CallBook {
 
     /// An id of checkpoint `name` that no stored result and no call of this pass has.
     fn fresh(&mut self, name: &str) -> String {
-        let mut n = 0;
+        let mut n = self.fresh_from.get(name).copied().unwrap_or(0);
         loop {
             n += 1;
             let id = numbered(name, n);
             if !self.taken.contains(&id) && !self.stored.contains_key(&id) {
+                self.fresh_from.insert(name.to_string(), n);
                 self.taken.insert(id.clone());
                 self.claimed.insert(id.clone());
                 return id;
@@ -316,16 +375,21 @@ impl CallBook {
             };
         }
         if let Some(d) = req.digest {
-            let ids = self
-                .by_inputs
-                .get(&(req.name.clone(), d))
-                .cloned()
-                .unwrap_or_default();
-            if ids.contains(id) && !self.claimed.contains(id) {
+            // The call's own stored result, if it had these inputs (`by_inputs` holds
+            // exactly the auto-numbered stored calls, under their name and digest).
+            let own = known
+                .as_ref()
+                .is_some_and(|k| !k.explicit && k.name == req.name && k.digest == Some(d));
+            if own && !self.claimed.contains(id) {
                 self.claim(id);
                 return (id.clone(), Choice::Reuse);
             }
-            if let Some(other) = ids.into_iter().find(|o| !self.claimed.contains(o)) {
+            let other = self
+                .by_inputs
+                .get_mut(&(req.name.clone(), d))
+                .and_then(|same| same.first_unclaimed(&self.claimed, self.pass))
+                .cloned();
+            if let Some(other) = other {
                 self.claim(&other);
                 return (other, Choice::Reuse);
             }
@@ -460,5 +524,63 @@ fn occurrence(call_id: &str) -> (u64, &str) {
             (n.parse().unwrap_or(u64::MAX), base)
         }
         _ => (1, call_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(book: &mut CallBook, name: &str, digest: u8, ordered: bool) -> (String, bool) {
+        let call_id = book.allocate(name, None).unwrap_or_default();
+        let r = CallRequest {
+            call_id,
+            name: name.into(),
+            digest: Some([digest; 32]),
+            ordered,
+            explicit: false,
+            policy: Policy::Rerun,
+            code: None,
+            cache: None,
+        };
+        let (id, choice) = book.choose(&r);
+        (id, matches!(choice, Choice::Reuse))
+    }
+
+    #[test]
+    fn equal_inputs_hand_out_each_stored_result_once_in_call_order() {
+        let mut book = CallBook::default();
+        for id in ["poll", "poll_2", "poll_3", "poll_10"] {
+            book.index(id, "poll", false, Some([7; 32]));
+        }
+        book.index("poll_4", "poll", false, Some([8; 32]));
+        book.new_pass();
+        // the flow's own order: each call gets its own stored result...
+        assert_eq!(req(&mut book, "poll", 7, true), ("poll".into(), true));
+        assert_eq!(req(&mut book, "poll", 7, true), ("poll_2".into(), true));
+        // ...a call whose own id holds other inputs gets the first unclaimed with its own
+        assert_eq!(req(&mut book, "poll", 8, true), ("poll_4".into(), true));
+        assert_eq!(req(&mut book, "poll", 7, true), ("poll_3".into(), true));
+        assert_eq!(req(&mut book, "poll", 7, true), ("poll_10".into(), true));
+        // every stored result with these inputs is handed out: the next call runs, under
+        // an id nothing stored has
+        let (id, reused) = req(&mut book, "poll", 7, true);
+        assert!(!reused);
+        assert_eq!(id, "poll_6");
+        // a new pass hands them out again
+        book.new_pass();
+        assert_eq!(req(&mut book, "poll", 7, false), ("poll".into(), true));
+    }
+
+    #[test]
+    fn a_call_recorded_again_with_new_inputs_leaves_its_old_inputs() {
+        let mut book = CallBook::default();
+        book.index("a", "a", false, Some([1; 32]));
+        book.index("a_2", "a", false, Some([1; 32]));
+        book.index("a", "a", false, Some([2; 32])); // a rerun after a divergence
+        book.new_pass();
+        assert_eq!(req(&mut book, "a", 1, false), ("a_2".into(), true));
+        assert_eq!(req(&mut book, "a", 1, false).1, false);
+        assert_eq!(req(&mut book, "a", 2, false), ("a".into(), true));
     }
 }

@@ -139,7 +139,7 @@ impl HeldLease {
             renewed_at_us: now,
             expires_at_us: now.saturating_add(self.ttl_ms.saturating_mul(1000)),
         };
-        if let Ok(bytes) = encode(&self.exec_id, "lease", &hb) {
+        if let Ok(bytes) = encode(&self.store, &self.exec_id, "lease", &hb) {
             let key = layout::lease_key(&self.exec_id, self.claim_seq);
             if let Err(e) = self.store.put_overwrite(&key, bytes).await {
                 tracing::warn!(exec_id = %self.exec_id, error = %e, "lease renewal failed");

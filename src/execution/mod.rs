@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::journal::record::{self, Record};
+use crate::store::Store;
 
 mod calls;
 mod heartbeat;
@@ -116,8 +117,9 @@ pub struct WaitRequest {
     pub metadata_json: String,
 }
 
-fn encode<R: Record>(exec_id: &str, what: &str, rec: &R) -> Result<Bytes> {
-    record::encode(rec)
+/// `rec` as stored in `store` (compressed where the store's layout allows it).
+fn encode<R: Record>(store: &Store, exec_id: &str, what: &str, rec: &R) -> Result<Bytes> {
+    record::encode_with(rec, store.compresses())
         .map(Bytes::from)
         .map_err(|e| Error::Encode {
             exec_id: exec_id.to_string(),

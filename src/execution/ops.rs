@@ -108,7 +108,7 @@ pub(super) async fn append_event_in(
         if store
             .put_create(
                 &layout::state_key(exec_id, seq),
-                encode(exec_id, "state", &rec)?,
+                encode(store, exec_id, "state", &rec)?,
             )
             .await?
         {
@@ -190,7 +190,7 @@ pub async fn answer(
         by: lease::this_holder(),
     };
     let key = layout::answer_key(exec_id, name);
-    if !store.put_create(&key, encode(exec_id, name, &rec)?).await? {
+    if !store.put_create(&key, encode(store, exec_id, name, &rec)?).await? {
         return Err(Error::WaitAnswered {
             exec_id: exec_id.to_string(),
             name: name.to_string(),

@@ -202,7 +202,7 @@ impl Runner {
             attempt: attempt.clone(),
         };
         let key = layout::failed_attempt_key(&self.lease.exec_id, call_id, number);
-        let bytes = encode(&self.lease.exec_id, call_id, &rec)?;
+        let bytes = encode(&self.lease.store, &self.lease.exec_id, call_id, &rec)?;
         if !self.lease.store.put_create(&key, bytes).await? {
             return Err(self.lease.lost_race());
         }
@@ -424,7 +424,7 @@ impl Runner {
             attempts,
             metadata_json: done.metadata_json,
         };
-        let bytes = encode(&self.lease.exec_id, &rec.call_id, &rec)?;
+        let bytes = encode(&self.lease.store, &self.lease.exec_id, &rec.call_id, &rec)?;
         if !self.recorded.lock().insert(rec.call_id.clone()) {
             return Err(Error::RecordedTwice {
                 exec_id: self.lease.exec_id.clone(),
@@ -525,7 +525,7 @@ impl Runner {
         // A second divergence of the same call in the same run (a flow retry) is already recorded.
         self.lease
             .store
-            .put_create(&key, encode(&self.lease.exec_id, &div.call_id, &rec)?)
+            .put_create(&key, encode(&self.lease.store, &self.lease.exec_id, &div.call_id, &rec)?)
             .await?;
         Ok(())
     }
@@ -551,7 +551,7 @@ impl Runner {
             let key = layout::wait_key(&self.lease.exec_id, &wait.name);
             self.lease
                 .store
-                .put_create(&key, encode(&self.lease.exec_id, &wait.name, &wait)?)
+                .put_create(&key, encode(&self.lease.store, &self.lease.exec_id, &wait.name, &wait)?)
                 .await?;
         }
         self.poll_answer(&wait.name).await
@@ -578,7 +578,7 @@ impl Runner {
         let key = layout::log_key(&self.lease.exec_id, self.lease.claim_seq, n);
         self.lease
             .store
-            .put_create(&key, encode(&self.lease.exec_id, "log", &rec)?)
+            .put_create(&key, encode(&self.lease.store, &self.lease.exec_id, "log", &rec)?)
             .await?;
         Ok(())
     }
@@ -594,7 +594,7 @@ impl Runner {
             json,
         };
         let key = layout::meta_key(&self.lease.exec_id, self.lease.claim_seq, n);
-        let bytes = encode(&self.lease.exec_id, "meta", &rec)?;
+        let bytes = encode(&self.lease.store, &self.lease.exec_id, "meta", &rec)?;
         // A local disk: written right here, so an awaited call needs no task hop (a ledger
         // entry per model request of an agent).
         if let Some(done) = self.lease.store.put_create_local_now(&key, &bytes) {

@@ -86,7 +86,7 @@ impl Runner {
         let created = store
             .put_create(
                 &layout::state_key(&exec_id, 0),
-                encode(&exec_id, "state", &rec)?,
+                encode(&store, &exec_id, "state", &rec)?,
             )
             .await;
         // A start that failed (a full disk) leaves no half-made execution behind.
@@ -267,7 +267,7 @@ impl Runner {
         // A run ends once; a second seal of it (a failed end event retried) keeps the first.
         self.lease
             .store
-            .put_create(&key, encode(&self.lease.exec_id, "seal", &rec)?)
+            .put_create(&key, encode(&self.lease.store, &self.lease.exec_id, "seal", &rec)?)
             .await?;
         Ok(())
     }
@@ -305,7 +305,7 @@ impl Runner {
         if self
             .lease
             .store
-            .put_create(&key, encode(&self.lease.exec_id, "state", &rec)?)
+            .put_create(&key, encode(&self.lease.store, &self.lease.exec_id, "state", &rec)?)
             .await?
         {
             *self.lease.next_seq.lock() = seq + 1;

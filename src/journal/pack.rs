@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::store::layout::{self, ExecKey};
 use crate::store::Store;
 
-const MAGIC: &[u8; 8] = b"KITPACK1";
+pub const MAGIC: &[u8; 8] = b"KITPACK1";
 const MAX_KEY: usize = 4096;
 /// A pack is not written past this size (a huge journal is read record by record).
 pub const MAX_PACK: usize = 256 << 20;

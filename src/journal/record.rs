@@ -3,16 +3,24 @@
 //! ```text
 //! "KTRU" | kind: u8 | format version: u16 LE | payload length: u32 LE | payload | check: 8 bytes
 //! ```
-//! The payload is bincode 2 (standard config) of the record struct; `check` is the first
-//! 8 bytes of the blake3 hash of everything before it, so a torn, truncated or flipped
-//! record is an error, never a wrong value. Decoding arbitrary bytes never panics.
-//! Golden-bytes tests in tests-rust pin the format; change it only with a new version.
+//! The payload is bincode 2 (standard config) of the record struct (format version 1),
+//! or, in format version 2 (layout 4), the bincode's length as a u32 LE followed by one
+//! zstd frame of it (`crate::store::codec`: payloads of 512 bytes and more, when that
+//! saves an eighth). `check` is the first 8 bytes of the blake3 hash of everything before
+//! it (the bytes as stored), so a torn, truncated or flipped record is an error, never a
+//! wrong value. Decoding arbitrary bytes never panics. Golden-bytes tests in tests-rust
+//! pin the format; change it only with a new version.
+
+use std::borrow::Cow;
 
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const MAGIC: [u8; 4] = *b"KTRU";
+/// The payload is the record's bincode.
 pub const FORMAT_VERSION: u16 = 1;
+/// The payload is the bincode's length (u32 LE) and a zstd frame of it.
+pub const COMPRESSED_VERSION: u16 = 2;
 const HEADER_LEN: usize = 11;
 const CHECK_LEN: usize = 8;
 /// Upper bound on a record's payload; big values go to blobs, never into records.
@@ -33,7 +41,7 @@ pub enum RecordError {
     },
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
-    #[error("record format version {0} is newer than this kitaru understands ({FORMAT_VERSION}); upgrade kitaru")]
+    #[error("record format version {0} is newer than this kitaru understands ({COMPRESSED_VERSION}); upgrade kitaru")]
     UnknownVersion(u16),
     #[error("record payload does not decode: {0}")]
     Payload(String),
@@ -113,16 +121,37 @@ fn check(bytes: &[u8]) -> [u8; CHECK_LEN] {
     out
 }
 
+/// The record framed as format version 1 (its payload uncompressed).
 pub fn encode<R: Record>(record: &R) -> Result<Vec<u8>, RecordError> {
-    let payload = bincode::serde::encode_to_vec(record, config())
+    encode_with(record, false)
+}
+
+/// The record framed; with `compress` (a store of layout 4), a payload that zstd shrinks
+/// by an eighth or more is stored compressed (format version 2).
+pub fn encode_with<R: Record>(record: &R, compress: bool) -> Result<Vec<u8>, RecordError> {
+    let raw = bincode::serde::encode_to_vec(record, config())
         .map_err(|e| RecordError::Payload(e.to_string()))?;
-    if payload.len() > MAX_PAYLOAD {
-        return Err(RecordError::TooLarge(payload.len()));
+    if raw.len() > MAX_PAYLOAD {
+        return Err(RecordError::TooLarge(raw.len()));
     }
+    let packed = if compress && raw.len() >= crate::store::codec::RECORD_MIN {
+        crate::store::codec::compress(&raw).map(|z| {
+            let mut p = Vec::with_capacity(4 + z.len());
+            p.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            p.extend_from_slice(&z);
+            p
+        })
+    } else {
+        None
+    };
+    let (version, payload) = match packed {
+        Some(p) => (COMPRESSED_VERSION, p),
+        None => (FORMAT_VERSION, raw),
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CHECK_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(R::KIND as u8);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
     let c = check(&out);
@@ -130,8 +159,28 @@ pub fn encode<R: Record>(record: &R) -> Result<Vec<u8>, RecordError> {
     Ok(out)
 }
 
-/// Checks the frame and returns the kind and payload.
-pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
+/// Checks the frame and returns the kind and the payload's bincode (decompressed from a
+/// format-2 frame).
+pub fn unframe(bytes: &[u8]) -> Result<(Kind, u16, Cow<'_, [u8]>), RecordError> {
+    let (kind, version, body) = check_frame(bytes)?;
+    if version == FORMAT_VERSION {
+        return Ok((kind, version, Cow::Borrowed(body)));
+    }
+    let raw_len = body
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or(RecordError::Truncated(bytes.len()))?;
+    if raw_len > MAX_PAYLOAD {
+        return Err(RecordError::TooLarge(raw_len));
+    }
+    let raw = crate::store::codec::decompress_exact(&body[4..], raw_len)
+        .map_err(RecordError::Payload)?;
+    Ok((kind, version, Cow::Owned(raw)))
+}
+
+/// Checks the frame (magic, lengths, checksum, kind and format version) without
+/// decompressing it: its kind, format version and payload as stored.
+pub fn check_frame(bytes: &[u8]) -> Result<(Kind, u16, &[u8]), RecordError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
         return Err(if bytes.len() < 4 {
             RecordError::Truncated(bytes.len())
@@ -154,11 +203,11 @@ pub fn unframe(bytes: &[u8]) -> Result<(Kind, &[u8]), RecordError> {
         return Err(RecordError::Checksum);
     }
     let version = u16::from_le_bytes([bytes[5], bytes[6]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != COMPRESSED_VERSION {
         return Err(RecordError::UnknownVersion(version));
     }
     let kind = Kind::from_u8(bytes[4]).ok_or(RecordError::UnknownKind(bytes[4]))?;
-    Ok((kind, &bytes[HEADER_LEN..body_end]))
+    Ok((kind, version, &bytes[HEADER_LEN..body_end]))
 }
 
 /// A segment read frame by frame: the whole frames with the offset where each ends, and
@@ -175,7 +224,7 @@ pub fn scan_segment(bytes: &[u8]) -> Scan<'_> {
     while at < bytes.len() {
         let rest = &bytes[at..];
         match frame_len(rest) {
-            Some(total) if total <= rest.len() => match unframe(&rest[..total]) {
+            Some(total) if total <= rest.len() => match check_frame(&rest[..total]) {
                 Ok(_) => {
                     at += total;
                     frames.push((&bytes[at - total..at], at));
@@ -221,7 +270,12 @@ pub fn is_torn_tail(rest: &[u8]) -> bool {
     if rest.len() > 4 && Kind::from_u8(rest[4]).is_none() {
         return false;
     }
-    if rest.len() >= 7 && u16::from_le_bytes([rest[5], rest[6]]) != FORMAT_VERSION {
+    if rest.len() >= 7
+        && !matches!(
+            u16::from_le_bytes([rest[5], rest[6]]),
+            FORMAT_VERSION | COMPRESSED_VERSION
+        )
+    {
         return false;
     }
     if let Some(total) = frame_len(rest) {
@@ -235,19 +289,19 @@ pub fn is_torn_tail(rest: &[u8]) -> bool {
     !rest.windows(MAGIC.len()).enumerate().skip(1).any(|(i, w)| {
         w == MAGIC
             && frame_len(&rest[i..])
-                .is_some_and(|t| t <= rest.len() - i && unframe(&rest[i..i + t]).is_ok())
+                .is_some_and(|t| t <= rest.len() - i && check_frame(&rest[i..i + t]).is_ok())
     })
 }
 
 pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, RecordError> {
-    let (kind, payload) = unframe(bytes)?;
+    let (kind, _, payload) = unframe(bytes)?;
     if kind != R::KIND {
         return Err(RecordError::WrongKind {
             expected: R::KIND.name(),
             found: kind.name().to_string(),
         });
     }
-    decode_payload(payload)
+    decode_payload(&payload)
 }
 
 fn decode_payload<R: DeserializeOwned>(payload: &[u8]) -> Result<R, RecordError> {
@@ -265,7 +319,8 @@ fn decode_payload<R: DeserializeOwned>(payload: &[u8]) -> Result<R, RecordError>
 /// Any record as JSON: `{"kind": ..., "format_version": ..., "record": {...}}`.
 pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
     use super::types::*;
-    let (kind, payload) = unframe(bytes)?;
+    let (kind, version, payload) = unframe(bytes)?;
+    let payload = &payload[..];
     fn j<R: Serialize + DeserializeOwned>(p: &[u8]) -> Result<serde_json::Value, RecordError> {
         let r: R = decode_payload(p)?;
         serde_json::to_value(&r).map_err(|e| RecordError::Payload(e.to_string()))
@@ -287,9 +342,43 @@ pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, RecordError> {
     };
     Ok(serde_json::json!({
         "kind": kind.name(),
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "record": record,
     }))
+}
+
+/// What stored bytes hold with compression undone, for searches through a store (the
+/// tests and audits that check secrets never reach it): a zstd blob's content; a pack's
+/// records, each made plain; each whole record frame's payload, decompressed (a record,
+/// or a segment of them), then any rest as it is; anything else as it is. Never fails.
+pub fn plain(bytes: &[u8]) -> Vec<u8> {
+    if crate::store::codec::is_zstd(bytes) {
+        if let Ok(content) = crate::store::codec::decompress_blob(bytes) {
+            return content;
+        }
+    }
+    if bytes.starts_with(super::pack::MAGIC) {
+        if let Ok(records) = super::pack::decode(&bytes::Bytes::copy_from_slice(bytes)) {
+            let mut out = Vec::new();
+            for (key, value) in records {
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(&plain(&value));
+            }
+            return out;
+        }
+    }
+    let scan = scan_segment(bytes);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut end = 0;
+    for (frame, at) in &scan.frames {
+        match unframe(frame) {
+            Ok((_, _, payload)) => out.extend_from_slice(&payload),
+            Err(_) => out.extend_from_slice(frame),
+        }
+        end = *at;
+    }
+    out.extend_from_slice(&bytes[end..]);
+    out
 }
 
 /// A segment (records appended one after another) as JSON: every whole record, and where

@@ -134,6 +134,13 @@ fn record_to_json(py: Python<'_>, data: &[u8]) -> PyResult<Py<PyAny>> {
     to_py(py, v)
 }
 
+/// What stored bytes hold with zstd undone (`record::plain`): for searching a store's
+/// files, e.g. to check that no secret reached them.
+#[pyfunction]
+fn stored_plain<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &record::plain(data))
+}
+
 /// `text` with the query string and user info of every URL in it removed (for showing
 /// store locations and settings that may carry credentials).
 #[pyfunction]
@@ -159,10 +166,11 @@ fn _kitaru(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(now_us, m)?)?;
     m.add_function(wrap_pyfunction!(blake3_digest, m)?)?;
     m.add_function(wrap_pyfunction!(record_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(stored_plain, m)?)?;
     m.add_function(wrap_pyfunction!(redact_urls, m)?)?;
     m.add_function(wrap_pyfunction!(store_kind, m)?)?;
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
-    m.add("RECORD_FORMAT_VERSION", record::FORMAT_VERSION)?;
+    m.add("RECORD_FORMAT_VERSION", record::COMPRESSED_VERSION)?;
     m.add("LAYOUT_VERSION", crate::store::layout::LAYOUT_VERSION)?;
     m.add("INLINE_LIMIT", crate::store::layout::INLINE_LIMIT)?;
     Ok(())

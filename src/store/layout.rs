@@ -2,7 +2,7 @@
 //! (docs/store-layout.md); readers refuse a root whose layout version is newer.
 //!
 //! ```text
-//! kitaru-store.json                         layout marker {"format": "kitaru-store", "version": 2}
+//! kitaru-store.json                         layout marker {"format": "kitaru-store", "version": 4}
 //! blobs/<2 hex>/<64 hex>                    immutable content-addressed bytes (blake3)
 //! executions/<exec id>/state/<seq:08>       state events, create-only, numbered from 0 (0 = Started)
 //! executions/<exec id>/lease/<seq:08>       heartbeat of the claim made by state event <seq>
@@ -18,10 +18,13 @@
 //! index/<tree>/<6 hex>/<3 hex>/<32 hex>     an empty entry of the execution index (`crate::index`)
 //! ```
 
+/// 4: records and blobs may be zstd-compressed (`codec.rs`: record format version 2, blobs
+/// stored as a zstd frame). Written on a new store; a version-3 store is raised to it when
+/// a process that may write it opens it, an older one once it is indexed (4 implies 3).
+pub const LAYOUT_VERSION: u32 = 4;
 /// 3: the execution index (`index/`, `crate::index`) is complete: every execution has
-/// its entries. Written on a new store, and on an older one once `index::ensure` has
-/// indexed what it held.
-pub const LAYOUT_VERSION: u32 = 3;
+/// its entries. Reached by an older store once `index::ensure` has indexed what it held.
+pub const INDEXED_VERSION: u32 = 3;
 /// 2: retries and resumes are `Claimed` events that fence the runs before them.
 pub const FENCED_VERSION: u32 = 2;
 pub const LAYOUT_MARKER: &str = "kitaru-store.json";

@@ -6,6 +6,7 @@
 //! named by their blake3 hash, verified on every read.
 
 pub mod cdc;
+pub mod codec;
 pub mod layout;
 mod local;
 mod redact;
@@ -205,6 +206,19 @@ impl std::fmt::Debug for Store {
 }
 
 /// `location` relative to the store root `root`.
+/// The content named `hash` that stored blob bytes hold: the bytes themselves, or what
+/// their zstd frame holds (layout 4); None when they are neither (a manifest, or damage).
+pub fn content_of(hash: &[u8; 32], stored: &Bytes) -> Option<Bytes> {
+    if blake3::hash(stored).as_bytes() == hash {
+        return Some(stored.clone());
+    }
+    if !codec::is_zstd(stored) {
+        return None;
+    }
+    let content = codec::decompress_blob(stored).ok()?;
+    (blake3::hash(&content).as_bytes() == hash).then(|| Bytes::from(content))
+}
+
 fn relative_to(root: &Path, location: &Path) -> String {
     let (full, root) = (location.as_ref(), root.as_ref());
     if root.is_empty() {
@@ -250,7 +264,7 @@ impl Store {
         };
         let store = Arc::new(Store {
             backend: Mutex::new(Backend {
-                pid: std::process::id(),
+                pid: crate::runtime::pid(),
                 os,
             }),
             connect,
@@ -282,7 +296,7 @@ impl Store {
     pub async fn from_object_store(os: Arc<dyn ObjectStore>, name: &str) -> Result<Arc<Store>> {
         let store = Arc::new(Store {
             backend: Mutex::new(Backend {
-                pid: std::process::id(),
+                pid: crate::runtime::pid(),
                 os,
             }),
             connect: None,
@@ -302,7 +316,7 @@ impl Store {
 
     /// The backend client of this process (rebuilt in a forked child).
     fn os(&self) -> Result<Arc<dyn ObjectStore>> {
-        let pid = std::process::id();
+        let pid = crate::runtime::pid();
         let mut backend = self.backend.lock();
         if backend.pid != pid {
             if let Some(connect) = &self.connect {
@@ -386,18 +400,38 @@ impl Store {
             }
             .into());
         }
-        if version < layout::FENCED_VERSION {
-            // Everything older is still read; what this version writes is not readable by
-            // older releases, which the new marker makes them say instead of misreading.
-            // (Version 3 is written by `index::ensure` once the index is complete.)
-            let bytes = Bytes::from(layout::marker_bytes(layout::FENCED_VERSION));
-            self.put_overwrite(marker, bytes.clone()).await?;
-            self.version
-                .store(layout::FENCED_VERSION, Ordering::Release);
-            return Ok(bytes);
+        // Everything older is still read; what this version writes is not readable by
+        // older releases, which the new marker makes them say instead of misreading.
+        // Version 2 (fences) is written at once; 3 (the index) by `index::ensure` once the
+        // index is complete, and with it 4 (compression), which needs nothing else.
+        let raised = match version {
+            v if v < layout::FENCED_VERSION => Some(layout::FENCED_VERSION),
+            layout::INDEXED_VERSION => Some(layout::LAYOUT_VERSION),
+            _ => None,
+        };
+        if let Some(to) = raised {
+            let bytes = Bytes::from(layout::marker_bytes(to));
+            match self.put_overwrite(marker, bytes.clone()).await {
+                Ok(()) => {
+                    self.version.store(to, Ordering::Release);
+                    return Ok(bytes);
+                }
+                // A store this process may not write (read-only credentials) stays as it
+                // is: nothing written through this handle lands anyway.
+                Err(e) if version >= layout::FENCED_VERSION => {
+                    tracing::debug!(store = %self.url, error = %e, "layout marker not raised");
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.version.store(version, Ordering::Release);
         Ok(found)
+    }
+
+    /// Whether records and blobs written through this handle may be compressed (layout
+    /// 4): older releases that read this store refuse it by its marker first.
+    pub fn compresses(&self) -> bool {
+        self.layout_version() >= layout::LAYOUT_VERSION
     }
 
     /// The layout version of this store's marker, as read when it was opened (or as
@@ -844,11 +878,12 @@ impl Store {
             return Ok(hash);
         }
         let key = layout::blob_key(&hash);
+        let stored = self.blob_bytes(&bytes);
         // A small blob on a local disk: created right here (staged file and hard link, still
         // create-only), without `object_store`'s task hop.
-        if let Some(done) = self.put_create_local_now(&key, &bytes) {
+        if let Some(done) = self.put_create_local_now(&key, &stored) {
             if !done? {
-                self.verify_or_rewrite(&key, &hash, bytes).await?;
+                self.verify_or_rewrite(&key, &hash, stored).await?;
             }
             self.known_blobs.lock().insert(hash);
             return Ok(hash);
@@ -862,11 +897,24 @@ impl Store {
                 Err(e) => return Err(self.backend("head", &key, e)),
             }
         };
-        if exists || !self.put_create(&key, bytes.clone()).await? {
-            self.verify_or_rewrite(&key, &hash, bytes).await?;
+        if exists || !self.put_create(&key, stored.clone()).await? {
+            self.verify_or_rewrite(&key, &hash, stored).await?;
         }
         self.known_blobs.lock().insert(hash);
         Ok(hash)
+    }
+
+    /// What the blob key of `content` holds: one zstd frame on a store of layout 4 when
+    /// that saves an eighth (`codec`), else the content itself.
+    fn blob_bytes(&self, content: &Bytes) -> Bytes {
+        if self.compresses()
+            && (codec::BLOB_MIN..=codec::MAX_BLOB_RAW).contains(&content.len())
+        {
+            if let Some(z) = codec::compress(content) {
+                return Bytes::from(z);
+            }
+        }
+        content.clone()
     }
 
     /// A blob found already there is trusted only once its bytes are checked against its
@@ -874,7 +922,7 @@ impl Store {
     /// replaced by the bytes just produced (so re-running the producing call repairs it).
     async fn verify_or_rewrite(&self, key: &str, hash: &[u8; 32], bytes: Bytes) -> Result<()> {
         match self.get(key).await? {
-            Some(existing) if blake3::hash(&existing).as_bytes() == hash => Ok(()),
+            Some(existing) if content_of(hash, &existing).is_some() => Ok(()),
             _ => {
                 tracing::warn!(key, "a stored blob did not match its name; rewritten");
                 self.put_overwrite(key, bytes).await
@@ -917,6 +965,11 @@ impl Store {
                 if !known.contains(&chunk_hash) {
                     uploads.push((chunk_hash, chunk));
                 }
+            }
+            drop(known);
+            // Each chunk compressed on its own (still named by its content's hash).
+            for (_, chunk) in &mut uploads {
+                *chunk = self.blob_bytes(chunk);
             }
         }
         let written: Vec<[u8; 32]> = stream::iter(uploads)
@@ -961,13 +1014,14 @@ impl Store {
                     layout::hex(hash)
                 ))
             })?;
-            if part.len() != *len as usize || blake3::hash(&part).as_bytes() != hash {
+            let part = content_of(hash, &part).filter(|p| p.len() == *len as usize);
+            let Some(part) = part else {
                 self.known_blobs.lock().remove(hash);
                 return Err(corrupt(format!(
                     "chunk {} does not match its blake3 name",
                     layout::hex(hash)
                 )));
-            }
+            };
             out.extend_from_slice(&part);
         }
         Ok(out.freeze())
@@ -1007,9 +1061,9 @@ impl Store {
             .get(&key)
             .await?
             .ok_or_else(|| corrupt("the blob is missing (dangling reference)".into()))?;
-        if blake3::hash(&bytes).as_bytes() == hash {
+        if let Some(content) = content_of(hash, &bytes) {
             self.known_blobs.lock().insert(*hash);
-            return Ok(bytes);
+            return Ok(content);
         }
         // Not the content itself: a manifest of chunks, or damage.
         let Some(manifest) = cdc::Manifest::decode(&bytes) else {

@@ -23,6 +23,7 @@ from .._context import (
 from .._steps import run_async, run_sync
 from .._types import CallRecord
 from ..errors import KitaruContextError, KitaruUsageError
+from .models import cost_of
 from .request import Prepared
 from .response import LLMResponse, LLMUsage, ToolCall
 
@@ -53,19 +54,17 @@ def _mock(prep: Prepared) -> dict[str, Any]:
 
 def _cost(prep: Prepared, resp: dict[str, Any]) -> float | None:
     """The call's cost: the alias's own prices, else the provider's reported cost
-    (OpenRouter), else the price table."""
+    (OpenRouter), else genai-prices' table (`models.cost_of`)."""
     if prep.mock:
         return 0.0
-    alias = prep.resolved.alias
-    explicit = alias is not None and alias.input_price is not None
+    r = prep.resolved
+    explicit = r.alias is not None and r.alias.input_price is not None
     if not explicit and resp.get("provider_cost_usd") is not None:
         return float(resp["provider_cost_usd"])
     usage = resp.get("usage") or {}
-    tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
-    prices = prep.resolved.prices
-    if prices is None or tin is None or tout is None:
-        return None
-    return round((int(tin) * prices[0] + int(tout) * prices[1]) / 1_000_000, 10)
+    return cost_of(
+        r.provider, r.model, r.alias, usage.get("input_tokens"), usage.get("output_tokens")
+    )
 
 
 def _info(

@@ -1,10 +1,10 @@
-"""Model aliases (`kitaru model ...`), the price table, and which model a call uses.
+"""Model aliases (`kitaru model ...`), what a call costs, and which model a call uses.
 
 The registry lives in `<config dir>/models.json`; `KITARU_MODEL_REGISTRY` (the same JSON)
 is merged over it, so a remote run can carry the aliases of the machine that launched it.
 An alias names a `provider/model` and, optionally, a secret holding its credentials, an
 OpenAI-compatible base URL, how structured output is asked for (`json_schema`,
-`json_object` or `tool`) and prices that override the built-in table.
+`json_object` or `tool`) and prices that override genai-prices' table (`cost_of`).
 """
 
 from __future__ import annotations
@@ -27,37 +27,7 @@ PROVIDERS = ("openai", "anthropic", "ollama", "openrouter")
 STRUCTURED_OUTPUT_MODES = ("json_schema", "json_object", "tool")
 _ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REGISTRY_FILE = "models.json"
-_SNAPSHOT_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
 
-# USD per million (input, output) tokens, as published by the providers (2026-11).
-# Override per alias with `kitaru model register ... --input-price X --output-price Y`.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-5": (1.25, 10.0),
-    "gpt-5-mini": (0.25, 2.0),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.0),
-    "gpt-4o-mini": (0.15, 0.60),
-    "o1": (15.0, 60.0),
-    "o3": (2.0, 8.0),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-    "gpt-4-turbo": (10.0, 30.0),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4-1": (15.0, 75.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-sonnet-4": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-3-7-sonnet": (3.0, 15.0),
-    "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-3-5-haiku": (0.80, 4.0),
-    "claude-3-opus": (15.0, 75.0),
-    "claude-3-haiku": (0.25, 1.25),
-}
 
 
 class ModelAlias:
@@ -133,7 +103,7 @@ def mask_url_password(url: str) -> str:
 class ResolvedModel:
     """What a call uses: provider, provider's model name and the alias it came from."""
 
-    __slots__ = ("alias", "base_url", "model", "prices", "provider", "requested", "secret")
+    __slots__ = ("alias", "base_url", "model", "provider", "requested", "secret")
 
     def __init__(
         self,
@@ -145,7 +115,6 @@ class ResolvedModel:
         self.requested, self.provider, self.model, self.alias = requested, provider, model, alias
         self.secret = alias.secret if alias else None
         self.base_url = alias.base_url if alias else None
-        self.prices = price_of(provider, model, alias)
 
     @property
     def target(self) -> str:
@@ -213,22 +182,43 @@ def check_structured_output(mode: Any, model: str, where: str = "") -> str | Non
     return str(mode)
 
 
-def price_of(provider: str, model: str, alias: ModelAlias | None) -> tuple[float, float] | None:
-    """USD per million (input, output) tokens, or None when unknown."""
+def cost_of(
+    provider: str,
+    model: str,
+    alias: ModelAlias | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+) -> float | None:
+    """A call's cost in USD, or None when it is not known (never a made-up zero).
+
+    The alias's own prices (USD per million tokens) when it has them; a local Ollama model
+    costs nothing; anything else is priced by `genai-prices` (the table pydantic-ai uses,
+    kept by Pydantic: tiers, dated snapshots, price changes over time), imported on the
+    first priced call, never at `import kitaru`. A model it does not know is unknown.
+    """
+    if input_tokens is None or output_tokens is None:
+        return None
     if alias is not None and alias.input_price is not None and alias.output_price is not None:
-        return alias.input_price, alias.output_price
+        return round(
+            (int(input_tokens) * alias.input_price + int(output_tokens) * alias.output_price)
+            / 1_000_000,
+            10,
+        )
     if provider == "ollama":
-        return 0.0, 0.0
-    name = model.rsplit("/", 1)[-1].lower()  # openrouter: "openai/gpt-4o" → "gpt-4o"
-    if name in PRICES:
-        return PRICES[name]
-    # Dated snapshots ("gpt-4o-2024-08-06", "claude-3-5-haiku-20241022", "gpt-4-0613") and
-    # "-latest": the known name before the date. Any other suffix is another model with its
-    # own price ("o3-pro", "gpt-5-pro"...): unknown rather than under-counted.
-    for known in sorted(PRICES, key=len, reverse=True):
-        if name.startswith(known + "-") and _SNAPSHOT_RE.match(name[len(known) + 1 :]):
-            return PRICES[known]
-    return None
+        return 0.0
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:  # pragma: no cover - a dependency of kitaru; unknown without it
+        return None
+    try:
+        priced = calc_price(
+            Usage(input_tokens=int(input_tokens), output_tokens=int(output_tokens)),
+            model_ref=model,
+            provider_id=provider or None,
+        )
+    except LookupError:
+        return None
+    return round(float(priced.total_price), 10)
 
 
 # --- the registry ------------------------------------------------------------------------

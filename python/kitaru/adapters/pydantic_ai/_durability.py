@@ -193,18 +193,15 @@ def input_digest(parts: tuple[Any, ...]) -> bytes:
 
 
 def _usage_info(payload: Any, started_us: int, model_id: str | None) -> dict[str, Any]:
-    """A model response's ledger entry: model, tokens, latency, cost (kitaru's price table)."""
-    from ..._llm.models import price_of
+    """A model response's ledger entry: model, tokens, latency, cost (genai-prices)."""
+    from ..._llm.models import cost_of
 
     resp = payload if isinstance(payload, dict) else {}
     usage = resp.get("usage") or {}
     tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
     provider = resp.get("provider_name") or ""
     model = resp.get("model_name") or ""
-    prices = price_of(provider, model, None) if model else None
-    cost = None
-    if prices is not None and tin is not None and tout is not None:
-        cost = round((int(tin) * prices[0] + int(tout) * prices[1]) / 1_000_000, 10)
+    cost = cost_of(provider, model, None, tin, tout) if model else None
     info = {
         "requested_model": model_id or "default",
         "resolved_model": f"{provider}/{model}" if provider else model or None,
