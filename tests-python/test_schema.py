@@ -9,10 +9,9 @@ import json
 import uuid
 from typing import Annotated, Any
 
+import kitaru
 import pydantic
 import pytest
-
-import kitaru
 from kitaru import _schema
 
 

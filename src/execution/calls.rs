@@ -580,7 +580,7 @@ mod tests {
         book.index("a", "a", false, Some([2; 32])); // a rerun after a divergence
         book.new_pass();
         assert_eq!(req(&mut book, "a", 1, false), ("a_2".into(), true));
-        assert_eq!(req(&mut book, "a", 1, false).1, false);
+        assert!(!req(&mut book, "a", 1, false).1);
         assert_eq!(req(&mut book, "a", 2, false), ("a".into(), true));
     }
 }
