@@ -7,7 +7,7 @@ use kitaru::journal::types::*;
 use kitaru::store::{codec, layout};
 
 use crate::records::sample_checkpoint;
-use crate::{local_store, memory_store, rt};
+use crate::{local_store, memory_store, noise, rt};
 
 fn with_output(data: Vec<u8>) -> CheckpointRecord {
     let mut cp = sample_checkpoint();
@@ -27,18 +27,6 @@ fn json_like(n: usize) -> Vec<u8> {
     }
     out.truncate(n);
     out
-}
-
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn version_of(frame: &[u8]) -> u16 {
@@ -75,7 +63,7 @@ fn small_and_incompressible_records_stay_raw() {
         version_of(&record::encode_with(&small, true).unwrap()),
         record::FORMAT_VERSION
     );
-    let random = with_output(noise(8_000));
+    let random = with_output(noise(8_000, 7));
     let bytes = record::encode_with(&random, true).unwrap();
     assert_eq!(version_of(&bytes), record::FORMAT_VERSION);
     assert_eq!(bytes, record::encode(&random).unwrap());
@@ -106,7 +94,7 @@ fn damaged_compressed_records_are_errors() {
         );
     }
     // zstd garbage behind a good checksum
-    let frame = reframe(&[&100u32.to_le_bytes()[..], &noise(64)].concat());
+    let frame = reframe(&[&100u32.to_le_bytes()[..], &noise(64, 7)].concat());
     assert!(matches!(
         record::decode::<CheckpointRecord>(&frame).unwrap_err(),
         RecordError::Payload(_)
@@ -139,7 +127,7 @@ fn blobs_are_compressed_on_both_kinds_of_store_and_read_back() {
             assert!(codec::is_zstd(&stored) && stored.len() * 3 < text.len());
             assert_eq!(store.get_blob(&hash, None, None).await.unwrap(), text);
             // incompressible content is kept as it is
-            let random = Bytes::from(noise(100_000));
+            let random = Bytes::from(noise(100_000, 7));
             let hash = store.put_blob(random.clone()).await.unwrap();
             let stored = store.get(&layout::blob_key(&hash)).await.unwrap().unwrap();
             assert_eq!(stored, random);

@@ -195,23 +195,22 @@ struct SameInputs {
 }
 
 impl SameInputs {
-    fn insert(&mut self, call_id: &str) {
+    /// Where `call_id` is (Ok) or belongs (Err) in call order.
+    fn position(&self, call_id: &str) -> std::result::Result<usize, usize> {
         let key = (occurrence(call_id), call_id);
-        if let Err(at) = self
-            .ids
+        self.ids
             .binary_search_by(|i| (occurrence(i), i.as_str()).cmp(&key))
-        {
+    }
+
+    fn insert(&mut self, call_id: &str) {
+        if let Err(at) = self.position(call_id) {
             self.ids.insert(at, call_id.to_string());
             self.claimed_prefix = self.claimed_prefix.min(at);
         }
     }
 
     fn remove(&mut self, call_id: &str) {
-        let key = (occurrence(call_id), call_id);
-        if let Ok(at) = self
-            .ids
-            .binary_search_by(|i| (occurrence(i), i.as_str()).cmp(&key))
-        {
+        if let Ok(at) = self.position(call_id) {
             self.ids.remove(at);
             self.claimed_prefix = self.claimed_prefix.min(at);
         }

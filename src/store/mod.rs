@@ -205,7 +205,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// `location` relative to the store root `root`.
 /// The content named `hash` that stored blob bytes hold: the bytes themselves, or what
 /// their zstd frame holds (layout 4); None when they are neither (a manifest, or damage).
 pub fn content_of(hash: &[u8; 32], stored: &Bytes) -> Option<Bytes> {
@@ -219,6 +218,7 @@ pub fn content_of(hash: &[u8; 32], stored: &Bytes) -> Option<Bytes> {
     (blake3::hash(&content).as_bytes() == hash).then(|| Bytes::from(content))
 }
 
+/// `location` relative to the store root `root`.
 fn relative_to(root: &Path, location: &Path) -> String {
     let (full, root) = (location.as_ref(), root.as_ref());
     if root.is_empty() {
@@ -402,8 +402,9 @@ impl Store {
         }
         // Everything older is still read; what this version writes is not readable by
         // older releases, which the new marker makes them say instead of misreading.
-        // Version 2 (fences) is written at once; 3 (the index) by `index::ensure` once the
-        // index is complete, and with it 4 (compression), which needs nothing else.
+        // Version 2 (fences) is written at once, and so is 4 (compression, which needs
+        // nothing else) over 3; a store below 3 gets 4 from `index::ensure` once its index
+        // is complete.
         let raised = match version {
             v if v < layout::FENCED_VERSION => Some(layout::FENCED_VERSION),
             layout::INDEXED_VERSION => Some(layout::LAYOUT_VERSION),
