@@ -582,6 +582,8 @@ pub async fn dump_key(store: &Store, key: &str) -> Result<Option<serde_json::Val
     };
     let value = if layout::is_segment_key(key) {
         record::segment_to_json(&bytes)
+    } else if bytes.starts_with(pack::MAGIC) {
+        pack::to_json(&bytes)
     } else {
         record::to_json(&bytes)
     };

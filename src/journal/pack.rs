@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::Result;
+use crate::journal::record::{self, RecordError};
 use crate::store::layout::{self, ExecKey};
 use crate::store::Store;
 
@@ -88,6 +89,28 @@ pub fn decode(bytes: &Bytes) -> std::result::Result<HashMap<String, Bytes>, &'st
         out.insert(key, bytes.slice(start..at));
     }
     Ok(out)
+}
+
+/// A pack as JSON for `kitaru store dump`: each record it holds (by key, in key order),
+/// as `record::to_json` shows it (segments as their records).
+pub fn to_json(bytes: &Bytes) -> std::result::Result<serde_json::Value, RecordError> {
+    let records = decode(bytes).map_err(|why| RecordError::Payload(format!("pack: {why}")))?;
+    let mut keys: Vec<&String> = records.keys().collect();
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = &records[key];
+        let mut shown = if layout::is_segment_key(key) {
+            record::segment_to_json(value)?
+        } else {
+            record::to_json(value)?
+        };
+        if let Some(fields) = shown.as_object_mut() {
+            fields.insert("key".into(), key.clone().into());
+        }
+        out.push(shown);
+    }
+    Ok(serde_json::json!({"kind": "pack", "records": out}))
 }
 
 /// The newest pack among `keys` (an execution's listing), if any.
